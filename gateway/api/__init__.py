@@ -1,0 +1,1 @@
+"""The HTTP surface: OpenAI-compatible routes, request parsing, response shapes, errors."""

@@ -1,0 +1,248 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models, health probes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.api import responses as R
+from gateway.api.body import read_body
+from gateway.api.errors import error_body
+from gateway.api.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    parse_chat_request,
+    parse_completion_request,
+)
+from gateway.errors import ApiError, ServiceUnavailable, WorkerError
+from gateway.pipeline import Pipeline, RequestContext, Worker, translate
+from gateway.policy.input import RequestSummary
+from gateway.types import DoneEvent, GenerateEvent, GenerateRequest, TokenEvent, Usage
+
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body_bytes: int
+    max_messages: int
+    default_max_tokens: dict[str, int]
+
+
+def _pipeline(request: Request) -> Pipeline:
+    pipeline: Pipeline = request.app.state.pipeline
+    return pipeline
+
+
+def _limits(request: Request) -> Limits:
+    limits: Limits = request.app.state.limits
+    return limits
+
+
+# -- health -----------------------------------------------------------------------------------
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    states = {name: w.state for name, w in _pipeline(request).workers.items()}
+    ready = all(s == "ready" for s in states.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready", "models": states}, status_code=200 if ready else 503
+    )
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    pipeline = _pipeline(request)
+    ctx = pipeline.begin(request, "models.list")
+    try:
+        pipeline.authorize(ctx, RequestSummary(endpoint="models.list"))
+        body = R.model_list(list(pipeline.workers), ctx.created)
+        await pipeline.finish(ctx, 200)
+    except ApiError as exc:
+        await pipeline.fail(ctx, exc)
+        raise
+    return JSONResponse(body)
+
+
+# -- generation -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Format:
+    """How one endpoint shapes its responses."""
+
+    complete: Callable[[str, str, int, str, Any, Usage], dict[str, Any]]
+    chunks_start: Callable[[str, str, int], list[dict[str, Any]]]
+    chunk_text: Callable[[str, str, int, str], dict[str, Any]]
+    chunk_final: Callable[[str, str, int, Any], dict[str, Any]]
+    chunk_usage: Callable[[str, str, int, Usage], dict[str, Any]]
+
+
+CHAT = _Format(
+    complete=R.chat_completion,
+    chunks_start=lambda rid, m, c: [R.chat_chunk(rid, m, c, delta={"role": "assistant", "content": ""})],
+    chunk_text=lambda rid, m, c, t: R.chat_chunk(rid, m, c, delta={"content": t}),
+    chunk_final=lambda rid, m, c, f: R.chat_chunk(rid, m, c, finish=f),
+    chunk_usage=lambda rid, m, c, u: R.chat_chunk(rid, m, c, usage=u),
+)
+
+COMPLETION = _Format(
+    complete=R.completion,
+    chunks_start=lambda rid, m, c: [],
+    chunk_text=lambda rid, m, c, t: R.completion_chunk(rid, m, c, text=t),
+    chunk_final=lambda rid, m, c, f: R.completion_chunk(rid, m, c, finish=f),
+    chunk_usage=lambda rid, m, c, u: R.completion_chunk(rid, m, c, usage=u),
+)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    return await _serve(
+        request,
+        "chat.completions",
+        CHAT,
+        lambda body, lim: parse_chat_request(body, max_messages=lim.max_messages),
+    )
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Response:
+    return await _serve(request, "completions", COMPLETION, lambda body, _: parse_completion_request(body))
+
+
+async def _serve(
+    request: Request,
+    endpoint: str,
+    fmt: _Format,
+    parse: Callable[[bytes, Limits], ChatCompletionRequest | CompletionRequest],
+) -> Response:
+    pipeline, limits = _pipeline(request), _limits(request)
+    ctx = pipeline.begin(request, endpoint)
+    try:
+        body = await read_body(request, limits.max_body_bytes)
+        ctx.request_digest = pipeline.digest(body)
+        req = parse(body, limits)
+        worker = pipeline.worker_for(ctx, req.model)
+        # Policy sees the max_tokens that will actually be used, defaults included.
+        params = req.params(limits.default_max_tokens.get(req.model, 256))
+        summary = RequestSummary(
+            endpoint=endpoint,
+            model=req.model,
+            max_tokens=params.max_tokens,
+            stream=req.stream,
+            message_count=req.message_count,
+        )
+        pipeline.authorize(ctx, summary)
+        gen = req.generate_request(ctx.request_id, params)
+        return await _run(pipeline, ctx, worker, gen, fmt, stream=req.stream, include_usage=req.include_usage)
+    except (ApiError, WorkerError) as exc:
+        api = translate(exc)
+        await pipeline.fail(ctx, api)
+        raise api from exc
+
+
+async def _run(
+    pipeline: Pipeline,
+    ctx: RequestContext,
+    worker: Worker,
+    gen: GenerateRequest,
+    fmt: _Format,
+    *,
+    stream: bool,
+    include_usage: bool,
+) -> Response:
+    events = worker.generate(gen)
+    # Wait for the first event before answering, so that a worker that is down or refuses the
+    # request still produces a proper HTTP status (503/400) rather than a broken stream.
+    try:
+        first = await anext(events)
+    except StopAsyncIteration as exc:
+        raise ServiceUnavailable("The model worker returned nothing.", code="worker_error") from exc
+    except BaseException:
+        await events.aclose()
+        raise
+    model = ctx.model or ""
+    if not stream:
+        try:
+            text, done = await _collect(first, events)
+        finally:
+            await events.aclose()
+        ctx.usage = Usage(done.prompt_tokens, done.completion_tokens)
+        ctx.response_digest = pipeline.digest(text.encode("utf-8"))
+        await pipeline.finish(ctx, 200)
+        return JSONResponse(
+            fmt.complete(ctx.request_id, model, ctx.created, text, done.finish_reason, ctx.usage)
+        )
+    return StreamingResponse(
+        _sse(pipeline, ctx, first, events, fmt, include_usage),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+async def _collect(
+    first: GenerateEvent, events: AsyncGenerator[GenerateEvent, None]
+) -> tuple[str, DoneEvent]:
+    parts: list[str] = []
+    event = first
+    while not isinstance(event, DoneEvent):
+        parts.append(event.text)
+        event = await anext(events)
+    return "".join(parts), event
+
+
+async def _sse(
+    pipeline: Pipeline,
+    ctx: RequestContext,
+    first: GenerateEvent,
+    events: AsyncGenerator[GenerateEvent, None],
+    fmt: _Format,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    rid, model, created = ctx.request_id, ctx.model or "", ctx.created
+    digest = hmac.new(pipeline.digest_key, digestmod=hashlib.sha256)
+    try:
+        for chunk in fmt.chunks_start(rid, model, created):
+            yield R.sse(chunk)
+        event = first
+        while isinstance(event, TokenEvent):
+            if event.text:
+                digest.update(event.text.encode("utf-8"))
+                yield R.sse(fmt.chunk_text(rid, model, created, event.text))
+            event = await anext(events)
+        ctx.usage = Usage(event.prompt_tokens, event.completion_tokens)
+        ctx.response_digest = "hmac-sha256:" + digest.hexdigest()
+        yield R.sse(fmt.chunk_final(rid, model, created, event.finish_reason))
+        if include_usage:
+            yield R.sse(fmt.chunk_usage(rid, model, created, ctx.usage))
+        try:
+            await pipeline.finish(ctx, 200)
+        except ApiError as exc:
+            yield R.sse(error_body(exc))  # no [DONE]: the client sees the stream failed
+            return
+        yield R.SSE_DONE
+    except WorkerError as exc:
+        api = translate(exc)
+        await pipeline.fail(ctx, api)
+        yield R.sse(error_body(api))
+    finally:
+        await events.aclose()
+        # The client went away mid-stream: record it (499, as nginx names it).
+        pipeline.append_now(ctx, 499)

@@ -1,0 +1,37 @@
+"""The FastAPI application: routes, error envelope, request ids, worker lifecycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from gateway.api.errors import install_error_handlers
+from gateway.api.middleware import RequestIdMiddleware
+from gateway.api.routes import router
+from gateway.runtime import Runtime
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="llmos",
+        summary="OpenAI-compatible gateway to sandboxed local models, with policy and audit.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.pipeline = runtime.pipeline
+    app.state.limits = runtime.limits
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,226 @@
+"""The audit store: entries in one SQLite file, append-only by convention.
+
+Table ``audit_entries(seq, request_id, body, entry_hash, signature)``; the schema version is
+``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). Writers use WAL with ``synchronous=FULL``, so
+an append has reached the disk when :meth:`AuditStore.append` returns. The store knows nothing
+about hashing or signing (that is ``entry.py``); it only keeps rows in ``seq`` order.
+
+An :class:`AuditStore` is not thread-safe by itself: ``AuditLog`` serialises access with a lock.
+Every ``sqlite3.Error`` leaves this module as :class:`~gateway.errors.AuditError`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from gateway.errors import AuditError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_entries (
+    seq INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    entry_hash TEXT NOT NULL,
+    signature TEXT NOT NULL
+)
+"""
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def _decode_text(raw: bytes) -> str:
+    # Invalid UTF-8 (only a tampered file has it) round-trips through surrogateescape, so a
+    # verifier hashes exactly the stored bytes instead of failing to read the row.
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One row as stored; ``body`` is the canonical JSON text, ``signature`` base64.
+
+    Values are whatever the file holds (a tampered file may hold other types), so readers
+    that must not trust the file check them.
+    """
+
+    seq: int
+    request_id: str
+    body: str
+    entry_hash: str
+    signature: str
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last entry: its ``seq`` and ``entry_hash``."""
+
+    seq: int
+    entry_hash: str
+
+
+class AuditStore:
+    """An open audit SQLite file. Use :meth:`open` to write, :meth:`open_readonly` to verify."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = connection
+
+    @classmethod
+    def open(cls, path: Path) -> AuditStore:
+        """Open (creating if needed) a writable store with WAL and ``synchronous=FULL``."""
+        path = Path(path)
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot open audit store {path}: {exc}") from exc
+        conn.text_factory = _decode_text
+        store = cls(path, conn)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise AuditError(f"audit store {path}: cannot enable WAL journal mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = store._user_version()
+                if version == 0:
+                    conn.execute(_SCHEMA)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            store._check_version()
+        except sqlite3.Error as exc:
+            store.close()
+            raise AuditError(f"cannot open audit store {path}: {exc}") from exc
+        except AuditError:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def open_readonly(cls, path: Path) -> AuditStore:
+        """Open an existing store read-only (``mode=ro``): nothing in the file is changed."""
+        path = Path(path)
+        if not path.is_file():
+            raise AuditError(f"audit store {path} does not exist or is not a file")
+        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot open audit store {path} read-only: {exc}") from exc
+        conn.text_factory = _decode_text
+        store = cls(path, conn)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            store._check_version()
+        except sqlite3.Error as exc:
+            store.close()
+            raise AuditError(f"cannot read audit store {path}: {exc}") from exc
+        except AuditError:
+            store.close()
+            raise
+        return store
+
+    def _user_version(self) -> int:
+        row = self._conn.execute("PRAGMA user_version").fetchone()
+        return int(row[0])
+
+    def _check_version(self) -> None:
+        version = self._user_version()
+        if version != SCHEMA_VERSION:
+            raise AuditError(
+                f"audit store {self.path} has schema version {version}, this llmos reads "
+                f"version {SCHEMA_VERSION}" + (" (not an audit store?)" if version == 0 else "")
+            )
+
+    def head(self) -> Head | None:
+        """The last entry, or None when the store is empty."""
+        try:
+            row = self._conn.execute(
+                "SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return None if row is None else Head(seq=row[0], entry_hash=row[1])
+
+    def append(self, seq: int, request_id: str, body: str, entry_hash: str, signature: str) -> None:
+        """Insert one entry in its own transaction; ``seq`` must follow the current head.
+
+        Returns once the transaction is committed (durable under ``synchronous=FULL``).
+        """
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT MAX(seq) FROM audit_entries").fetchone()
+                last = 0 if row is None or row[0] is None else int(row[0])
+                if seq != last + 1:
+                    raise AuditError(
+                        f"audit store {self.path}: cannot append seq {seq} after seq {last} "
+                        "(another writer is appending to this file?)"
+                    )
+                conn.execute(
+                    "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (seq, request_id, body, entry_hash, signature),
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.IntegrityError as exc:
+            raise AuditError(
+                f"audit store {self.path}: cannot append seq {seq}: {exc} (request id already logged?)"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot write audit store {self.path}: {exc}") from exc
+
+    def iter_entries(self) -> Iterator[StoredEntry]:
+        """All entries in ``seq`` order (a snapshot: one read transaction)."""
+        try:
+            cursor = self._conn.execute(
+                "SELECT seq, request_id, body, entry_hash, signature FROM audit_entries ORDER BY seq"
+            )
+            for row in cursor:
+                yield StoredEntry(*row)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+
+    def get(self, request_id: str) -> StoredEntry | None:
+        """The entry for ``request_id``, or None."""
+        try:
+            row = self._conn.execute(
+                "SELECT seq, request_id, body, entry_hash, signature FROM audit_entries WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return None if row is None else StoredEntry(*row)
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot close audit store {self.path}: {exc}") from exc
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,228 @@
+"""The ``llmos`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.errors import ApiError, AuditVerifyError, ConfigError, LlmosError
+from gateway.types import ROLES
+
+DESCRIPTION = """\
+llmos: an OpenAI-compatible gateway to sandboxed local models, with API-key authentication,
+Rego policy decisions and a signed audit trail.
+
+Without --config, llmos uses its embedded defaults over the state directory $LLMOS_HOME
+(or ./.llmos), which `llmos init` (or the first `llmos serve`) creates."""
+
+EPILOG = """\
+examples:
+  llmos serve                                   # init ./.llmos if needed, listen on 127.0.0.1:8080
+  KEY=$(llmos keys create --name alice --role user --tenant acme)
+  llmos audit verify                            # check the audit log offline
+"""
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="llmos.yaml to use (default: embedded defaults over $LLMOS_HOME or ./.llmos)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmos",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create the state directory (keys, demo model, policy) without serving")
+    _add_config(p)
+
+    p = sub.add_parser("serve", help="run the gateway (creates the state directory if missing)")
+    _add_config(p)
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1, or server.host)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8080, or server.port)")
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    p = keys.add_parser("create", help="create a key; prints it once, alone on stdout")
+    _add_config(p)
+    p.add_argument("--name", required=True, help="unique key name")
+    p.add_argument("--role", required=True, choices=ROLES, help="role of the key's principal")
+    p.add_argument("--tenant", default="default", help="tenant of the key's principal (default: default)")
+    p.add_argument("--rpm", type=int, help="requests per minute allowed for this key (default: unlimited)")
+    p.add_argument("--expires-in-days", type=int, metavar="DAYS", help="expire the key after DAYS days")
+    p = keys.add_parser("list", help="list keys (never the keys themselves)")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+    p = keys.add_parser("revoke", help="revoke a key by name or id; takes effect at once")
+    _add_config(p)
+    p.add_argument("key", metavar="NAME|ID")
+
+    audit = sub.add_parser("audit", help="audit trail tools").add_subparsers(
+        dest="audit_command", required=True
+    )
+    p = audit.add_parser(
+        "verify", help="verify the audit log's hash chain and signatures offline; names the first bad entry"
+    )
+    _add_config(p)
+    p.add_argument("--db", type=Path, help="audit database (default: from the configuration)")
+    p.add_argument("--public-key", type=Path, help="Ed25519 public key PEM (default: from the configuration)")
+
+    policy = sub.add_parser("policy", help="policy tools").add_subparsers(
+        dest="policy_command", required=True
+    )
+    p = policy.add_parser("test", help="run the Rego unit tests (*_test.rego) of a policy directory")
+    _add_config(p)
+    p.add_argument("dir", nargs="?", type=Path, help="policy directory (default: the configured one)")
+    return parser
+
+
+def load_config(path: Path | None) -> Config:
+    return Config.load(path) if path is not None else Config.embedded()
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from gateway.state import init_state
+
+    result = init_state(load_config(args.config))
+    for item in result.created:
+        _err(f"created {item}")
+    if result.admin_key:
+        _err("Admin API key (shown only this once; store it now):")
+        print(result.admin_key, flush=True)
+    else:
+        _err(f"{result.state_dir} is already initialised")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.runtime import build_runtime
+    from gateway.state import init_state
+
+    config = load_config(args.config)
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    logging.basicConfig(
+        level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    result = init_state(config)
+    if result.admin_key:
+        _err(f"initialised {result.state_dir}. Admin API key (shown only this once; store it now):")
+        print(result.admin_key, flush=True)
+    app = create_app(build_runtime(config))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level=config.server.log_level, server_header=False)
+    )
+    server.run()
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from gateway.state import open_key_store
+
+    store = open_key_store(load_config(args.config))
+    if args.keys_command == "create":
+        expires = timedelta(days=args.expires_in_days) if args.expires_in_days is not None else None
+        key, info = store.create(args.name, args.role, args.tenant, rpm=args.rpm, expires_in=expires)
+        _err(
+            f"created key {info.name} (id {info.id}, role {info.role}, tenant {info.tenant});"
+            " shown only once:"
+        )
+        print(key, flush=True)
+    elif args.keys_command == "list":
+        now = datetime.now(UTC)
+        for k in store.list():
+            row = {
+                "id": k.id,
+                "name": k.name,
+                "role": k.role,
+                "tenant": k.tenant,
+                "rpm": k.rpm,
+                "status": k.status(now),
+                "created_at": k.created_at,
+                "expires_at": k.expires_at,
+                "revoked_at": k.revoked_at,
+            }
+            if args.json:
+                print(json.dumps(row))
+            else:
+                print(
+                    f"{k.id}  {k.name:<20} {k.role:<8} {k.tenant:<16} {row['status']!s:<8}"
+                    f" created {k.created_at}"
+                )
+    else:
+        info = store.revoke(args.key)
+        _err(f"revoked key {info.name} (id {info.id}) at {info.revoked_at}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from gateway.audit.keys import load_public_key
+    from gateway.audit.verify import verify_log
+
+    config = load_config(args.config) if args.db is None or args.public_key is None else None
+    db = args.db or (config.audit_db if config else None)
+    pub = args.public_key or (config.public_key if config else None)
+    if db is None or pub is None:  # unreachable: config fills both
+        raise ConfigError("need --db and --public-key")
+    if not db.exists():
+        raise ConfigError(f"{db}: no audit database here")
+    try:
+        report = verify_log(db, load_public_key(pub))
+    except AuditVerifyError as exc:
+        print(f"FAILED: {exc}")
+        return 1
+    print(f"OK: {report.entries} entries verified; head {report.head_hash}")
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    from gateway.policy.bundle import load_bundle
+    from gateway.policy.testing import run_policy_tests
+
+    root = args.dir or load_config(args.config).policy_dir
+    results = run_policy_tests(load_bundle(root))
+    for r in results:
+        print(
+            f"{'PASS' if r.passed else 'FAIL'}  {r.file}: {r.name}" + ("" if r.passed else f"  ({r.error})")
+        )
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+COMMANDS = {"init": cmd_init, "serve": cmd_serve, "keys": cmd_keys, "audit": cmd_audit, "policy": cmd_policy}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, ApiError) as exc:
+        _err(f"llmos: error: {exc}")
+        return 2
+    except LlmosError as exc:
+        _err(f"llmos: error: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

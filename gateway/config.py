@@ -1,0 +1,222 @@
+"""Typed configuration: one YAML file (``llmos.yaml``), read once at startup.
+
+Every path in the file may be relative; it is resolved against the directory holding the file.
+Paths left out are derived from ``state_dir``. With no file at all, ``Config.embedded()`` gives
+the built-in defaults over a state directory (``$LLMOS_HOME`` or ``./.llmos``).
+Errors name the file and the key: ``llmos.yaml: models.0.path: Field required``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import ConfigError
+
+DEFAULT_STATE_DIR = ".llmos"
+DEMO_MODEL_NAME = "demo"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return value
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: StrictInt = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_messages: int = Field(default=256, ge=1)
+    log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
+
+
+class AuthConfig(_Section):
+    keys_db: Path | None = None
+    pepper_file: Path | None = None
+
+    _resolve = field_validator("keys_db", "pepper_file")(_resolve)
+
+
+class PolicyConfig(_Section):
+    dir: Path | None = None
+    query: str = "data.llmos.authz.decision"
+    run_tests_on_load: bool = True
+
+    _resolve = field_validator("dir")(_resolve)
+
+
+class AuditConfig(_Section):
+    db: Path | None = None
+    signing_key: Path | None = None
+    public_key: Path | None = None
+    digest_key_file: Path | None = None
+
+    _resolve = field_validator("db", "signing_key", "public_key", "digest_key_file")(_resolve)
+
+
+class ModelConfig(_Section):
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
+    path: Path
+    max_queue: int = Field(default=64, ge=0)
+    default_max_tokens: int = Field(default=256, ge=1)
+
+    _resolve = field_validator("path")(_resolve)
+
+
+class WorkersConfig(_Section):
+    restart_backoff_initial_s: float = Field(default=0.5, gt=0)
+    restart_backoff_max_s: float = Field(default=30.0, gt=0)
+    start_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class Config(_Section):
+    """The whole configuration. Build it with ``load()`` or ``embedded()``."""
+
+    state_dir: Path = Field(default=Path(DEFAULT_STATE_DIR), validate_default=True)
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    policy: PolicyConfig = PolicyConfig()
+    audit: AuditConfig = AuditConfig()
+    models: list[ModelConfig] | None = None
+    workers: WorkersConfig = WorkersConfig()
+
+    _resolve = field_validator("state_dir")(_resolve)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig] | None) -> list[ModelConfig] | None:
+        names = [m.name for m in models or []]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model names: {', '.join(dupes)}")
+        return models
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Config:
+        s = self.state_dir
+        auth = self.auth.model_copy(
+            update={
+                "keys_db": self.auth.keys_db or s / "keys.db",
+                "pepper_file": self.auth.pepper_file or s / "secrets" / "api_key_pepper",
+            }
+        )
+        policy = self.policy.model_copy(update={"dir": self.policy.dir or s / "policies"})
+        audit = self.audit.model_copy(
+            update={
+                "db": self.audit.db or s / "audit.db",
+                "signing_key": self.audit.signing_key or s / "secrets" / "audit_signing_key.pem",
+                "public_key": self.audit.public_key or s / "audit_signing_key.pub.pem",
+                "digest_key_file": self.audit.digest_key_file or s / "secrets" / "audit_digest_key",
+            }
+        )
+        models = self.models
+        if models is None:
+            models = [ModelConfig(name=DEMO_MODEL_NAME, path=s / "models" / DEMO_MODEL_NAME)]
+        object.__setattr__(self, "auth", auth)
+        object.__setattr__(self, "policy", policy)
+        object.__setattr__(self, "audit", audit)
+        object.__setattr__(self, "models", models)
+        return self
+
+    # Typed accessors: after validation these are never None.
+    @property
+    def keys_db(self) -> Path:
+        return _req(self.auth.keys_db)
+
+    @property
+    def pepper_file(self) -> Path:
+        return _req(self.auth.pepper_file)
+
+    @property
+    def policy_dir(self) -> Path:
+        return _req(self.policy.dir)
+
+    @property
+    def audit_db(self) -> Path:
+        return _req(self.audit.db)
+
+    @property
+    def signing_key(self) -> Path:
+        return _req(self.audit.signing_key)
+
+    @property
+    def public_key(self) -> Path:
+        return _req(self.audit.public_key)
+
+    @property
+    def digest_key_file(self) -> Path:
+        return _req(self.audit.digest_key_file)
+
+    @property
+    def model_list(self) -> list[ModelConfig]:
+        return list(self.models or [])
+
+    @property
+    def demo_model_dir(self) -> Path:
+        return self.state_dir / "models" / DEMO_MODEL_NAME
+
+    @classmethod
+    def embedded(cls, state_dir: Path | None = None, environ: dict[str, str] | None = None) -> Config:
+        """Built-in defaults over ``state_dir``, ``$LLMOS_HOME`` or ``./.llmos``."""
+        env = os.environ if environ is None else environ
+        if state_dir is None:
+            state_dir = Path(env.get("LLMOS_HOME") or DEFAULT_STATE_DIR)
+        return cls.model_validate({"state_dir": str(state_dir)}, context={"base_dir": Path.cwd()})
+
+    @classmethod
+    def from_mapping(cls, data: Any, *, source: str, base_dir: Path) -> Config:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of keys, not {type(data).__name__}")
+        try:
+            return cls.model_validate(data, context={"base_dir": base_dir})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+            more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+            raise ConfigError(f"{source}: {key}: {first['msg']}{more}") from exc
+
+    @classmethod
+    def load(cls, path: Path) -> Config:
+        """Read and validate ``path``; relative paths inside it are relative to its directory."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{where}") from exc
+        return cls.from_mapping(data, source=str(path), base_dir=path.resolve().parent)
+
+
+def _req(value: Path | None) -> Path:
+    if value is None:  # unreachable after validation; kept as a typed guard
+        raise ConfigError("configuration was not validated")
+    return value

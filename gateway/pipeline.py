@@ -1,0 +1,204 @@
+"""The request pipeline every API call goes through:
+
+    authenticate -> read & parse body -> resolve model -> rate limit -> policy -> generate -> audit
+
+Each authenticated request ends in exactly one audit entry, whatever its outcome (allowed,
+denied, invalid, failed). An entry that cannot be written fails the request closed (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from starlette.requests import Request
+
+from gateway.auth import authenticate
+from gateway.errors import (
+    ApiError,
+    AuditError,
+    InternalError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PolicyError,
+    RateLimited,
+    ServiceUnavailable,
+    WorkerRequestError,
+    WorkerUnavailable,
+)
+from gateway.keys import ApiKeyStore, KeyInfo
+from gateway.policy.engine import PolicyEngine
+from gateway.policy.input import RequestSummary, policy_input
+from gateway.ratelimit import RateLimiter
+from gateway.types import AuditRecord, GenerateEvent, GenerateRequest, Principal, Usage
+
+log = logging.getLogger("llmos.gateway")
+
+DecisionLabel = Literal["allow", "deny", "invalid", "error"]
+
+
+class AuditSink(Protocol):
+    def append(self, record: AuditRecord) -> object: ...
+
+
+class Worker(Protocol):
+    @property
+    def state(self) -> str: ...
+
+    def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateEvent, None]: ...
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    endpoint: str
+    key: KeyInfo
+    started: float = field(default_factory=time.monotonic)
+    time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
+    model: str | None = None
+    decision: DecisionLabel = "invalid"
+    reasons: tuple[str, ...] = ()
+    request_digest: str | None = None
+    response_digest: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    audited: bool = False
+
+    @property
+    def principal(self) -> Principal:
+        return self.key.principal()
+
+    @property
+    def created(self) -> int:
+        return int(time.time())
+
+
+@dataclass
+class Pipeline:
+    keys: ApiKeyStore
+    policy: PolicyEngine
+    audit: AuditSink
+    workers: dict[str, Worker]
+    digest_key: bytes
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+
+    # -- stages -------------------------------------------------------------------------------
+    def begin(self, request: Request, endpoint: str) -> RequestContext:
+        """Authenticate; a 401 here is not audited (there is no principal to record)."""
+        key = authenticate(request.headers.get("authorization"), self.keys)
+        return RequestContext(request_id=request.state.request_id, endpoint=endpoint, key=key)
+
+    def digest(self, data: bytes) -> str:
+        """Keyed digest of request/response content: provable by the operator, not guessable."""
+        return "hmac-sha256:" + hmac.new(self.digest_key, data, hashlib.sha256).hexdigest()
+
+    def worker_for(self, ctx: RequestContext, model: str) -> Worker:
+        ctx.model = model
+        worker = self.workers.get(model)
+        if worker is None:
+            raise NotFound(f"The model '{model}' does not exist. See GET /v1/models.", param="model")
+        return worker
+
+    def authorize(self, ctx: RequestContext, summary: RequestSummary) -> None:
+        """Rate limit, then the policy decision. Raises on deny (403) or engine failure (503)."""
+        retry = self.limiter.check(ctx.principal.id, ctx.key.rpm, time.monotonic())
+        if retry is not None:
+            ctx.decision, ctx.reasons = "deny", ("rate_limited",)
+            raise RateLimited(
+                f"Rate limit reached: {ctx.key.rpm} requests per minute for this key. Retry after {retry} s.",
+                retry_after=retry,
+            )
+        try:
+            decision = self.policy.decide(policy_input(ctx.principal, summary, ctx.time))
+        except PolicyError as exc:
+            ctx.decision, ctx.reasons = "error", (exc.code,)
+            log.error("policy failure (request denied): %s", exc)
+            if exc.code in ("policy_undefined", "policy_malformed"):
+                raise PermissionDenied(
+                    "Request denied: the policy gave no valid decision.", code=exc.code
+                ) from exc
+            raise ServiceUnavailable(
+                "Request denied: the policy engine failed.", code="policy_unavailable", retry_after=1
+            ) from exc
+        ctx.reasons = tuple(r.code for r in decision.reasons)
+        if not decision.allow:
+            ctx.decision = "deny"
+            detail = "; ".join(f"{r.message} [{r.code}]" for r in decision.reasons)
+            raise PermissionDenied(f"Request denied by policy: {detail}", code=decision.reasons[0].code)
+        ctx.decision = "allow"
+
+    # -- audit --------------------------------------------------------------------------------
+    def record(self, ctx: RequestContext, status: int) -> AuditRecord:
+        return AuditRecord(
+            request_id=ctx.request_id,
+            time=ctx.time,
+            principal_id=ctx.principal.id,
+            tenant=ctx.principal.tenant,
+            endpoint=ctx.endpoint,
+            model=ctx.model,
+            decision=ctx.decision,
+            status=status,
+            reasons=ctx.reasons,
+            policy_digest=self.policy.digest,
+            request_digest=ctx.request_digest,
+            response_digest=ctx.response_digest,
+            prompt_tokens=ctx.usage.prompt_tokens,
+            completion_tokens=ctx.usage.completion_tokens,
+            latency_ms=int((time.monotonic() - ctx.started) * 1000),
+        )
+
+    async def finish(self, ctx: RequestContext, status: int) -> None:
+        """Write the entry for a successful response; fail closed (503) if it cannot be written."""
+        try:
+            await self.append(ctx, status)
+        except AuditError as exc:
+            log.error("audit write failed; response withheld (request %s): %s", ctx.request_id, exc)
+            raise ServiceUnavailable(
+                "The request could not be recorded in the audit trail, so its result is withheld.",
+                code="audit_unavailable",
+                retry_after=1,
+            ) from exc
+
+    async def fail(self, ctx: RequestContext, exc: ApiError) -> None:
+        """Write the entry for a failed request; the client gets the original error either way."""
+        if ctx.audited:
+            return
+        try:
+            await self.append(ctx, exc.status)
+        except AuditError as audit_exc:
+            log.error("audit write failed for failed request %s: %s", ctx.request_id, audit_exc)
+
+    async def append(self, ctx: RequestContext, status: int) -> None:
+        record = self.record(ctx, status)
+        await asyncio.to_thread(self.audit.append, record)
+        ctx.audited = True
+
+    def append_now(self, ctx: RequestContext, status: int) -> None:
+        """Blocking append for paths that cannot await (a cancelled stream's cleanup)."""
+        if ctx.audited:
+            return
+        try:
+            self.audit.append(self.record(ctx, status))
+            ctx.audited = True
+        except AuditError as exc:
+            log.error("audit write failed for request %s: %s", ctx.request_id, exc)
+
+
+def translate(exc: Exception) -> ApiError:
+    """Map worker errors to API errors; ApiErrors pass through."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, WorkerRequestError):
+        if exc.code == "generation_failed":  # the worker's fault, not the client's
+            return InternalError("The model failed while generating.", code=exc.code)
+        return InvalidRequest(str(exc), code=exc.code)
+    if isinstance(exc, WorkerUnavailable):
+        return ServiceUnavailable(str(exc), code=exc.code, retry_after=exc.retry_after)
+    raise exc

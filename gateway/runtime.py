@@ -1,0 +1,87 @@
+"""Assemble a running gateway from a ``Config``: keys, policy, audit log, model workers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from gateway.api.routes import Limits
+from gateway.audit.keys import load_private_key
+from gateway.audit.log import AuditLog
+from gateway.config import Config
+from gateway.errors import PolicyError
+from gateway.pipeline import Pipeline, Worker
+from gateway.policy.bundle import load_bundle
+from gateway.policy.engine import RegoEngine
+from gateway.policy.testing import failed_tests
+from gateway.secretfile import read_secret
+from gateway.state import open_key_store
+from sandbox.client import ModelWorker, WorkerSpec
+
+log = logging.getLogger("llmos.gateway")
+
+
+@dataclass
+class Runtime:
+    config: Config
+    pipeline: Pipeline
+    limits: Limits
+    workers: dict[str, ModelWorker]
+    audit: AuditLog
+
+    async def start(self) -> None:
+        for worker in self.workers.values():
+            await worker.start()
+
+    async def stop(self) -> None:
+        for worker in self.workers.values():
+            await worker.stop()
+        self.audit.close()
+
+
+def load_policy(config: Config) -> RegoEngine:
+    """Load and compile the policy; with ``run_tests_on_load`` its Rego tests must pass first."""
+    bundle = load_bundle(config.policy_dir)
+    if config.policy.run_tests_on_load:
+        failures = failed_tests(bundle)
+        if failures:
+            names = ", ".join(f"{f.file}:{f.name}" for f in failures)
+            raise PolicyError(
+                f"{config.policy_dir}: policy tests failed: {names}", code="policy_tests_failed"
+            )
+    return RegoEngine(bundle, config.policy.query)
+
+
+def build_runtime(config: Config) -> Runtime:
+    keys = open_key_store(config)
+    policy = load_policy(config)
+    audit = AuditLog(config.audit_db, load_private_key(config.signing_key))
+    workers = {
+        m.name: ModelWorker(
+            WorkerSpec(
+                name=m.name,
+                model_dir=m.path,
+                log_path=config.state_dir / "logs" / f"worker-{m.name.replace('/', '_')}.log",
+                restart_backoff_initial_s=config.workers.restart_backoff_initial_s,
+                restart_backoff_max_s=config.workers.restart_backoff_max_s,
+                start_timeout_s=config.workers.start_timeout_s,
+                max_queue=m.max_queue,
+            )
+        )
+        for m in config.model_list
+    }
+    worker_view: dict[str, Worker] = dict(workers)
+    pipeline = Pipeline(
+        keys=keys,
+        policy=policy,
+        audit=audit,
+        workers=worker_view,
+        digest_key=read_secret(config.digest_key_file),
+    )
+    limits = Limits(
+        max_body_bytes=config.server.max_body_bytes,
+        max_messages=config.server.max_messages,
+        default_max_tokens={m.name: m.default_max_tokens for m in config.model_list},
+    )
+    log.info("policy %s loaded from %s", policy.digest, config.policy_dir)
+    return Runtime(config=config, pipeline=pipeline, limits=limits, workers=workers, audit=audit)

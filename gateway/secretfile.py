@@ -1,0 +1,43 @@
+"""Small secret files (peppers, digest keys): created with mode 0600, refused if others can read them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from gateway.errors import ConfigError
+
+
+def create_secret(path: Path, nbytes: int = 32) -> bytes:
+    """Create ``path`` holding ``nbytes`` random bytes (hex), never readable by others, even briefly."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    value = secrets.token_bytes(nbytes)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise ConfigError(f"{path}: already exists; refusing to overwrite a secret") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create secret file ({exc.strerror})") from exc
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(value.hex() + "\n")
+    return value
+
+
+def read_secret(path: Path) -> bytes:
+    """Read a secret written by ``create_secret``; refuse files that group or others may read."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read secret file ({exc.__class__.__name__})") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path}: secret file is accessible by group or others; fix with: chmod 600 {path}")
+    try:
+        value = bytes.fromhex(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: secret file is not hex-encoded") from exc
+    if len(value) < 16:
+        raise ConfigError(f"{path}: secret is too short (need at least 16 bytes)")
+    return value

@@ -1,0 +1,110 @@
+"""The state directory (``./.llmos`` or ``$LLMOS_HOME``): created once by ``llmos init``.
+
+    .llmos/                          mode 0700
+      secrets/api_key_pepper         HMAC key for stored API key hashes (0600)
+      secrets/audit_signing_key.pem  Ed25519 private key signing audit entries (0600)
+      secrets/audit_digest_key       HMAC key for request/response digests (0600)
+      audit_signing_key.pub.pem      the public key auditors verify with
+      keys.db                        API keys (keyed hashes only)
+      audit.db                       the audit log (SQLite, WAL)
+      policies/                      the default Rego policy, copied from the package
+      models/demo/                   a tiny random-weight Llama (gibberish output)
+      logs/                          model worker logs
+
+Initialisation is idempotent: it creates what is missing and never overwrites a file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from gateway.audit.keys import generate_signing_key, load_private_key
+from gateway.audit.log import AuditLog
+from gateway.config import Config
+from gateway.errors import ConfigError
+from gateway.keys import ApiKeyStore
+from gateway.secretfile import create_secret, read_secret
+
+ADMIN_KEY_NAME = "admin"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    state_dir: Path
+    created: tuple[str, ...]  # what this call created, for the operator's log
+    admin_key: str | None  # the new admin key, shown once; None if one already existed
+
+
+def _secret(path: Path, created: list[str]) -> None:
+    if not path.exists():
+        create_secret(path)
+        created.append(str(path))
+
+
+def copy_default_policies(dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in resources.files("policies").iterdir():
+        if item.name.endswith((".rego", ".json")) and item.is_file():
+            target = dest / item.name
+            if not target.exists():
+                target.write_bytes(item.read_bytes())
+
+
+def init_state(config: Config, *, with_demo_model: bool = True) -> InitResult:
+    created: list[str] = []
+    state = config.state_dir
+    if not state.exists():
+        state.mkdir(parents=True, mode=0o700)
+        created.append(str(state))
+    os.chmod(state, 0o700)
+    (state / "logs").mkdir(exist_ok=True)
+
+    _secret(config.pepper_file, created)
+    _secret(config.digest_key_file, created)
+    if not config.signing_key.exists():
+        if config.public_key.exists():
+            raise ConfigError(
+                f"{config.public_key}: a public key exists without its private key {config.signing_key};"
+                " move it away to create a new key pair"
+            )
+        generate_signing_key(config.signing_key, config.public_key)
+        created.append(str(config.signing_key))
+
+    if not config.audit_db.exists():
+        AuditLog(config.audit_db, load_private_key(config.signing_key)).close()
+        created.append(str(config.audit_db))
+
+    if not config.policy_dir.exists():
+        copy_default_policies(config.policy_dir)
+        created.append(str(config.policy_dir))
+
+    demo = config.demo_model_dir
+    uses_demo = any(m.path == demo for m in config.model_list)
+    if with_demo_model and uses_demo and not (demo / "config.json").exists():
+        from sandbox.demo_model import build_demo_model  # imports torch: only when needed
+
+        tmp = demo.with_name(demo.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_demo_model(tmp)
+        tmp.rename(demo)
+        created.append(str(demo))
+
+    keys = open_key_store(config)
+    admin_key = None
+    if not keys.has_key(ADMIN_KEY_NAME):
+        admin_key, _ = keys.create(ADMIN_KEY_NAME, "admin", "default")
+        created.append("admin API key")
+    return InitResult(state_dir=state, created=tuple(created), admin_key=admin_key)
+
+
+def open_key_store(config: Config) -> ApiKeyStore:
+    if not config.pepper_file.exists():
+        raise ConfigError(
+            f"{config.pepper_file}: missing; the state directory {config.state_dir} is not initialised."
+            " Run `llmos init` first."
+        )
+    return ApiKeyStore(config.keys_db, read_secret(config.pepper_file))

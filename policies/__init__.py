@@ -1,0 +1,1 @@
+"""The default llmos policy set (Rego). A package only so that installs carry the .rego files."""

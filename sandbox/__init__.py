@@ -1,0 +1,13 @@
+"""Model workers as supervised subprocesses ("model containers").
+
+protocol     framing and messages on the gateway <-> worker socket
+textstream   incremental detokenisation and stop strings (pure)
+sampling     next-token choice: greedy, temperature, top-p, seeds
+modeldir     refusing unsafe model directories (safetensors only)
+model        loading a local causal LM and streaming a generation
+demo_model   a tiny random Llama built locally, for tests and demos
+isolation    scrubbed environment, descriptors, no_new_privs, no core dumps
+worker       the worker process (``python -m sandbox.worker``)
+process      spawning and reaping one worker subprocess
+client       ModelWorker: supervision, restarts, admission, streaming
+"""

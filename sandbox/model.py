@@ -1,0 +1,161 @@
+"""Loading a local Hugging Face causal LM (safetensors only) and streaming generations from it."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.utils import logging as hf_logging
+
+from gateway.errors import WorkerRequestError
+from gateway.types import DoneEvent, FinishReason, GenerateEvent, GenerateRequest, TokenEvent
+from sandbox.modeldir import ModelLoadError, check_model_dir
+from sandbox.sampling import make_generator, sample_next_token
+from sandbox.textstream import StopTextStream
+
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel in eval mode
+    tokenizer: Any  # a transformers tokenizer
+    context_length: int
+    eos_token_ids: frozenset[int]
+    cache_kwarg: str  # "cache" (transformers >= 5.2x) or the older "past_key_values"
+
+
+def load_model(model_dir: Path) -> LoadedModel:
+    """Load tokenizer and model from a local directory; raises ModelLoadError."""
+    path = check_model_dir(model_dir)
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, use_safetensors=True, trust_remote_code=False, local_files_only=True
+        )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ModelLoadError(f"could not load the model in {path}: {type(exc).__name__}: {exc}") from exc
+    model.eval()
+    context_length = next(
+        (v for k in _CONTEXT_KEYS if isinstance(v := getattr(model.config, k, None), int) and v > 0), None
+    )
+    if context_length is None:
+        raise ModelLoadError(
+            f"the config in {path} does not say the context length (max_position_embeddings)"
+        )
+    eos: set[int] = set()
+    for source in (model.generation_config.eos_token_id, tokenizer.eos_token_id):
+        if isinstance(source, int):
+            eos.add(source)
+        elif isinstance(source, list):
+            eos.update(i for i in source if isinstance(i, int))
+    params = inspect.signature(model.forward).parameters
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        context_length=context_length,
+        eos_token_ids=frozenset(eos),
+        cache_kwarg="cache" if "cache" in params else "past_key_values",
+    )
+
+
+def _as_id_list(encoded: Any) -> list[int]:
+    """apply_chat_template returns a list in transformers 5, a tensor or BatchEncoding on request."""
+    if hasattr(encoded, "keys") and "input_ids" in encoded:
+        encoded = encoded["input_ids"]
+    if isinstance(encoded, torch.Tensor):
+        encoded = encoded.tolist()
+    if encoded and isinstance(encoded[0], list):
+        encoded = encoded[0]
+    return [int(i) for i in encoded]
+
+
+def encode_prompt(loaded: LoadedModel, request: GenerateRequest) -> list[int]:
+    tokenizer = loaded.tokenizer
+    if request.messages is not None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise WorkerRequestError(
+                "this model has no chat template; send a raw prompt (completions) instead",
+                code="invalid_request",
+            )
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        ids = _as_id_list(
+            tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        )
+    else:
+        ids = _as_id_list(tokenizer(request.prompt or "", add_special_tokens=True)["input_ids"])
+    if not ids and tokenizer.bos_token_id is not None:
+        ids = [int(tokenizer.bos_token_id)]
+    if not ids:
+        raise WorkerRequestError("the prompt is empty", code="invalid_request")
+    return ids
+
+
+def check_context(loaded: LoadedModel, prompt_tokens: int, max_tokens: int) -> None:
+    if prompt_tokens + max_tokens > loaded.context_length:
+        raise WorkerRequestError(
+            f"this model's maximum context length is {loaded.context_length} tokens; the request has "
+            f"{prompt_tokens} prompt tokens and asks for up to {max_tokens} completion tokens. "
+            "Shorten the prompt or lower max_tokens.",
+            code="context_length_exceeded",
+        )
+
+
+def _decode(loaded: LoadedModel, ids: Sequence[int]) -> str:
+    return str(loaded.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+
+def generate(
+    loaded: LoadedModel, request: GenerateRequest, cancelled: Callable[[], bool]
+) -> Iterator[GenerateEvent]:
+    """Stream TokenEvents then one DoneEvent; raises WorkerRequestError before the first token.
+
+    If ``cancelled()`` turns true the iterator simply ends without a DoneEvent.
+    """
+    params = request.params
+    prompt_ids = encode_prompt(loaded, request)
+    check_context(loaded, len(prompt_ids), params.max_tokens)
+    generator = make_generator(params.seed)
+    stream = StopTextStream(params.stop)
+    cache = DynamicCache(config=loaded.model.config)
+    step_input = torch.tensor([prompt_ids], dtype=torch.long)
+    out_ids: list[int] = []
+
+    def done(reason: FinishReason) -> DoneEvent:
+        return DoneEvent(finish_reason=reason, prompt_tokens=len(prompt_ids), completion_tokens=len(out_ids))
+
+    while True:
+        if cancelled():
+            return
+        with torch.inference_mode():
+            outputs = loaded.model(input_ids=step_input, use_cache=True, **{loaded.cache_kwarg: cache})
+            token = sample_next_token(outputs.logits[0, -1], params.temperature, params.top_p, generator)
+        out_ids.append(token)
+        if token in loaded.eos_token_ids:
+            rest = stream.finish(_decode(loaded, out_ids[:-1]))
+            if rest:
+                yield TokenEvent(rest)
+            yield done("stop")
+            return
+        text = _decode(loaded, out_ids)
+        if len(out_ids) >= params.max_tokens:
+            piece = stream.finish(text)
+            if piece:
+                yield TokenEvent(piece)
+            yield done("stop" if stream.stopped else "length")
+            return
+        piece = stream.push(text)
+        if piece:
+            yield TokenEvent(piece)
+        if stream.stopped:
+            yield done("stop")
+            return
+        step_input = torch.tensor([[token]], dtype=torch.long)

@@ -1,0 +1,130 @@
+"""Spawning and reaping one worker subprocess (the OS edge of the supervisor).
+
+The worker gets a fresh private temp dir as HOME and TMPDIR, a scrubbed environment, stdin and
+stdout on /dev/null, stderr appended to the operator's log file (or /dev/null), and no inherited
+descriptor except its end of a ``socketpair``. It runs in its own session, so a terminal's
+Ctrl-C reaches only the gateway, which then stops its workers in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from sandbox.isolation import build_worker_env
+from sandbox.protocol import Frame, encode_frame
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str
+    model_dir: Path
+    log_path: Path | None = None
+    restart_backoff_initial_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+    start_timeout_s: float = 120.0
+    python: str = field(default_factory=lambda: sys.executable)
+    max_queue: int = 64
+    threads: int | None = None  # OMP/MKL threads of the worker; None leaves torch's default
+    healthy_after_s: float = 30.0  # ready this long before dying => the backoff starts over
+    stop_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        positive = ("restart_backoff_initial_s", "start_timeout_s", "stop_timeout_s")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"WorkerSpec.{name} must be > 0")
+        if self.restart_backoff_max_s < self.restart_backoff_initial_s:
+            raise ValueError("WorkerSpec.restart_backoff_max_s must be >= restart_backoff_initial_s")
+        if self.max_queue < 0:
+            raise ValueError("WorkerSpec.max_queue must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError("WorkerSpec.threads must be >= 1")
+        if not self.name or "\x00" in self.name:
+            raise ValueError("WorkerSpec.name must be a non-empty string")
+
+
+@dataclass
+class WorkerProcess:
+    """One spawned worker process and its channel."""
+
+    proc: asyncio.subprocess.Process
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    work_dir: Path
+    alive: bool = True
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def send_nowait(self, frame: Frame) -> None:
+        """Queue a frame on the channel (no await, so callers may use it in ``finally``)."""
+        if self.alive and not self.writer.is_closing():
+            self.writer.write(encode_frame(frame))
+
+
+def _project_root() -> str:
+    return str(Path(__file__).resolve().parent.parent)
+
+
+async def spawn_worker(spec: WorkerSpec) -> WorkerProcess:
+    work_dir = Path(tempfile.mkdtemp(prefix="llmos-worker-"))
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    stderr: IO[bytes] | int = subprocess.DEVNULL
+    try:
+        if spec.log_path is not None:
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            stderr = spec.log_path.open("ab")
+        fd = child_sock.fileno()
+        proc = await asyncio.create_subprocess_exec(
+            spec.python,
+            "-m",
+            "sandbox.worker",
+            "--fd",
+            str(fd),
+            "--model-dir",
+            str(spec.model_dir.resolve()),
+            "--name",
+            spec.name,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=build_worker_env(work_dir, threads=spec.threads, pythonpath=_project_root()),
+            cwd=work_dir,
+            pass_fds=(fd,),
+            close_fds=True,
+            start_new_session=True,
+        )
+        reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
+    except BaseException:
+        parent_sock.close()
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    finally:
+        child_sock.close()
+        if not isinstance(stderr, int):
+            stderr.close()
+    return WorkerProcess(proc=proc, reader=reader, writer=writer, work_dir=work_dir)
+
+
+async def reap_worker(process: WorkerProcess, grace_s: float) -> int:
+    """Close the channel, wait up to ``grace_s`` for the exit, then kill; remove the temp dir."""
+    process.alive = False
+    process.writer.close()
+    try:
+        await asyncio.wait_for(process.proc.wait(), grace_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.proc.kill()
+        await process.proc.wait()
+    shutil.rmtree(process.work_dir, ignore_errors=True)
+    return process.proc.returncode if process.proc.returncode is not None else -1

@@ -1,0 +1,124 @@
+"""A real gateway: `llmos serve` as a subprocess (uvicorn + a real model worker) on a free port.
+
+The server runs on its embedded defaults over a fresh $LLMOS_HOME, exactly like the README's
+quick start; the admin key is read from its stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+LLMOS = str(Path(sys.executable).with_name("llmos"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    home: Path
+    base_url: str
+    admin_key: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    _clients: dict[str, openai.OpenAI] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "LLMOS_HOME": str(self.home)}
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [LLMOS, *args], env=self.env(), capture_output=True, text=True, timeout=120, check=check
+        )
+
+    def create_key(self, name: str, role: str = "user", *extra: str) -> str:
+        out = self.cli("keys", "create", "--name", name, "--role", role, "--tenant", "acme", *extra)
+        return out.stdout.strip()
+
+    def client(self, key: str | None = None) -> openai.OpenAI:
+        """An official openai client (no retries); one per key, closed at the end of the session."""
+        key = key or self.admin_key
+        if key not in self._clients:
+            self._clients[key] = openai.OpenAI(
+                base_url=self.base_url + "/v1", api_key=key, max_retries=0, timeout=60
+            )
+        return self._clients[key]
+
+    def close_clients(self) -> None:
+        for c in self._clients.values():
+            c.close()
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=60)
+
+    def worker_pids(self) -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "sandbox.worker" in cmd and str(self.home) in cmd:
+                pids.append(int(entry.name))
+        return pids
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gateway not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    root = tmp_path_factory.mktemp("e2e")
+    home = root / "home"
+    log_path = root / "server.log"
+    port = free_port()
+    env = {**os.environ, "LLMOS_HOME": str(home)}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [LLMOS, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=log
+        )
+    assert proc.stdout is not None
+    admin_key = proc.stdout.readline().decode().strip()
+    gw = Gateway(
+        home=home, base_url=f"http://127.0.0.1:{port}", admin_key=admin_key, proc=proc, log_path=log_path
+    )
+    try:
+        assert admin_key.startswith("sk-llmos-"), log_path.read_text()
+        gw.wait_ready()
+        yield gw
+    finally:
+        gw.close_clients()
+        proc.stdout.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

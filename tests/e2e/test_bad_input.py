@@ -1,0 +1,111 @@
+"""Bad input over raw HTTP: always a 4xx OpenAI envelope, an audit entry, and a gateway that keeps serving."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.e2e import audit_reader
+from tests.e2e.conftest import Gateway
+
+pytestmark = pytest.mark.e2e
+
+OK = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+CASES = [
+    # (name, body bytes, status, code, param)
+    ("malformed json", b'{"model": "demo", "messages": [', 400, "invalid_json", None),
+    ("invalid utf-8", b'{"model": "demo\xff\xfe", "messages": []}', 400, "invalid_encoding", None),
+    ("not an object", b"[1, 2, 3]", 400, "invalid_json", None),
+    ("empty body", b"", 400, "invalid_json", None),
+    (
+        "missing messages",
+        json.dumps({"model": "demo"}).encode(),
+        400,
+        "missing_required_parameter",
+        "messages",
+    ),
+    (
+        "missing model",
+        json.dumps({"messages": OK["messages"]}).encode(),
+        400,
+        "missing_required_parameter",
+        "model",
+    ),
+    ("model wrong type", json.dumps({**OK, "model": 5}).encode(), 400, "invalid_value", "model"),
+    ("messages wrong type", json.dumps({**OK, "messages": "hi"}).encode(), 400, "invalid_value", "messages"),
+    ("max_tokens float", json.dumps({**OK, "max_tokens": 1.5}).encode(), 400, "invalid_value", "max_tokens"),
+    (
+        "temperature string",
+        json.dumps({**OK, "temperature": "1"}).encode(),
+        400,
+        "invalid_value",
+        "temperature",
+    ),
+    ("stream string", json.dumps({**OK, "stream": "yes"}).encode(), 400, "invalid_value", "stream"),
+    (
+        "bad role",
+        json.dumps({**OK, "messages": [{"role": "wizard", "content": "x"}]}).encode(),
+        400,
+        "invalid_value",
+        None,
+    ),
+    ("n > 1", json.dumps({**OK, "n": 3}).encode(), 400, "unsupported_value", "n"),
+    (
+        "unknown parameter",
+        json.dumps({**OK, "frobnicate": True}).encode(),
+        400,
+        "unknown_parameter",
+        "frobnicate",
+    ),
+    (
+        "too many messages",
+        json.dumps({**OK, "messages": [{"role": "user", "content": "x"}] * 300}).encode(),
+        400,
+        "too_many_messages",
+        "messages",
+    ),
+    ("unknown model", json.dumps({**OK, "model": "nope"}).encode(), 404, "model_not_found", "model"),
+    (
+        "body over 1 MiB",
+        b'{"model": "demo", "x": "' + b"a" * (1024 * 1024) + b'"}',
+        413,
+        "request_too_large",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "status", "code", "param"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_a_clean_4xx_and_audited(
+    gateway: Gateway, name: str, body: bytes, status: int, code: str, param: str | None
+) -> None:
+    headers = {"authorization": f"Bearer {gateway.admin_key}", "content-type": "application/json"}
+    with gateway.http() as http:
+        r = http.post("/v1/chat/completions", content=body, headers=headers)
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"}
+        assert err["code"] == code
+        if param is not None:
+            assert err["param"] == param
+        assert "Traceback" not in r.text
+        rid = r.headers["x-request-id"]
+        entry = audit_reader.entry(gateway.home, rid)
+        assert entry is not None, "an authenticated bad request must be audited"
+        assert entry["status"] == status
+        assert entry["decision"] == "invalid"
+        # ...and the gateway keeps serving.
+        assert http.post("/v1/chat/completions", json=OK, headers=headers).status_code == 200
+
+
+def test_unauthenticated_requests_are_refused_without_an_entry(gateway: Gateway) -> None:
+    before = audit_reader.count(gateway.home)
+    with gateway.http() as http:
+        for headers in ({}, {"authorization": "Basic abc"}, {"authorization": "Bearer not-a-key"}):
+            r = http.post("/v1/chat/completions", json=OK, headers=headers)
+            assert r.status_code == 401
+            assert r.json()["error"]["type"] == "authentication_error"
+            assert r.headers["x-request-id"]
+    assert audit_reader.count(gateway.home) == before

@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import DEMO_MODEL_NAME, Config
+from gateway.errors import ConfigError
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    def write(text: str, name: str = "llmos.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def test_defaults_are_derived_from_the_state_dir(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    config = Config.embedded(state)
+
+    assert config.state_dir == state
+    assert config.keys_db == state / "keys.db"
+    assert config.pepper_file == state / "secrets" / "api_key_pepper"
+    assert config.policy_dir == state / "policies"
+    assert config.audit_db == state / "audit.db"
+    assert config.signing_key == state / "secrets" / "audit_signing_key.pem"
+    assert config.public_key == state / "audit_signing_key.pub.pem"
+    assert config.digest_key_file == state / "secrets" / "audit_digest_key"
+    assert config.demo_model_dir == state / "models" / DEMO_MODEL_NAME
+    assert [(m.name, m.path) for m in config.model_list] == [(DEMO_MODEL_NAME, state / "models" / "demo")]
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 8080
+    assert config.policy.query == "data.llmos.authz.decision"
+    assert config.policy.run_tests_on_load is True
+
+
+def test_embedded_honours_llmos_home_from_environ(tmp_path: Path) -> None:
+    config = Config.embedded(environ={"LLMOS_HOME": str(tmp_path / "home")})
+
+    assert config.state_dir == tmp_path / "home"
+    assert config.keys_db == tmp_path / "home" / "keys.db"
+
+
+@pytest.mark.parametrize("environ", [{}, {"LLMOS_HOME": ""}], ids=["unset", "empty"])
+def test_embedded_falls_back_to_dot_llmos_in_cwd(
+    environ: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LLMOS_HOME", str(tmp_path / "must-not-be-used"))
+
+    config = Config.embedded(environ=environ)
+
+    assert config.state_dir == tmp_path / ".llmos"
+
+
+def test_embedded_relative_home_resolves_against_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert Config.embedded(environ={"LLMOS_HOME": "rel/home"}).state_dir == tmp_path / "rel" / "home"
+
+
+def test_embedded_explicit_state_dir_wins_over_environ(tmp_path: Path) -> None:
+    config = Config.embedded(tmp_path / "explicit", environ={"LLMOS_HOME": str(tmp_path / "env")})
+
+    assert config.state_dir == tmp_path / "explicit"
+
+
+def test_load_resolves_relative_paths_against_the_config_files_dir(
+    write_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = write_config(
+        "state_dir: st\n"
+        "auth:\n  keys_db: k/keys.db\n"
+        "policy:\n  dir: pol\n"
+        "audit:\n  db: /abs/audit.db\n"
+        "models:\n  - name: tiny\n    path: models/tiny\n"
+    )
+
+    config = Config.load(path)
+
+    assert config.state_dir == tmp_path / "st"
+    assert config.keys_db == tmp_path / "k" / "keys.db"
+    assert config.policy_dir == tmp_path / "pol"
+    assert config.audit_db == Path("/abs/audit.db")
+    # left out: derived from the (resolved) state_dir
+    assert config.pepper_file == tmp_path / "st" / "secrets" / "api_key_pepper"
+    assert [(m.name, m.path) for m in config.model_list] == [("tiny", tmp_path / "models" / "tiny")]
+
+
+def test_load_expands_home(write_config, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "homedir"))
+
+    config = Config.load(write_config("state_dir: ~/st\n"))
+
+    assert config.state_dir == tmp_path / "homedir" / "st"
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"], ids=["empty", "comment"])
+def test_empty_file_gives_defaults(write_config, text: str) -> None:
+    config = Config.load(write_config(text))
+
+    assert config.server.port == 8080
+    assert [m.name for m in config.model_list] == [DEMO_MODEL_NAME]
+
+
+def test_values_are_read(write_config) -> None:
+    config = Config.load(
+        write_config(
+            "server:\n  host: 10.1.2.3\n  port: 9000\n  max_messages: 8\n  log_level: debug\n"
+            "policy:\n  query: data.x.y\n  run_tests_on_load: false\n"
+            "models:\n  - name: a\n    path: /m/a\n    default_max_tokens: 32\n  - name: b\n    path: /m/b\n"
+        )
+    )
+
+    assert (config.server.host, config.server.port, config.server.max_messages) == ("10.1.2.3", 9000, 8)
+    assert config.server.log_level == "debug"
+    assert (config.policy.query, config.policy.run_tests_on_load) == ("data.x.y", False)
+    assert [(m.name, m.default_max_tokens) for m in config.model_list] == [("a", 32), ("b", 256)]
+
+
+def test_explicit_empty_model_list_is_kept(write_config) -> None:
+    assert Config.load(write_config("models: []\n")).model_list == []
+
+
+# (yaml text, the "key: message" part expected after the file name)
+INVALID = [
+    ("server:\n  port: 99999\n", "server.port: Input should be less than or equal to 65535"),
+    ("server:\n  port: -1\n", "server.port: Input should be greater than or equal to 0"),
+    ("server:\n  port: eighty\n", "server.port: "),
+    ("server:\n  max_body_bytes: 10\n", "server.max_body_bytes: "),
+    ("server:\n  max_messages: 0\n", "server.max_messages: "),
+    ("server:\n  log_level: INFO\n", "server.log_level: "),
+    ("server:\n  bogus: 1\n", "server.bogus: Extra inputs are not permitted"),
+    ("bogus: 1\n", "bogus: Extra inputs are not permitted"),
+    ("server: 5\n", "server: "),
+    ("models:\n  - name: a\n", "models.0.path: Field required"),
+    ("models:\n  - path: /m\n", "models.0.name: Field required"),
+    ("models:\n  - name: ../up\n    path: /m\n", "models.0.name: "),
+    ("models:\n  - name: a\n    path: /m\n    max_queue: -1\n", "models.0.max_queue: "),
+    (
+        "models:\n  - name: a\n    path: /m\n  - name: a\n    path: /n\n",
+        "models: Value error, duplicate model names: a",
+    ),
+    ("workers:\n  start_timeout_s: 0\n", "workers.start_timeout_s: "),
+    ("policy:\n  dirr: x\n", "policy.dirr: Extra inputs are not permitted"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), INVALID, ids=[e.split(":")[0] + "-" + t[:12] for t, e in INVALID]
+)
+def test_invalid_values_name_the_file_and_the_key(write_config, text: str, expected: str) -> None:
+    path = write_config(text)
+
+    with pytest.raises(ConfigError) as info:
+        Config.load(path)
+
+    assert str(info.value).startswith(f"{path}: {expected}")
+
+
+def test_several_problems_are_counted(write_config) -> None:
+    path = write_config("server:\n  port: -1\n  max_messages: 0\nbogus: 1\n")
+
+    with pytest.raises(ConfigError, match=r"\(and 2 more problem\(s\)\)$"):
+        Config.load(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [("a: [\n", "line 2, column 1"), ("a: b\n c: d\n", "line 2, column 3"), ("x: 1\ny: {\n", "line 3")],
+)
+def test_invalid_yaml_reports_the_line(write_config, text: str, where: str) -> None:
+    path = write_config(text)
+
+    with pytest.raises(ConfigError) as info:
+        Config.load(path)
+
+    assert str(info.value).startswith(f"{path}: not valid YAML at {where}")
+
+
+@pytest.mark.parametrize(("text", "kind"), [("- 1\n", "list"), ("just a string\n", "str"), ("42\n", "int")])
+def test_top_level_must_be_a_mapping(write_config, text: str, kind: str) -> None:
+    path = write_config(text)
+
+    with pytest.raises(ConfigError, match=f"the top level must be a mapping of keys, not {kind}$"):
+        Config.load(path)
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+
+    with pytest.raises(ConfigError, match="cannot read the configuration file") as info:
+        Config.load(missing)
+
+    assert str(info.value).startswith(str(missing))
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = Config.embedded(tmp_path)
+
+    with pytest.raises(ValueError, match="frozen"):
+        config.server.port = 1  # type: ignore[misc]

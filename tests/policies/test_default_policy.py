@@ -1,0 +1,183 @@
+"""The default policy (policies/authz.rego) as a decision table, evaluated by the real engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import PolicyError
+from gateway.policy.bundle import load_bundle
+from gateway.policy.engine import RegoEngine
+from gateway.policy.input import RequestSummary, policy_input
+from gateway.policy.testing import run_policy_tests
+from gateway.types import Principal
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+QUERY = "data.llmos.authz.decision"
+ENDPOINTS = ("chat.completions", "completions", "models.list")
+LIMIT = 4096
+
+# Who may call what, by role: the table the policy must implement.
+PERMITTED = {
+    "admin": {"chat.completions", "completions", "models.list"},
+    "user": {"chat.completions", "completions", "models.list"},
+    "auditor": {"models.list"},
+}
+
+ROLE_NOT_PERMITTED = "role_not_permitted"
+UNKNOWN_ENDPOINT = "unknown_endpoint"
+TOO_LARGE = "max_tokens_too_large"
+
+MISSING = object()  # leave the field out of the input
+
+
+@pytest.fixture(scope="module")
+def engine() -> RegoEngine:
+    return RegoEngine(load_bundle(POLICIES), QUERY)
+
+
+def _input(roles: Any, endpoint: Any, max_tokens: Any) -> dict[str, Any]:
+    principal: dict[str, Any] = {"id": "key:0123456789abcdef", "tenant": "t", "auth_method": "api_key"}
+    if roles is not MISSING:
+        principal["roles"] = roles
+    request: dict[str, Any] = {"model": "demo", "stream": False, "message_count": 1}
+    if endpoint is not MISSING:
+        request["endpoint"] = endpoint
+    if max_tokens is not MISSING:
+        request["max_tokens"] = max_tokens
+    return {"principal": principal, "request": request, "time": "2025-01-01T00:00:00Z"}
+
+
+# (roles, endpoint, max_tokens, allow, reason codes)
+ROLE_ENDPOINT_ROWS = [
+    (
+        [role],
+        endpoint,
+        16,
+        endpoint in PERMITTED[role],
+        () if endpoint in PERMITTED[role] else (ROLE_NOT_PERMITTED,),
+    )
+    for role in PERMITTED
+    for endpoint in ENDPOINTS
+]
+
+EDGE_ROWS = [
+    # max_tokens at, over and around the limit
+    (["user"], "chat.completions", LIMIT, True, ()),
+    (["user"], "chat.completions", LIMIT + 1, False, (TOO_LARGE,)),
+    (["user"], "completions", 100_000, False, (TOO_LARGE,)),
+    (["admin"], "completions", LIMIT + 1, False, (TOO_LARGE,)),
+    (["user"], "chat.completions", 4096.5, False, (TOO_LARGE,)),
+    (["user"], "chat.completions", 1, True, ()),
+    (["user"], "chat.completions", None, True, ()),
+    (["user"], "chat.completions", MISSING, True, ()),
+    (["user"], "models.list", LIMIT + 1, False, (TOO_LARGE,)),
+    # both a role and a size problem: every reason is given
+    (["auditor"], "chat.completions", LIMIT + 1, False, (ROLE_NOT_PERMITTED, TOO_LARGE)),
+    # several roles: any permitted role is enough
+    (["auditor", "user"], "chat.completions", 16, True, ()),
+    (["auditor", "admin"], "completions", 16, True, ()),
+    (["auditor", "auditor"], "completions", 16, False, (ROLE_NOT_PERMITTED,)),
+    # unknown or odd roles
+    ([], "chat.completions", 16, False, (ROLE_NOT_PERMITTED,)),
+    (["root"], "chat.completions", 16, False, (ROLE_NOT_PERMITTED,)),
+    (["Admin"], "models.list", None, False, (ROLE_NOT_PERMITTED,)),
+    ("admin", "chat.completions", 16, False, (ROLE_NOT_PERMITTED,)),  # roles must be a list
+    (None, "chat.completions", 16, False, (ROLE_NOT_PERMITTED,)),
+    (MISSING, "chat.completions", 16, False, (ROLE_NOT_PERMITTED,)),
+    (MISSING, "models.list", None, False, (ROLE_NOT_PERMITTED,)),
+    # unknown endpoints, whatever the role
+    (["admin"], "images.generate", 16, False, (UNKNOWN_ENDPOINT,)),
+    (["user"], "embeddings", None, False, (UNKNOWN_ENDPOINT,)),
+    (["admin"], "", 16, False, (UNKNOWN_ENDPOINT,)),
+    (["admin"], "Chat.Completions", 16, False, (UNKNOWN_ENDPOINT,)),
+    (["admin"], "chat.completions ", 16, False, (UNKNOWN_ENDPOINT,)),
+    (["admin"], MISSING, 16, False, (UNKNOWN_ENDPOINT,)),
+    (["admin"], "images.generate", LIMIT + 1, False, (TOO_LARGE, UNKNOWN_ENDPOINT)),
+]
+
+ROWS = ROLE_ENDPOINT_ROWS + EDGE_ROWS
+
+
+def _id(row: tuple[Any, ...]) -> str:
+    roles, endpoint, max_tokens = ("-" if v is MISSING else v for v in row[:3])
+    return f"{roles}|{endpoint}|{max_tokens}"
+
+
+@pytest.mark.parametrize(
+    ("roles", "endpoint", "max_tokens", "allow", "codes"), ROWS, ids=[_id(r) for r in ROWS]
+)
+def test_decision_table(
+    engine: RegoEngine, roles: Any, endpoint: Any, max_tokens: Any, allow: bool, codes: tuple[str, ...]
+) -> None:
+    decision = engine.decide(_input(roles, endpoint, max_tokens))
+
+    assert decision.allow is allow
+    assert sorted(r.code for r in decision.reasons) == sorted(codes)
+    assert all(r.message for r in decision.reasons)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {},
+        {"principal": {}},
+        {"request": {}},
+        {"principal": {"roles": ["admin"]}},
+        {"request": {"endpoint": "models.list"}},
+        {"principal": {}, "request": {"endpoint": "chat.completions"}},
+        {"principal": {"roles": ["admin"]}, "request": {}},
+        {"principal": None, "request": None},
+        {"principal": "admin", "request": "chat.completions"},
+    ],
+)
+def test_missing_or_empty_input_denies(engine: RegoEngine, doc: dict[str, Any]) -> None:
+    decision = engine.decide(doc)
+
+    assert decision.allow is False
+    assert decision.reasons
+
+
+@pytest.mark.parametrize("endpoint", [None, 5, True, ["chat.completions"], {"chat.completions": True}])
+def test_a_non_string_endpoint_never_allows(engine: RegoEngine, endpoint: Any) -> None:
+    # The policy builds its message with concat(), which fails on a non-string endpoint; the
+    # engine must then fail closed (PolicyError, which the pipeline turns into a denial).
+    try:
+        decision = engine.decide(_input(["admin"], endpoint, 16))
+    except PolicyError as exc:
+        assert exc.code in {"policy_error", "policy_malformed", "policy_undefined"}
+    else:
+        assert decision.allow is False
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("role", sorted(PERMITTED))
+def test_the_gateways_own_input_document(engine: RegoEngine, role: str, endpoint: str) -> None:
+    principal = Principal(
+        id="key:0123456789abcdef", name="n", tenant="t", roles=(role,), auth_method="api_key"
+    )
+    summary = RequestSummary(endpoint=endpoint, model="demo", max_tokens=None, stream=True, message_count=2)
+
+    decision = engine.decide(policy_input(principal, summary, "2025-01-01T00:00:00Z"))
+
+    assert decision.allow is (endpoint in PERMITTED[role])
+
+
+def test_reason_messages_name_the_endpoint_and_limit(engine: RegoEngine) -> None:
+    decision = engine.decide(_input(["auditor"], "chat.completions", LIMIT + 1))
+
+    messages = {r.code: r.message for r in decision.reasons}
+    assert messages == {
+        ROLE_NOT_PERMITTED: "your role may not call chat.completions",
+        TOO_LARGE: f"max_tokens may be at most {LIMIT}",
+    }
+
+
+def test_the_policys_own_tests_pass() -> None:
+    results = run_policy_tests(load_bundle(POLICIES))
+
+    assert len(results) >= 5
+    assert [(r.name, r.error) for r in results if not r.passed] == []
+    assert {r.file for r in results} == {"authz_test.rego"}

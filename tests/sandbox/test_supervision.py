@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sandbox.client import WorkerSpec, next_backoff
+
+SPEC = WorkerSpec(
+    name="m",
+    model_dir=Path("m"),
+    restart_backoff_initial_s=0.5,
+    restart_backoff_max_s=4.0,
+    healthy_after_s=30.0,
+)
+
+
+def test_failures_double_the_delay_up_to_the_maximum() -> None:
+    delays: list[float] = []
+    previous = None
+    for _ in range(6):
+        previous = next_backoff(SPEC, previous, ready_for_s=None)
+        delays.append(previous)
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_a_short_lived_ready_worker_keeps_backing_off() -> None:
+    assert next_backoff(SPEC, 2.0, ready_for_s=5.0) == 4.0
+
+
+def test_a_worker_that_stayed_ready_starts_the_sequence_over() -> None:
+    assert next_backoff(SPEC, 4.0, ready_for_s=30.0) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("restart_backoff_initial_s", 0.0),
+        ("restart_backoff_max_s", 0.1),
+        ("start_timeout_s", -1.0),
+        ("stop_timeout_s", 0.0),
+        ("max_queue", -1),
+        ("threads", 0),
+        ("name", ""),
+    ],
+)
+def test_spec_refuses_unusable_values(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"WorkerSpec.{field}"):
+        WorkerSpec(**{"name": "m", "model_dir": Path("m"), field: value})  # type: ignore[arg-type]
