@@ -32,6 +32,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/components.py
 	$(BIN)/python bench/overhead.py
 
 clean:

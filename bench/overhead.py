@@ -46,13 +46,19 @@ class RawHttp:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
         head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        self.writer.write(head.encode() + body)
-        status_line = await self.reader.readline()
+        for _attempt in range(2):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            assert self.reader is not None
+            self.writer.write(head.encode() + body)
+            status_line = await self.reader.readline()
+            if status_line:
+                break
+            # The server closed an idle keep-alive connection (uvicorn: after 5 s): reconnect.
+            await self.close()
+            self.writer = None
         status = int(status_line.split()[1])
         length = 0
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
@@ -93,16 +99,29 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--threads", type=int, help="torch threads per worker (both paths; default: torch's)")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="llmos-bench-"))
+    config = home / "llmos.yaml"
+    threads = "null" if args.threads is None else str(args.threads)
+    config.write_text(
+        f"state_dir: {home}\nmodels:\n  - name: demo\n    path: models/demo\n    threads: {threads}\n"
+    )
     env = {**os.environ, "LLMOS_HOME": str(home)}
-    key = subprocess.run([LLMOS, "init"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    key = subprocess.run(
+        [LLMOS, "init", "--config", str(config)], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     port = free_port()
     server = subprocess.Popen(
-        [LLMOS, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [LLMOS, "serve", "--config", str(config), "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    direct = ModelWorker(WorkerSpec(name="bench-direct", model_dir=home / "models" / "demo"))
+    direct = ModelWorker(
+        WorkerSpec(name="bench-direct", model_dir=home / "models" / "demo", threads=args.threads)
+    )
     await direct.start()
     try:
         await direct.wait_ready(180)
@@ -141,7 +160,8 @@ async def main() -> None:
             f" {args.requests} requests"
         )
         print(
-            f"# per path, concurrency and round; {args.rounds} rounds alternating; CPU count {os.cpu_count()}"
+            f"# per path, concurrency and round; {args.rounds} rounds alternating;"
+            f" CPU count {os.cpu_count()}; worker threads {args.threads or 'torch default'}"
         )
         for c in args.concurrency:
             await run_load(via_worker, 10, c)  # warm up both paths

@@ -82,6 +82,7 @@ class ModelConfig(_Section):
     path: Path
     max_queue: int = Field(default=64, ge=0)
     default_max_tokens: int = Field(default=256, ge=1)
+    threads: int | None = Field(default=None, ge=1)  # torch CPU threads in the worker (default: torch's)
 
     _resolve = field_validator("path")(_resolve)
 

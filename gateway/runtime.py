@@ -66,6 +66,7 @@ def build_runtime(config: Config) -> Runtime:
                 restart_backoff_max_s=config.workers.restart_backoff_max_s,
                 start_timeout_s=config.workers.start_timeout_s,
                 max_queue=m.max_queue,
+                threads=m.threads,
             )
         )
         for m in config.model_list
