@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/llmos serve
+	@$(BIN)/llmos serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

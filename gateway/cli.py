@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from gateway.config import Config
 from gateway.errors import ApiError, AuditVerifyError, ConfigError, LlmosError
@@ -129,10 +131,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(result.admin_key, flush=True)
     app = create_app(build_runtime(config))
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_level=config.server.log_level, server_header=False)
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=config.server.log_level,
+            log_config=_uvicorn_logging(),
+            server_header=False,
+        )
     )
     server.run()
     return 0
+
+
+def _uvicorn_logging() -> dict[str, Any]:
+    """uvicorn's logging, with access lines on stderr too: stdout carries only the admin key."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    for handler in cfg["handlers"].values():
+        handler["stream"] = "ext://sys.stderr"
+    return cfg
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

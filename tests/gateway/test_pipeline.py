@@ -1,0 +1,171 @@
+"""The pipeline's fail-closed rules, with faults injected at its seams (policy engine, audit sink)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import (
+    AuditError,
+    InternalError,
+    InvalidRequest,
+    PermissionDenied,
+    PolicyError,
+    RateLimited,
+    ServiceUnavailable,
+    WorkerRequestError,
+    WorkerUnavailable,
+)
+from gateway.keys import ApiKeyStore
+from gateway.pipeline import Pipeline, RequestContext, translate
+from gateway.policy.input import RequestSummary
+from gateway.types import AuditRecord, Decision, Reason
+
+SUMMARY = RequestSummary(endpoint="chat.completions", model="demo", max_tokens=16)
+
+
+class Engine:
+    """A policy engine whose answer (or failure) the test chooses."""
+
+    digest = "sha256:test"
+
+    def __init__(self, result: Decision | PolicyError) -> None:
+        self.result = result
+        self.inputs: list[dict[str, Any]] = []
+
+    def decide(self, policy_input: dict[str, Any]) -> Decision:
+        self.inputs.append(policy_input)
+        if isinstance(self.result, PolicyError):
+            raise self.result
+        return self.result
+
+
+class Sink:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.records: list[AuditRecord] = []
+
+    def append(self, record: AuditRecord) -> object:
+        if self.fail:
+            raise AuditError("disk full")
+        self.records.append(record)
+        return None
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ApiKeyStore:
+    return ApiKeyStore(tmp_path / "keys.db", b"p" * 32)
+
+
+def _ctx(store: ApiKeyStore, rpm: int | None = None) -> RequestContext:
+    _, info = store.create(f"k{rpm}", "user", "acme", rpm=rpm)
+    return RequestContext(request_id="req_1", endpoint="chat.completions", key=info)
+
+
+def _pipeline(store: ApiKeyStore, engine: Engine, sink: Sink) -> Pipeline:
+    return Pipeline(keys=store, policy=engine, audit=sink, workers={}, digest_key=b"d" * 32)
+
+
+def test_allow_records_the_decision(store: ApiKeyStore) -> None:
+    engine, sink = Engine(Decision(allow=True)), Sink()
+    pipe, ctx = _pipeline(store, engine, sink), _ctx(store)
+    pipe.authorize(ctx, SUMMARY)
+    assert ctx.decision == "allow"
+    assert engine.inputs[0]["principal"]["id"] == ctx.principal.id
+    assert engine.inputs[0]["request"]["max_tokens"] == 16
+
+
+def test_deny_is_403_with_every_reason(store: ApiKeyStore) -> None:
+    reasons = (Reason("a_code", "first reason"), Reason("b_code", "second reason"))
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=False, reasons=reasons)), Sink()), _ctx(store)
+    with pytest.raises(PermissionDenied) as err:
+        pipe.authorize(ctx, SUMMARY)
+    assert err.value.code == "a_code"
+    assert "first reason [a_code]" in err.value.message and "second reason [b_code]" in err.value.message
+    assert (ctx.decision, ctx.reasons) == ("deny", ("a_code", "b_code"))
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "status"),
+    [
+        ("policy_error", ServiceUnavailable, 503),
+        ("policy_undefined", PermissionDenied, 403),
+        ("policy_malformed", PermissionDenied, 403),
+    ],
+)
+def test_policy_failure_denies(store: ApiKeyStore, code: str, error: type[Exception], status: int) -> None:
+    pipe, ctx = _pipeline(store, Engine(PolicyError("boom", code=code)), Sink()), _ctx(store)
+    with pytest.raises(error) as err:
+        pipe.authorize(ctx, SUMMARY)
+    assert err.value.status == status  # type: ignore[attr-defined]
+    assert ctx.decision == "error"
+    assert ctx.reasons == (code,)
+
+
+def test_rate_limit_comes_before_policy(store: ApiKeyStore) -> None:
+    engine = Engine(Decision(allow=True))
+    pipe, ctx = _pipeline(store, engine, Sink()), _ctx(store, rpm=1)
+    pipe.authorize(ctx, SUMMARY)
+    with pytest.raises(RateLimited) as err:
+        pipe.authorize(ctx, SUMMARY)
+    assert err.value.retry_after is not None and err.value.retry_after >= 1
+    assert len(engine.inputs) == 1
+    assert (ctx.decision, ctx.reasons) == ("deny", ("rate_limited",))
+
+
+@pytest.mark.anyio
+async def test_audit_failure_withholds_the_response(store: ApiKeyStore) -> None:
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), Sink(fail=True)), _ctx(store)
+    with pytest.raises(ServiceUnavailable) as err:
+        await pipe.finish(ctx, 200)
+    assert err.value.code == "audit_unavailable"
+    assert ctx.audited is False
+
+
+@pytest.mark.anyio
+async def test_failed_requests_are_audited_once(store: ApiKeyStore) -> None:
+    sink = Sink()
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), sink), _ctx(store)
+    await pipe.fail(ctx, InvalidRequest("bad"))
+    await pipe.fail(ctx, InvalidRequest("bad again"))
+    pipe.append_now(ctx, 499)
+    assert [(r.status, r.decision) for r in sink.records] == [(400, "invalid")]
+    assert sink.records[0].policy_digest == "sha256:test"
+
+
+@pytest.mark.anyio
+async def test_an_audit_failure_on_a_failed_request_keeps_the_original_error(store: ApiKeyStore) -> None:
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), Sink(fail=True)), _ctx(store)
+    await pipe.fail(ctx, InvalidRequest("bad"))  # logs, does not raise
+    assert ctx.audited is False
+
+
+def test_digests_are_keyed() -> None:
+    a = Pipeline(keys=None, policy=Engine(Decision(True)), audit=Sink(), workers={}, digest_key=b"a" * 32)  # type: ignore[arg-type]
+    b = Pipeline(keys=None, policy=Engine(Decision(True)), audit=Sink(), workers={}, digest_key=b"b" * 32)  # type: ignore[arg-type]
+    assert a.digest(b"hello").startswith("hmac-sha256:")
+    assert a.digest(b"hello") != b.digest(b"hello")
+    assert a.digest(b"hello") == a.digest(b"hello")
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (WorkerRequestError("too long", code="context_length_exceeded"), 400, "context_length_exceeded"),
+        (WorkerRequestError("oops", code="generation_failed"), 500, "generation_failed"),
+        (WorkerUnavailable("gone", code="worker_crashed"), 503, "worker_crashed"),
+        (WorkerUnavailable("busy", code="model_overloaded"), 503, "model_overloaded"),
+    ],
+)
+def test_worker_errors_map_to_http(exc: Exception, status: int, code: str) -> None:
+    api = translate(exc)
+    assert (api.status, api.code) == (status, code)
+    assert api.retry_after is not None or status != 503
+
+
+def test_generation_failure_hides_worker_detail() -> None:
+    api = translate(WorkerRequestError("Traceback: secret path /root/x", code="generation_failed"))
+    assert isinstance(api, InternalError)
+    assert "Traceback" not in api.message
