@@ -28,6 +28,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
     app.state.pipeline = runtime.pipeline
     app.state.limits = runtime.limits

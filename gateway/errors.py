@@ -8,6 +8,7 @@
     │   ├── PermissionDenied        403 permission_error (policy deny)
     │   ├── NotFound                404 not_found_error (unknown model)
     │   ├── PayloadTooLarge         413 invalid_request_error
+    │   ├── ClientClosedRequest     499 (recorded only: the client is gone)
     │   ├── RateLimited             429 rate_limit_error (carries Retry-After)
     │   ├── InternalError           500 server_error (a bug or a failed generation; no detail)
     │   └── ServiceUnavailable      503 service_unavailable_error (carries Retry-After)
@@ -85,6 +86,14 @@ class PayloadTooLarge(ApiError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class ClientClosedRequest(ApiError):
+    """The client went away before the request was read (recorded as 499; nobody sees it)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
 
 
 class RateLimited(ApiError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.errors import ConfigError, InvalidRequest
+from gateway.errors import ConfigError, InvalidRequest, ServiceUnavailable
 from gateway.types import ROLES, Principal
 
 KEY_PREFIX = "sk-llmos-"
@@ -27,6 +27,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _TENANT_RE = _NAME_RE
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _DUMMY_HASH = "0" * 64
+MAX_EXPIRY = timedelta(days=36500)
+MAX_RPM = 1_000_000_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -81,13 +83,15 @@ class ApiKeyStore:
         self._pepper = pepper
         try:
             with self._connect() as db:
+                # WAL: readers (every request's key lookup) never wait for a writer.
+                db.execute("PRAGMA journal_mode = WAL")
                 db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise ConfigError(f"{db_path}: cannot open the API key database ({exc})") from exc
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self._db_path, timeout=10)
+    def _connect(self, timeout: float = 10.0) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self._db_path, timeout=timeout)
         try:
             db.row_factory = sqlite3.Row
             with db:
@@ -108,18 +112,18 @@ class ApiKeyStore:
         expires_in: timedelta | None = None,
     ) -> tuple[str, KeyInfo]:
         """Create a key; returns the plaintext (shown once) and its stored facts."""
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name):
             raise InvalidRequest("key name must be 1-64 characters: letters, digits, '.', '_', '@', '-'")
         if role not in ROLES:
             raise InvalidRequest(f"role must be one of: {', '.join(ROLES)}")
-        if not _TENANT_RE.match(tenant):
+        if not _TENANT_RE.fullmatch(tenant):
             raise InvalidRequest("tenant must be 1-64 characters: letters, digits, '.', '_', '@', '-'")
-        if expires_in is not None and expires_in <= timedelta(0):
-            raise InvalidRequest("expiry must be in the future")
-        if _KEY_ID_RE.match(name):
+        if expires_in is not None and not timedelta(0) < expires_in <= MAX_EXPIRY:
+            raise InvalidRequest(f"expiry must be in the future and at most {MAX_EXPIRY.days} days away")
+        if _KEY_ID_RE.fullmatch(name):
             raise InvalidRequest("key name must not look like a key id (16 hex digits)")
-        if rpm is not None and rpm < 1:
-            raise InvalidRequest("rpm must be a positive number of requests per minute")
+        if rpm is not None and not 1 <= rpm <= MAX_RPM:
+            raise InvalidRequest(f"rpm must be between 1 and {MAX_RPM} requests per minute")
         key_id = secrets.token_hex(8)
         plaintext = f"{KEY_PREFIX}{key_id}-{secrets.token_urlsafe(32)}"
         now = _now()
@@ -178,8 +182,13 @@ class ApiKeyStore:
         """The active key matching ``presented``, or None. Constant time in the secret part."""
         match = _KEY_RE.match(presented)
         key_id = match.group(1) if match else ""
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        try:
+            with self._connect(timeout=2.0) as db:
+                row = db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise ServiceUnavailable(
+                "Authentication is temporarily unavailable.", code="auth_unavailable", retry_after=1
+            ) from exc
         stored = row["key_hash"] if row is not None else _DUMMY_HASH
         ok = hmac.compare_digest(stored, self._hash(presented))
         if not ok or row is None or match is None:

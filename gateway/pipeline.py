@@ -2,8 +2,10 @@
 
     authenticate -> read & parse body -> resolve model -> rate limit -> policy -> generate -> audit
 
-Each authenticated request ends in exactly one audit entry, whatever its outcome (allowed,
-denied, invalid, failed). An entry that cannot be written fails the request closed (503).
+Every authenticated request is audited whatever its outcome (allowed, denied, invalid, failed):
+one ``complete`` entry, written before the response is sent; or, for a stream, a
+``stream_start`` entry written before its first byte and a ``stream_end`` entry with the
+outcome. An entry that cannot be written before content is sent fails the request closed (503).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from gateway.keys import ApiKeyStore, KeyInfo
 from gateway.policy.engine import PolicyEngine
 from gateway.policy.input import RequestSummary, policy_input
 from gateway.ratelimit import RateLimiter
-from gateway.types import AuditRecord, GenerateEvent, GenerateRequest, Principal, Usage
+from gateway.types import AuditPhase, AuditRecord, GenerateEvent, GenerateRequest, Principal, Usage
 
 log = logging.getLogger("llmos.gateway")
 
@@ -69,7 +71,9 @@ class RequestContext:
     request_digest: str | None = None
     response_digest: str | None = None
     usage: Usage = field(default_factory=Usage)
-    audited: bool = False
+    # "none": nothing written; "started": a stream's start entry is written; "done": the final
+    # entry was written or attempted (never retried: one failed write already cost its timeout).
+    audit_state: Literal["none", "started", "done"] = "none"
 
     @property
     def principal(self) -> Principal:
@@ -89,10 +93,15 @@ class Pipeline:
     digest_key: bytes
     limiter: RateLimiter = field(default_factory=RateLimiter)
 
+    _detached: set[asyncio.Task[bool]] = field(default_factory=set)
+
     # -- stages -------------------------------------------------------------------------------
-    def begin(self, request: Request, endpoint: str) -> RequestContext:
-        """Authenticate; a 401 here is not audited (there is no principal to record)."""
-        key = authenticate(request.headers.get("authorization"), self.keys)
+    async def begin(self, request: Request, endpoint: str) -> RequestContext:
+        """Authenticate; a 401 here is not audited (there is no principal to record).
+
+        The key lookup runs in a thread: a locked key database must not stall the event loop.
+        """
+        key = await asyncio.to_thread(authenticate, request.headers.get("authorization"), self.keys)
         return RequestContext(request_id=request.state.request_id, endpoint=endpoint, key=key)
 
     def digest(self, data: bytes) -> str:
@@ -135,7 +144,7 @@ class Pipeline:
         ctx.decision = "allow"
 
     # -- audit --------------------------------------------------------------------------------
-    def record(self, ctx: RequestContext, status: int) -> AuditRecord:
+    def record(self, ctx: RequestContext, status: int, phase: AuditPhase = "complete") -> AuditRecord:
         return AuditRecord(
             request_id=ctx.request_id,
             time=ctx.time,
@@ -152,43 +161,70 @@ class Pipeline:
             prompt_tokens=ctx.usage.prompt_tokens,
             completion_tokens=ctx.usage.completion_tokens,
             latency_ms=int((time.monotonic() - ctx.started) * 1000),
+            phase=phase,
         )
 
     async def finish(self, ctx: RequestContext, status: int) -> None:
-        """Write the entry for a successful response; fail closed (503) if it cannot be written."""
-        try:
-            await self.append(ctx, status)
-        except AuditError as exc:
-            log.error("audit write failed; response withheld (request %s): %s", ctx.request_id, exc)
-            raise ServiceUnavailable(
-                "The request could not be recorded in the audit trail, so its result is withheld.",
-                code="audit_unavailable",
-                retry_after=1,
-            ) from exc
+        """Write the ``complete`` entry of a response before it is sent; 503 if that fails."""
+        if not await self._write(ctx, status, "complete"):
+            raise _withheld()
+
+    async def start_stream(self, ctx: RequestContext) -> None:
+        """Write a stream's ``stream_start`` entry before its first byte; 503 if that fails."""
+        if not await self._write(ctx, 200, "stream_start"):
+            raise _withheld()
+
+    async def end_stream(self, ctx: RequestContext, status: int) -> bool:
+        """Write a stream's ``stream_end`` entry; False if it could not be written."""
+        return await self._write(ctx, status, "stream_end")
 
     async def fail(self, ctx: RequestContext, exc: ApiError) -> None:
-        """Write the entry for a failed request; the client gets the original error either way."""
-        if ctx.audited:
-            return
-        try:
-            await self.append(ctx, exc.status)
-        except AuditError as audit_exc:
-            log.error("audit write failed for failed request %s: %s", ctx.request_id, audit_exc)
+        """Record a failed request (or stream); the client gets the original error either way."""
+        if ctx.audit_state == "none":
+            await self._write(ctx, exc.status, "complete")
+        elif ctx.audit_state == "started":
+            await self._write(ctx, exc.status, "stream_end")
 
-    async def append(self, ctx: RequestContext, status: int) -> None:
-        record = self.record(ctx, status)
-        await asyncio.to_thread(self.audit.append, record)
-        ctx.audited = True
-
-    def append_now(self, ctx: RequestContext, status: int) -> None:
-        """Blocking append for paths that cannot await (a cancelled stream's cleanup)."""
-        if ctx.audited:
+    def end_stream_detached(self, ctx: RequestContext, status: int) -> None:
+        """Record the end of a stream from a cancelled task (the client went away): the write
+        runs in its own task, so it neither blocks the event loop nor dies with the request."""
+        if ctx.audit_state != "started":
             return
+        record = self._claim(ctx, status, "stream_end")
+        task = asyncio.get_running_loop().create_task(self._append(ctx, record), name="llmos-audit")
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
+    async def _write(self, ctx: RequestContext, status: int, phase: AuditPhase) -> bool:
+        return await self._append(ctx, self._claim(ctx, status, phase))
+
+    def _claim(self, ctx: RequestContext, status: int, phase: AuditPhase) -> AuditRecord:
+        """Build the record and mark the context, so that no other path writes it again."""
+        ctx.audit_state = "started" if phase == "stream_start" else "done"
+        return self.record(ctx, status, phase)
+
+    async def _append(self, ctx: RequestContext, record: AuditRecord) -> bool:
         try:
-            self.audit.append(self.record(ctx, status))
-            ctx.audited = True
+            await asyncio.to_thread(self.audit.append, record)
         except AuditError as exc:
-            log.error("audit write failed for request %s: %s", ctx.request_id, exc)
+            ctx.audit_state = "done"
+            log.error(
+                "audit write failed (request %s, %s, status %d): %s",
+                record.request_id,
+                record.phase,
+                record.status,
+                exc,
+            )
+            return False
+        return True
+
+
+def _withheld() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The request could not be recorded in the audit trail, so its result is withheld.",
+        code="audit_unavailable",
+        retry_after=1,
+    )
 
 
 def translate(exc: Exception) -> ApiError:

@@ -14,6 +14,11 @@ ROLES: tuple[Role, ...] = ("admin", "user", "auditor")
 
 FinishReason = Literal["stop", "length"]
 
+# An audit entry records a whole request ("complete"), or, for a stream, its start (written
+# before the first byte is sent) and its end (the outcome, token counts, response digest).
+AuditPhase = Literal["complete", "stream_start", "stream_end"]
+AUDIT_PHASES: tuple[AuditPhase, ...] = ("complete", "stream_start", "stream_end")
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -113,3 +118,4 @@ class AuditRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_ms: int = 0
+    phase: AuditPhase = "complete"

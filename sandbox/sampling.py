@@ -6,6 +6,8 @@ import secrets
 
 import torch
 
+MIN_TEMPERATURE = 1e-5
+
 
 def make_generator(seed: int | None) -> torch.Generator:
     """A private RNG for one request: seeded when asked (reproducible), else from the OS."""
@@ -39,7 +41,7 @@ def sample_next_token(
     if logits.dim() != 1:
         raise ValueError(f"expected 1-D logits, got shape {tuple(logits.shape)}")
     logits = logits.float()
-    if temperature <= 0.0:
+    if temperature < MIN_TEMPERATURE:  # below this, logits / temperature overflows: greedy
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / temperature, dim=-1)
     probs = top_p_filter(probs, top_p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +21,12 @@ from gateway.api.schemas import (
     parse_chat_request,
     parse_completion_request,
 )
-from gateway.errors import ApiError, ServiceUnavailable, WorkerError
+from gateway.errors import ApiError, InternalError, ServiceUnavailable, WorkerError
 from gateway.pipeline import Pipeline, RequestContext, Worker, translate
 from gateway.policy.input import RequestSummary
 from gateway.types import DoneEvent, GenerateEvent, GenerateRequest, TokenEvent, Usage
+
+log = logging.getLogger("llmos.gateway")
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -70,7 +73,7 @@ async def readyz(request: Request) -> Response:
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     pipeline = _pipeline(request)
-    ctx = pipeline.begin(request, "models.list")
+    ctx = await pipeline.begin(request, "models.list")
     try:
         pipeline.authorize(ctx, RequestSummary(endpoint="models.list"))
         body = R.model_list(list(pipeline.workers), ctx.created)
@@ -134,7 +137,7 @@ async def _serve(
     parse: Callable[[bytes, Limits], ChatCompletionRequest | CompletionRequest],
 ) -> Response:
     pipeline, limits = _pipeline(request), _limits(request)
-    ctx = pipeline.begin(request, endpoint)
+    ctx = await pipeline.begin(request, endpoint)
     try:
         body = await read_body(request, limits.max_body_bytes)
         ctx.request_digest = pipeline.digest(body)
@@ -154,6 +157,11 @@ async def _serve(
         return await _run(pipeline, ctx, worker, gen, fmt, stream=req.stream, include_usage=req.include_usage)
     except (ApiError, WorkerError) as exc:
         api = translate(exc)
+        await pipeline.fail(ctx, api)
+        raise api from exc
+    except Exception as exc:  # a bug: record it, answer 500 without detail
+        log.error("unhandled error in request %s", ctx.request_id, exc_info=exc)
+        api = InternalError("The server had an error processing your request.")
         await pipeline.fail(ctx, api)
         raise api from exc
 
@@ -179,22 +187,25 @@ async def _run(
         await events.aclose()
         raise
     model = ctx.model or ""
-    if not stream:
+    if stream:
         try:
-            text, done = await _collect(first, events)
-        finally:
+            await pipeline.start_stream(ctx)  # durable before the first byte, or 503
+        except ApiError:
             await events.aclose()
-        ctx.usage = Usage(done.prompt_tokens, done.completion_tokens)
-        ctx.response_digest = pipeline.digest(text.encode("utf-8"))
-        await pipeline.finish(ctx, 200)
-        return JSONResponse(
-            fmt.complete(ctx.request_id, model, ctx.created, text, done.finish_reason, ctx.usage)
+            raise
+        return StreamingResponse(
+            _sse(pipeline, ctx, first, events, fmt, include_usage),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS,
         )
-    return StreamingResponse(
-        _sse(pipeline, ctx, first, events, fmt, include_usage),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
-    )
+    try:
+        text, done = await _collect(first, events)
+    finally:
+        await events.aclose()
+    ctx.usage = Usage(done.prompt_tokens, done.completion_tokens)
+    ctx.response_digest = pipeline.digest(text.encode("utf-8"))
+    await pipeline.finish(ctx, 200)
+    return JSONResponse(fmt.complete(ctx.request_id, model, ctx.created, text, done.finish_reason, ctx.usage))
 
 
 async def _collect(
@@ -232,10 +243,9 @@ async def _sse(
         yield R.sse(fmt.chunk_final(rid, model, created, event.finish_reason))
         if include_usage:
             yield R.sse(fmt.chunk_usage(rid, model, created, ctx.usage))
-        try:
-            await pipeline.finish(ctx, 200)
-        except ApiError as exc:
-            yield R.sse(error_body(exc))  # no [DONE]: the client sees the stream failed
+        if not await pipeline.end_stream(ctx, 200):
+            # The start entry exists; the outcome could not be recorded: no [DONE].
+            yield R.sse(error_body(_STREAM_END_UNRECORDED))
             return
         yield R.SSE_DONE
     except WorkerError as exc:
@@ -245,4 +255,11 @@ async def _sse(
     finally:
         await events.aclose()
         # The client went away mid-stream: record it (499, as nginx names it).
-        pipeline.append_now(ctx, 499)
+        pipeline.end_stream_detached(ctx, 499)
+
+
+_STREAM_END_UNRECORDED = ServiceUnavailable(
+    "The end of this stream could not be recorded in the audit trail; treat the result as failed.",
+    code="audit_unavailable",
+    retry_after=1,
+)

@@ -8,6 +8,7 @@ Unknown parameters are refused (as OpenAI does) rather than silently ignored.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, TypeVar
 
 from pydantic import (
@@ -143,10 +144,38 @@ def decode_json_body(body: bytes) -> Any:
         ) from exc
     except RecursionError as exc:
         raise InvalidRequest("The request body is nested too deeply.", code="invalid_json") from exc
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        raise InvalidRequest(
+            "The request body holds a number that is too large.", code="invalid_json"
+        ) from exc
+
+
+def _check_surrogates(value: Any) -> None:
+    """JSON may spell unpaired UTF-16 surrogates (\\ud800); they are not text: refuse them."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequest(
+                "The request body holds an unpaired UTF-16 surrogate escape; send valid Unicode text.",
+                code="invalid_encoding",
+            ) from exc
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_surrogates(k)
+            _check_surrogates(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_surrogates(v)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _parse(model: type[_R], body: bytes) -> _R:
     data = decode_json_body(body)
+    if _SURROGATE_ESCAPE.search(body):  # the walk is only needed when the body spells one
+        _check_surrogates(data)
     if not isinstance(data, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     try:

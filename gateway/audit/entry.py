@@ -1,11 +1,12 @@
 """Audit entries, pure: build one from an AuditRecord, hash it, sign it, parse it back.
 
 An entry is a JSON object (format ``v`` 1) holding the fields of
-:class:`gateway.types.AuditRecord` plus ``seq`` (1, 2, 3, ...) and ``prev`` (the entry hash
-of the previous entry, :data:`GENESIS_HASH` for the first). Its *body* is the canonical JSON
-encoding (:func:`gateway.audit.canonical.canonical_json`); the *entry hash* is the hex SHA-256
-of the body and the *signature* is Ed25519 over the body. Because the body holds ``prev``,
-each signature also covers the whole chain before it.
+:class:`gateway.types.AuditRecord` (``phase`` included: ``complete`` for a whole request,
+``stream_start``/``stream_end`` for the two entries of a stream) plus ``seq`` (1, 2, 3, ...)
+and ``prev`` (the entry hash of the previous entry, :data:`GENESIS_HASH` for the first).
+Its *body* is the canonical JSON encoding (:func:`gateway.audit.canonical.canonical_json`);
+the *entry hash* is the hex SHA-256 of the body and the *signature* is Ed25519 over the body.
+Because the body holds ``prev``, each signature also covers the whole chain before it.
 
 No I/O here: storage lives in ``store.py``, the append protocol in ``log.py``.
 """
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from gateway.audit.canonical import JsonValue, canonical_json
 from gateway.errors import AuditError
-from gateway.types import AuditRecord
+from gateway.types import AUDIT_PHASES, AuditRecord
 
 FORMAT_VERSION = 1
 GENESIS_HASH = "0" * 64
@@ -49,6 +50,7 @@ ENTRY_FIELDS: frozenset[str] = frozenset(
         "prompt_tokens",
         "completion_tokens",
         "latency_ms",
+        "phase",
     }
 )
 
@@ -68,6 +70,8 @@ def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonVa
         raise AuditError("audit entry prev must be a lowercase hex SHA-256 digest")
     if not isinstance(record.request_id, str) or not record.request_id:
         raise AuditError("audit record request_id must be a non-empty string")
+    if record.phase not in AUDIT_PHASES:
+        raise AuditError(f"audit record phase must be one of {', '.join(AUDIT_PHASES)}")
     return {
         "v": FORMAT_VERSION,
         "seq": seq,
@@ -87,6 +91,7 @@ def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonVa
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
         "latency_ms": record.latency_ms,
+        "phase": record.phase,
     }
 
 
@@ -159,6 +164,8 @@ def parse_entry(body: bytes) -> dict[str, JsonValue]:
         raise AuditError("entry prev is not a lowercase hex SHA-256 digest")
     if not isinstance(value["request_id"], str) or not value["request_id"]:
         raise AuditError("entry request_id is not a non-empty string")
+    if value["phase"] not in AUDIT_PHASES:
+        raise AuditError(f"entry phase {value['phase']!r} is not one of {', '.join(AUDIT_PHASES)}")
     if canonical_json(value) != body:
         raise AuditError("body is not in canonical form")
     return value

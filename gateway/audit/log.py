@@ -63,18 +63,18 @@ class AuditLog:
             body = encode_entry(build_entry(record, seq=seq, prev=prev))
             digest = entry_hash(body)
             signature = sign_body(self._key, body)
-            self._store.append(seq, record.request_id, body.decode("utf-8"), digest, signature)
+            self._store.append(seq, record.request_id, body.decode("utf-8"), digest, signature, record.phase)
             return AppendResult(seq=seq, entry_hash=digest, request_id=record.request_id)
 
     async def append_async(self, record: AuditRecord) -> AppendResult:
         """:meth:`append` in a worker thread, for callers on an event loop."""
         return await asyncio.to_thread(self.append, record)
 
-    def get(self, request_id: str) -> dict[str, JsonValue] | None:
-        """The parsed entry for ``request_id``, or None. Does not check its signature."""
+    def get(self, request_id: str, phase: str | None = None) -> dict[str, JsonValue] | None:
+        """The parsed (first) entry for ``request_id``, or None. Does not check its signature."""
         with self._lock:
             self._check_open()
-            stored = self._store.get(request_id)
+            stored = self._store.get(request_id, phase)
         if stored is None:
             return None
         if not isinstance(stored.body, str):

@@ -25,10 +25,12 @@ SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_entries (
     seq INTEGER PRIMARY KEY,
-    request_id TEXT NOT NULL UNIQUE,
+    request_id TEXT NOT NULL,
     body TEXT NOT NULL,
     entry_hash TEXT NOT NULL,
-    signature TEXT NOT NULL
+    signature TEXT NOT NULL,
+    phase TEXT NOT NULL DEFAULT 'complete',
+    UNIQUE (request_id, phase)
 )
 """
 
@@ -54,6 +56,7 @@ class StoredEntry:
     body: str
     entry_hash: str
     signature: str
+    phase: str = "complete"
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,9 @@ class AuditStore:
             raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
         return None if row is None else Head(seq=row[0], entry_hash=row[1])
 
-    def append(self, seq: int, request_id: str, body: str, entry_hash: str, signature: str) -> None:
+    def append(
+        self, seq: int, request_id: str, body: str, entry_hash: str, signature: str, phase: str = "complete"
+    ) -> None:
         """Insert one entry in its own transaction; ``seq`` must follow the current head.
 
         Returns once the transaction is committed (durable under ``synchronous=FULL``).
@@ -170,9 +175,9 @@ class AuditStore:
                         "(another writer is appending to this file?)"
                     )
                 conn.execute(
-                    "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (seq, request_id, body, entry_hash, signature),
+                    "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, request_id, body, entry_hash, signature, phase),
                 )
                 conn.execute("COMMIT")
             except BaseException:
@@ -190,19 +195,20 @@ class AuditStore:
         """All entries in ``seq`` order (a snapshot: one read transaction)."""
         try:
             cursor = self._conn.execute(
-                "SELECT seq, request_id, body, entry_hash, signature FROM audit_entries ORDER BY seq"
+                "SELECT seq, request_id, body, entry_hash, signature, phase FROM audit_entries ORDER BY seq"
             )
             for row in cursor:
                 yield StoredEntry(*row)
         except sqlite3.Error as exc:
             raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
 
-    def get(self, request_id: str) -> StoredEntry | None:
-        """The entry for ``request_id``, or None."""
+    def get(self, request_id: str, phase: str | None = None) -> StoredEntry | None:
+        """The first entry for ``request_id`` (of ``phase``, when given), or None."""
         try:
             row = self._conn.execute(
-                "SELECT seq, request_id, body, entry_hash, signature FROM audit_entries WHERE request_id = ?",
-                (request_id,),
+                "SELECT seq, request_id, body, entry_hash, signature, phase FROM audit_entries"
+                " WHERE request_id = ? AND (? IS NULL OR phase = ?) ORDER BY seq LIMIT 1",
+                (request_id, phase, phase),
             ).fetchone()
         except sqlite3.Error as exc:
             raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc

@@ -76,6 +76,8 @@ def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_k
         )
     if entry["request_id"] != row.request_id:
         raise _fail(row, f"body says request id {entry['request_id']!r} (row edited or entries swapped)")
+    if entry["phase"] != row.phase:
+        raise _fail(row, f"body says phase {entry['phase']!r}, row says {row.phase!r} (row edited)")
     if entry["prev"] != prev_hash:
         raise _fail(
             row,
@@ -92,13 +94,13 @@ def verify_log(db_path: Path, public_key: Ed25519PublicKey) -> VerifyReport:
     """
     prev_hash = GENESIS_HASH
     count = 0
-    seen: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     with AuditStore.open_readonly(Path(db_path)) as store:
         for row in store.iter_entries():
             check_entry(row, expected_seq=count + 1, prev_hash=prev_hash, public_key=public_key)
-            if row.request_id in seen:
-                raise _fail(row, "duplicate request id: already logged by an earlier entry")
-            seen.add(row.request_id)
+            if (row.request_id, row.phase) in seen:
+                raise _fail(row, "duplicate request id: already logged by an earlier entry of this phase")
+            seen.add((row.request_id, row.phase))
             prev_hash = row.entry_hash
             count += 1
     return VerifyReport(entries=count, head_hash=prev_hash)

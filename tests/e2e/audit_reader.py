@@ -9,12 +9,18 @@ from typing import Any
 from gateway.audit.store import AuditStore
 
 
-def entry(home: Path, request_id: str) -> dict[str, Any] | None:
+def entry(home: Path, request_id: str, phase: str | None = None) -> dict[str, Any] | None:
+    """The first entry of ``request_id`` (of ``phase`` when given), parsed."""
     with AuditStore.open_readonly(home / "audit.db") as store:
-        row = store.get(request_id)
+        row = store.get(request_id, phase)
     return None if row is None else dict(json.loads(row.body))
 
 
 def count(home: Path) -> int:
     with AuditStore.open_readonly(home / "audit.db") as store:
         return sum(1 for _ in store.iter_entries())
+
+
+def entries(home: Path) -> list[dict[str, Any]]:
+    with AuditStore.open_readonly(home / "audit.db") as store:
+        return [dict(json.loads(row.body)) for row in store.iter_entries()]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import pytest
 
@@ -68,6 +70,27 @@ CASES = [
     ),
     ("unknown model", json.dumps({**OK, "model": "nope"}).encode(), 404, "model_not_found", "model"),
     (
+        "integer beyond digit limit",
+        b'{"model": "demo", "messages": [], "seed": ' + b"9" * 5000 + b"}",
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "unpaired surrogate",
+        b'{"model": "demo", "messages": [{"role": "user", "content": "\\ud800"}]}',
+        400,
+        "invalid_encoding",
+        None,
+    ),
+    (
+        "tiny temperature is greedy, not a crash",
+        json.dumps({**OK, "temperature": 1e-45}).encode(),
+        200,
+        None,
+        None,
+    ),
+    (
         "body over 1 MiB",
         b'{"model": "demo", "x": "' + b"a" * (1024 * 1024) + b'"}',
         413,
@@ -85,13 +108,16 @@ def test_bad_input_is_a_clean_4xx_and_audited(
     with gateway.http() as http:
         r = http.post("/v1/chat/completions", content=body, headers=headers)
         assert r.status_code == status, r.text
+        rid = r.headers["x-request-id"]
+        if status == 200:
+            assert audit_reader.entry(gateway.home, rid) is not None
+            return
         err = r.json()["error"]
         assert set(err) == {"message", "type", "param", "code"}
         assert err["code"] == code
         if param is not None:
             assert err["param"] == param
         assert "Traceback" not in r.text
-        rid = r.headers["x-request-id"]
         entry = audit_reader.entry(gateway.home, rid)
         assert entry is not None, "an authenticated bad request must be audited"
         assert entry["status"] == status
@@ -109,3 +135,26 @@ def test_unauthenticated_requests_are_refused_without_an_entry(gateway: Gateway)
             assert r.json()["error"]["type"] == "authentication_error"
             assert r.headers["x-request-id"]
     assert audit_reader.count(gateway.home) == before
+
+
+def test_a_client_that_leaves_mid_body_is_recorded(gateway: Gateway) -> None:
+    def closed_requests() -> int:
+        return sum(
+            1 for e in audit_reader.entries(gateway.home) if e["status"] == 499 and e["phase"] == "complete"
+        )
+
+    before = closed_requests()
+    host, port = gateway.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {gateway.admin_key}\r\nContent-Length: 1000\r\n\r\n".encode()
+            + b'{"model": "de'
+        )
+    deadline = time.monotonic() + 10
+    while closed_requests() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert closed_requests() == before + 1
+    with gateway.http() as http:  # and the gateway keeps serving
+        headers = {"authorization": f"Bearer {gateway.admin_key}"}
+        assert http.post("/v1/chat/completions", json=OK, headers=headers).status_code == 200

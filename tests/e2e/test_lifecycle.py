@@ -31,7 +31,9 @@ def test_configured_server_serves_and_shuts_down_cleanly(tmp_path: Path) -> None
     proc = _serve(config, log)
     assert proc.stdout is not None
     key = proc.stdout.readline().decode().strip()
-    gw = Gateway(home=tmp_path / "state", base_url=f"http://127.0.0.1:{port}", admin_key=key, proc=proc, log_path=log)
+    gw = Gateway(
+        home=tmp_path / "state", base_url=f"http://127.0.0.1:{port}", admin_key=key, proc=proc, log_path=log
+    )
     try:
         gw.wait_ready()
         assert [m.id for m in gw.client().models.list().data] == ["tiny"]
@@ -56,7 +58,9 @@ def test_configured_server_serves_and_shuts_down_cleanly(tmp_path: Path) -> None
 def test_a_bad_config_names_file_and_key(tmp_path: Path) -> None:
     config = tmp_path / "llmos.yaml"
     config.write_text("server:\n  port: seventy\n")
-    out = subprocess.run([LLMOS, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [LLMOS, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2
     assert f"{config}: server.port:" in out.stderr
     assert "Traceback" not in out.stderr
@@ -66,9 +70,13 @@ def test_a_failing_policy_test_refuses_to_start(tmp_path: Path) -> None:
     env = {**os.environ, "LLMOS_HOME": str(tmp_path / "home")}
     config = tmp_path / "llmos.yaml"
     config.write_text(f"state_dir: home\nserver: {{port: {free_port()}}}\nmodels: []\n")
-    subprocess.run([LLMOS, "init", "--config", str(config)], env=env, capture_output=True, check=True, timeout=60)
+    subprocess.run(
+        [LLMOS, "init", "--config", str(config)], env=env, capture_output=True, check=True, timeout=60
+    )
     tests = tmp_path / "home" / "policies" / "authz_test.rego"
     tests.write_text(tests.read_text() + "\ntest_always_fails if {\n\t1 == 2\n}\n")
-    out = subprocess.run([LLMOS, "serve", "--config", str(config)], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [LLMOS, "serve", "--config", str(config)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 1
     assert "authz_test.rego:test_always_fails" in out.stderr

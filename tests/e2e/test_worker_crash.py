@@ -11,6 +11,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.e2e import audit_reader
 from tests.e2e.conftest import Gateway
 
 pytestmark = pytest.mark.e2e
@@ -44,6 +45,7 @@ def _wait_for_new_worker(gateway: Gateway, old: int) -> int:
 def test_stream_in_flight_gets_error_and_worker_restarts(gateway: Gateway) -> None:
     pid = _single_worker(gateway)
     stream = gateway.client().chat.completions.create(**LONG, stream=True)
+    rid = stream.response.headers["x-request-id"]
     first = next(iter(stream))
     assert first.choices[0].delta.role == "assistant"
     os.kill(pid, signal.SIGKILL)
@@ -51,6 +53,8 @@ def test_stream_in_flight_gets_error_and_worker_restarts(gateway: Gateway) -> No
         for _ in stream:
             pass
     assert "stopped unexpectedly" in str(err.value)
+    end = audit_reader.entry(gateway.home, rid, "stream_end")
+    assert end is not None and end["status"] == 503
     _wait_for_new_worker(gateway, pid)
     ok = gateway.client().chat.completions.create(model="demo", messages=LONG["messages"], max_tokens=4)
     assert ok.choices[0].finish_reason in ("stop", "length")

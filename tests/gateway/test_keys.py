@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError, InvalidRequest
+from gateway.errors import ConfigError, InvalidRequest, ServiceUnavailable
 from gateway.keys import ApiKeyStore, KeyInfo
 from gateway.types import Principal
 from tests.gateway.conftest import make_expired_key
@@ -267,3 +267,33 @@ def test_valid_names(store: ApiKeyStore, name: str) -> None:
 def test_unusable_database_path_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot open the API key database"):
         ApiKeyStore(tmp_path / "missing-dir" / "keys.db", PEPPER)
+
+
+@pytest.mark.parametrize(("name", "tenant"), [("mallory\n", "acme"), ("mallory", "acme\n"), ("a b", "acme")])
+def test_names_and_tenants_must_match_whole(store: ApiKeyStore, name: str, tenant: str) -> None:
+    with pytest.raises(InvalidRequest):
+        store.create(name, "user", tenant)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"rpm": 0}, {"rpm": 10**20}, {"expires_in": timedelta(days=3_000_000)}], ids=str
+)
+def test_out_of_range_limits_are_refused(store: ApiKeyStore, kwargs: dict[str, object]) -> None:
+    with pytest.raises(InvalidRequest):
+        store.create("limits", "user", "acme", **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_locked_key_database_is_a_503_not_a_hang(store: ApiKeyStore, db: Path) -> None:
+    key, _ = store.create("locked", "user", "acme")
+    blocker = sqlite3.connect(db, isolation_level=None)
+    try:
+        blocker.execute("PRAGMA locking_mode = EXCLUSIVE")
+        blocker.execute("BEGIN EXCLUSIVE")
+        blocker.execute("UPDATE api_keys SET rpm = 1")
+        with pytest.raises(ServiceUnavailable) as err:
+            store.authenticate(key)
+        assert err.value.code == "auth_unavailable"
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert store.authenticate(key) is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -117,11 +118,60 @@ def test_rate_limit_comes_before_policy(store: ApiKeyStore) -> None:
 
 @pytest.mark.anyio
 async def test_audit_failure_withholds_the_response(store: ApiKeyStore) -> None:
-    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), Sink(fail=True)), _ctx(store)
+    sink = Sink(fail=True)
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), sink), _ctx(store)
     with pytest.raises(ServiceUnavailable) as err:
         await pipe.finish(ctx, 200)
     assert err.value.code == "audit_unavailable"
-    assert ctx.audited is False
+    # The failed write is not retried when the request is then recorded as failed.
+    sink.fail = False
+    await pipe.fail(ctx, err.value)
+    assert sink.records == []
+
+
+@pytest.mark.anyio
+async def test_a_stream_is_refused_when_its_start_cannot_be_recorded(store: ApiKeyStore) -> None:
+    sink = Sink(fail=True)
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), sink), _ctx(store)
+    with pytest.raises(ServiceUnavailable) as err:
+        await pipe.start_stream(ctx)
+    assert err.value.code == "audit_unavailable"
+
+
+@pytest.mark.anyio
+async def test_a_stream_has_a_start_and_an_end_entry(store: ApiKeyStore) -> None:
+    sink = Sink()
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), sink), _ctx(store)
+    pipe.authorize(ctx, SUMMARY)
+    await pipe.start_stream(ctx)
+    assert await pipe.end_stream(ctx, 200) is True
+    await pipe.fail(ctx, InvalidRequest("late"))  # already complete: nothing more
+    assert [(r.phase, r.status, r.decision) for r in sink.records] == [
+        ("stream_start", 200, "allow"),
+        ("stream_end", 200, "allow"),
+    ]
+    assert {r.request_id for r in sink.records} == {"req_1"}
+
+
+@pytest.mark.anyio
+async def test_a_failed_stream_records_its_end_with_the_error(store: ApiKeyStore) -> None:
+    sink = Sink()
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), sink), _ctx(store)
+    await pipe.start_stream(ctx)
+    await pipe.fail(ctx, ServiceUnavailable("worker died", code="worker_crashed"))
+    assert [(r.phase, r.status) for r in sink.records] == [("stream_start", 200), ("stream_end", 503)]
+
+
+@pytest.mark.anyio
+async def test_an_abandoned_stream_is_recorded_without_blocking(store: ApiKeyStore) -> None:
+    sink = Sink()
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), sink), _ctx(store)
+    await pipe.start_stream(ctx)
+    pipe.end_stream_detached(ctx, 499)
+    pipe.end_stream_detached(ctx, 499)  # at most once
+    assert len(pipe._detached) == 1
+    await asyncio.gather(*pipe._detached)
+    assert [(r.phase, r.status) for r in sink.records] == [("stream_start", 200), ("stream_end", 499)]
 
 
 @pytest.mark.anyio
@@ -130,8 +180,8 @@ async def test_failed_requests_are_audited_once(store: ApiKeyStore) -> None:
     pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), sink), _ctx(store)
     await pipe.fail(ctx, InvalidRequest("bad"))
     await pipe.fail(ctx, InvalidRequest("bad again"))
-    pipe.append_now(ctx, 499)
-    assert [(r.status, r.decision) for r in sink.records] == [(400, "invalid")]
+    pipe.end_stream_detached(ctx, 499)
+    assert [(r.status, r.decision, r.phase) for r in sink.records] == [(400, "invalid", "complete")]
     assert sink.records[0].policy_digest == "sha256:test"
 
 
@@ -139,7 +189,7 @@ async def test_failed_requests_are_audited_once(store: ApiKeyStore) -> None:
 async def test_an_audit_failure_on_a_failed_request_keeps_the_original_error(store: ApiKeyStore) -> None:
     pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), Sink(fail=True)), _ctx(store)
     await pipe.fail(ctx, InvalidRequest("bad"))  # logs, does not raise
-    assert ctx.audited is False
+    assert ctx.audit_state == "done"
 
 
 def test_digests_are_keyed() -> None:

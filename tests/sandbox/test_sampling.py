@@ -71,3 +71,9 @@ def test_top_p_filter_is_minimal_and_normalised(weights: list[float], top_p: flo
 def test_rejects_batched_logits() -> None:
     with pytest.raises(ValueError, match="1-D"):
         sample_next_token(torch.zeros(2, 5), 1.0, 1.0, make_generator(0))
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-320, 1e-6])
+def test_vanishing_temperatures_are_greedy(temperature: float) -> None:
+    logits = torch.tensor([0.1, 3.0, 2.9, -1.0])
+    assert sample_next_token(logits, temperature, 1.0, make_generator(1)) == 1

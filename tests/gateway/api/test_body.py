@@ -7,7 +7,7 @@ import pytest
 from starlette.requests import Request
 
 from gateway.api.body import read_body
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.errors import ClientClosedRequest, InvalidRequest, PayloadTooLarge
 
 LIMIT = 100
 
@@ -107,3 +107,17 @@ def test_bad_content_length_is_an_invalid_request(declared: str) -> None:
     assert info.value.code == "invalid_header"
     assert info.value.status == 400
     assert client.reads == 0
+
+
+def test_a_client_that_leaves_mid_body_is_a_client_closed_request() -> None:
+    async def receive() -> dict[str, object]:
+        if not sent:
+            sent.append(True)
+            return {"type": "http.request", "body": b'{"mod', "more_body": True}
+        return {"type": "http.disconnect"}
+
+    sent: list[bool] = []
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", b"1000")]}
+    with pytest.raises(ClientClosedRequest) as err:
+        read(Request(scope, receive), limit=10_000)
+    assert err.value.status == 499

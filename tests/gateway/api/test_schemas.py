@@ -145,7 +145,7 @@ CHAT_ERRORS = [
         "messages.0.content",
     ),
     ("content int", chat(messages=[{"role": "user", "content": 5}]), "invalid_value", "messages.0.content"),
-    ("lone surrogate", chat(model="\ud800"), "invalid_value", "model"),
+    ("lone surrogate", chat(model="\ud800"), "invalid_encoding", None),
 ]
 
 
@@ -402,7 +402,9 @@ def test_valid_chat_round_trips_text(messages: list[dict[str, str]], max_tokens:
 
     req = parse_chat_request(body, max_messages=3)
 
-    assert [(m.role, m.content) for m in req.generate_request("r", req.params(16)).messages] == [(m["role"], m["content"]) for m in messages]
+    assert [(m.role, m.content) for m in req.generate_request("r", req.params(16)).messages] == [
+        (m["role"], m["content"]) for m in messages
+    ]
     assert req.params(7).max_tokens == (max_tokens or 7)
 
 
@@ -416,3 +418,24 @@ def test_valid_requests_with_arbitrary_fields_raise_only_invalid_request(
     )
 
     _only_invalid_request(json.dumps({**base, **overrides}).encode())
+
+
+def test_an_integer_beyond_the_digit_limit_is_invalid_json() -> None:
+    body = b'{"model": "demo", "messages": [{"role": "user", "content": "x"}], "seed": ' + b"9" * 5000 + b"}"
+    with pytest.raises(InvalidRequest) as err:
+        parse_chat_request(body, max_messages=8)
+    assert err.value.code == "invalid_json"
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "a\\ud83d", "\\ude00b"])
+def test_unpaired_surrogates_are_refused(escape: str) -> None:
+    body = ('{"model": "demo", "messages": [{"role": "user", "content": "' + escape + '"}]}').encode()
+    with pytest.raises(InvalidRequest) as err:
+        parse_chat_request(body, max_messages=8)
+    assert err.value.code == "invalid_encoding"
+
+
+def test_escaped_surrogate_pairs_are_text() -> None:
+    body = b'{"model": "demo", "messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}]}'
+    req = parse_chat_request(body, max_messages=8)
+    assert req.messages[0].text() == "smile \U0001f600"

@@ -39,14 +39,14 @@ def row(db_path: Path, seq: int) -> tuple[str, str, str, str]:
     return found
 
 
-def signed_row(key: Ed25519PrivateKey, n: int, seq: int, prev: str) -> tuple[int, str, str, str, str]:
+def signed_row(key: Ed25519PrivateKey, n: int, seq: int, prev: str) -> tuple[int, str, str, str, str, str]:
     record = make_record(n)
     body = encode_entry(build_entry(record, seq=seq, prev=prev))
-    return (seq, record.request_id, body.decode(), entry_hash(body), sign_body(key, body))
+    return (seq, record.request_id, body.decode(), entry_hash(body), sign_body(key, body), record.phase)
 
 
-def insert(db_path: Path, values: tuple[int, str, str, str, str]) -> None:
-    sql(db_path, "INSERT INTO audit_entries VALUES (?, ?, ?, ?, ?)", params=values)
+def insert(db_path: Path, values: tuple[int, str, str, str, str, str]) -> None:
+    sql(db_path, "INSERT INTO audit_entries VALUES (?, ?, ?, ?, ?, ?)", params=values)
 
 
 def expect_failure(db_path: Path, keypair: KeyPair, seq: int, why: str) -> AuditVerifyError:
@@ -123,7 +123,7 @@ def test_row_request_id_edited(filled_log: Path, keypair: KeyPair) -> None:
 
 def test_replayed_entry_appended(filled_log: Path, keypair: KeyPair) -> None:
     _, body, digest, signature = row(filled_log, 2)
-    insert(filled_log, (6, "replay", body, digest, signature))
+    insert(filled_log, (6, "replay", body, digest, signature, "complete"))
     expect_failure(filled_log, keypair, 6, "body says seq 2")
 
 
@@ -154,7 +154,10 @@ def test_wrong_public_key(filled_log: Path, keypair: KeyPair) -> None:
 
 def test_unparseable_body_signed_by_the_key(filled_log: Path, keypair: KeyPair) -> None:
     body = b"this is not json"
-    insert(filled_log, (6, "junk", body.decode(), entry_hash(body), sign_body(keypair.private_key, body)))
+    insert(
+        filled_log,
+        (6, "junk", body.decode(), entry_hash(body), sign_body(keypair.private_key, body), "complete"),
+    )
     expect_failure(filled_log, keypair, 6, "unparseable body")
 
 
@@ -173,7 +176,7 @@ def test_duplicate_request_id(filled_log: Path, keypair: KeyPair) -> None:
     sql(
         filled_log,
         "CREATE TABLE loose (seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL, body TEXT NOT NULL, "
-        "entry_hash TEXT NOT NULL, signature TEXT NOT NULL)",
+        "entry_hash TEXT NOT NULL, signature TEXT NOT NULL, phase TEXT NOT NULL)",
         "INSERT INTO loose SELECT * FROM audit_entries",
         "DROP TABLE audit_entries",
         "ALTER TABLE loose RENAME TO audit_entries",
@@ -181,6 +184,11 @@ def test_duplicate_request_id(filled_log: Path, keypair: KeyPair) -> None:
     insert(filled_log, signed_row(keypair.private_key, 1, 6, row(filled_log, 5)[2]))
     error = expect_failure(filled_log, keypair, 6, "duplicate request id")
     assert "req-0001" in str(error)
+
+
+def test_phase_column_edited(filled_log: Path, keypair: KeyPair) -> None:
+    sql(filled_log, "UPDATE audit_entries SET phase = 'stream_end' WHERE seq = 3")
+    expect_failure(filled_log, keypair, 3, "phase")
 
 
 def test_first_bad_entry_is_named(filled_log: Path, keypair: KeyPair) -> None:
