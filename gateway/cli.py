@@ -60,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = keys.add_parser("create", help="create a key; prints it once, alone on stdout")
     _add_config(p)
     p.add_argument("--name", required=True, help="unique key name")
-    p.add_argument("--role", required=True, choices=ROLES, help="role of the key's principal")
+    p.add_argument(
+        "--role",
+        required=True,
+        help=f"role of the key's principal: {', '.join(ROLES)}, or a role your policy defines"
+        " (e.g. contractor)",
+    )
     p.add_argument("--tenant", default="default", help="tenant of the key's principal (default: default)")
     p.add_argument("--rpm", type=int, help="requests per minute allowed for this key (default: unlimited)")
     p.add_argument("--expires-in-days", type=int, metavar="DAYS", help="expire the key after DAYS days")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -60,9 +60,22 @@ class AuthConfig(_Section):
     _resolve = field_validator("keys_db", "pepper_file")(_resolve)
 
 
+class OpaConfig(_Section):
+    """A remote OPA server (``policy.engine: opa``), reached over its REST Data API."""
+
+    url: str = "http://127.0.0.1:8181"
+    timeout_s: float = Field(default=0.5, gt=0)
+    input_path: str = "llmos/authz/decision"  # POST /v1/data/<input_path>
+    output_path: str | None = "llmos/output/decision"  # null: no output decisions
+
+
 class PolicyConfig(_Section):
+    engine: Literal["rego", "opa"] = "rego"
+    opa: OpaConfig = OpaConfig()
     dir: Path | None = None
     query: str = "data.llmos.authz.decision"
+    # The output decision on generated text; null turns output decisions off (say so explicitly).
+    output_query: str | None = "data.llmos.output.decision"
     run_tests_on_load: bool = True
 
     _resolve = field_validator("dir")(_resolve)
@@ -83,6 +96,7 @@ class ModelConfig(_Section):
     max_queue: int = Field(default=64, ge=0)
     default_max_tokens: int = Field(default=256, ge=1)
     threads: int | None = Field(default=None, ge=1)  # torch CPU threads in the worker (default: torch's)
+    labels: list[str] = Field(default_factory=list)  # seen by policy, e.g. "internal", "tenant:acme"
 
     _resolve = field_validator("path")(_resolve)
 

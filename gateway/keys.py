@@ -25,6 +25,7 @@ KEY_PREFIX = "sk-llmos-"
 _KEY_RE = re.compile(r"^sk-llmos-([0-9a-f]{16})-([A-Za-z0-9_-]{32,64})$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _TENANT_RE = _NAME_RE
+_ROLE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
 _KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _DUMMY_HASH = "0" * 64
 MAX_EXPIRY = timedelta(days=36500)
@@ -114,8 +115,10 @@ class ApiKeyStore:
         """Create a key; returns the plaintext (shown once) and its stored facts."""
         if not _NAME_RE.fullmatch(name):
             raise InvalidRequest("key name must be 1-64 characters: letters, digits, '.', '_', '@', '-'")
-        if role not in ROLES:
-            raise InvalidRequest(f"role must be one of: {', '.join(ROLES)}")
+        if not _ROLE_RE.fullmatch(role):
+            raise InvalidRequest(
+                f"role must be a lowercase name (built-in: {', '.join(ROLES)}; others as your policy defines)"
+            )
         if not _TENANT_RE.fullmatch(tenant):
             raise InvalidRequest("tenant must be 1-64 characters: letters, digits, '.', '_', '@', '-'")
         if expires_in is not None and not timedelta(0) < expires_in <= MAX_EXPIRY:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from starlette.requests import Request
 
@@ -37,10 +38,20 @@ from gateway.errors import (
     WorkerUnavailable,
 )
 from gateway.keys import ApiKeyStore, KeyInfo
-from gateway.policy.engine import PolicyEngine
-from gateway.policy.input import RequestSummary, policy_input
+from gateway.outputguard import Decide
+from gateway.policy.engine import Phase, PolicyEngine
+from gateway.policy.input import ModelInfo, RequestSummary, for_audit, input_document, output_document
 from gateway.ratelimit import RateLimiter
-from gateway.types import AuditPhase, AuditRecord, GenerateEvent, GenerateRequest, Principal, Usage
+from gateway.types import (
+    AuditPhase,
+    AuditRecord,
+    Decision,
+    GenerateEvent,
+    GenerateRequest,
+    Obligations,
+    Principal,
+    Usage,
+)
 
 log = logging.getLogger("llmos.gateway")
 
@@ -71,6 +82,10 @@ class RequestContext:
     request_digest: str | None = None
     response_digest: str | None = None
     usage: Usage = field(default_factory=Usage)
+    policy_input: dict[str, Any] | None = None  # the input-phase document (PII-free)
+    output_input: dict[str, Any] | None = None  # the output-phase document, when asked
+    obligations: Obligations = field(default_factory=Obligations)
+    output_obligations: Obligations | None = None
     # "none": nothing written; "started": a stream's start entry is written; "done": the final
     # entry was written or attempted (never retried: one failed write already cost its timeout).
     audit_state: Literal["none", "started", "done"] = "none"
@@ -92,6 +107,7 @@ class Pipeline:
     workers: dict[str, Worker]
     digest_key: bytes
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    policy_failures: int = 0  # decisions denied because the engine failed (fail-closed count)
 
     _detached: set[asyncio.Task[bool]] = field(default_factory=set)
 
@@ -108,6 +124,19 @@ class Pipeline:
         """Keyed digest of request/response content: provable by the operator, not guessable."""
         return "hmac-sha256:" + hmac.new(self.digest_key, data, hashlib.sha256).hexdigest()
 
+    def route(self, ctx: RequestContext, model: str) -> Worker:
+        """Follow a policy's routing obligation to another configured model."""
+        worker = self.workers.get(model)
+        if worker is None:
+            log.error("policy routes to model %r, which is not configured", model)
+            raise ServiceUnavailable(
+                "Request denied: the policy routes it to a model that is not available.",
+                code="route_unavailable",
+                retry_after=1,
+            )
+        ctx.model = model
+        return worker
+
     def worker_for(self, ctx: RequestContext, model: str) -> Worker:
         ctx.model = model
         worker = self.workers.get(model)
@@ -115,8 +144,17 @@ class Pipeline:
             raise NotFound(f"The model '{model}' does not exist. See GET /v1/models.", param="model")
         return worker
 
-    def authorize(self, ctx: RequestContext, summary: RequestSummary) -> None:
-        """Rate limit, then the policy decision. Raises on deny (403) or engine failure (503)."""
+    def authorize(
+        self,
+        ctx: RequestContext,
+        summary: RequestSummary,
+        *,
+        model: ModelInfo | None = None,
+        findings: dict[str, int] | None = None,
+        client_address: str | None = None,
+    ) -> Obligations:
+        """Rate limit, then the input decision. Returns the obligations of an allow; raises on
+        deny (403) or engine failure (403/503)."""
         retry = self.limiter.check(ctx.principal.id, ctx.key.rpm, time.monotonic())
         if retry is not None:
             ctx.decision, ctx.reasons = "deny", ("rate_limited",)
@@ -124,11 +162,47 @@ class Pipeline:
                 f"Rate limit reached: {ctx.key.rpm} requests per minute for this key. Retry after {retry} s.",
                 retry_after=retry,
             )
+        document = input_document(
+            ctx.principal,
+            summary,
+            time=ctx.time,
+            client_address=client_address,
+            model=model,
+            findings=findings,
+        )
+        ctx.policy_input = document
+        decision = self._decide(ctx, document, "input")
+        ctx.obligations = decision.obligations
+        ctx.decision = "allow"
+        return decision.obligations
+
+    def output_decider(self, ctx: RequestContext) -> Decide | None:
+        """The output decision for this request's generated text, or None when no output
+        policy is configured. The returned callable raises on deny (403) or engine failure."""
+        if not self.policy.has_output_policy or ctx.policy_input is None:
+            return None
+        base = ctx.policy_input
+
+        def decide(
+            findings: dict[str, int], completion_tokens: int, finish_reason: str | None
+        ) -> Obligations:
+            document = output_document(
+                base, findings=findings, completion_tokens=completion_tokens, finish_reason=finish_reason
+            )
+            ctx.output_input = document
+            obligations = self._decide(ctx, document, "output").obligations
+            ctx.output_obligations = obligations
+            return obligations
+
+        return decide
+
+    def _decide(self, ctx: RequestContext, document: dict[str, Any], phase: Phase) -> Decision:
         try:
-            decision = self.policy.decide(policy_input(ctx.principal, summary, ctx.time))
+            decision = self.policy.decide(document, phase)
         except PolicyError as exc:
-            ctx.decision, ctx.reasons = "error", (exc.code,)
-            log.error("policy failure (request denied): %s", exc)
+            ctx.decision, ctx.reasons = "error", (*ctx.reasons, exc.code)
+            self.policy_failures += 1
+            log.error("%s policy failure (request denied): %s", phase, exc)
             if exc.code in ("policy_undefined", "policy_malformed"):
                 raise PermissionDenied(
                     "Request denied: the policy gave no valid decision.", code=exc.code
@@ -136,12 +210,13 @@ class Pipeline:
             raise ServiceUnavailable(
                 "Request denied: the policy engine failed.", code="policy_unavailable", retry_after=1
             ) from exc
-        ctx.reasons = tuple(r.code for r in decision.reasons)
+        ctx.reasons = (*ctx.reasons, *(r.code for r in decision.reasons))
         if not decision.allow:
             ctx.decision = "deny"
             detail = "; ".join(f"{r.message} [{r.code}]" for r in decision.reasons)
-            raise PermissionDenied(f"Request denied by policy: {detail}", code=decision.reasons[0].code)
-        ctx.decision = "allow"
+            what = "Request denied by policy" if phase == "input" else "Response withheld by output policy"
+            raise PermissionDenied(f"{what}: {detail}", code=decision.reasons[0].code)
+        return decision
 
     # -- audit --------------------------------------------------------------------------------
     def record(self, ctx: RequestContext, status: int, phase: AuditPhase = "complete") -> AuditRecord:
@@ -162,6 +237,9 @@ class Pipeline:
             completion_tokens=ctx.usage.completion_tokens,
             latency_ms=int((time.monotonic() - ctx.started) * 1000),
             phase=phase,
+            policy_input=_json(for_audit(ctx.policy_input)) if ctx.policy_input else None,
+            output_policy_input=_json(for_audit(ctx.output_input)) if ctx.output_input else None,
+            obligations=_json(obligations_document(ctx.obligations)) if ctx.policy_input else None,
         )
 
     async def finish(self, ctx: RequestContext, status: int) -> None:
@@ -217,6 +295,23 @@ class Pipeline:
             )
             return False
         return True
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def obligations_document(o: Obligations) -> dict[str, Any]:
+    """Obligations in the decision contract's JSON shape (for the audit trail and replay)."""
+    return {
+        "max_tokens": o.max_tokens,
+        "allowed_models": None if o.allowed_models is None else list(o.allowed_models),
+        "redact": None
+        if o.redact is None
+        else {"entities": list(o.redact.entities), "operator": o.redact.operator},
+        "route": None if o.route is None else {"model": o.route},
+        "explain": o.explain,
+    }
 
 
 def _withheld() -> ServiceUnavailable:

@@ -49,7 +49,7 @@ def load_policy(config: Config) -> RegoEngine:
             raise PolicyError(
                 f"{config.policy_dir}: policy tests failed: {names}", code="policy_tests_failed"
             )
-    return RegoEngine(bundle, config.policy.query)
+    return RegoEngine(bundle, config.policy.query, config.policy.output_query)
 
 
 def build_runtime(config: Config) -> Runtime:
@@ -83,6 +83,7 @@ def build_runtime(config: Config) -> Runtime:
         max_body_bytes=config.server.max_body_bytes,
         max_messages=config.server.max_messages,
         default_max_tokens={m.name: m.default_max_tokens for m in config.model_list},
+        model_labels={m.name: tuple(m.labels) for m in config.model_list},
     )
     log.info("policy %s loaded from %s", policy.digest, config.policy_dir)
     return Runtime(config=config, pipeline=pipeline, limits=limits, workers=workers, audit=audit)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -85,12 +87,7 @@ def init_state(config: Config, *, with_demo_model: bool = True) -> InitResult:
     demo = config.demo_model_dir
     uses_demo = any(m.path == demo for m in config.model_list)
     if with_demo_model and uses_demo and not (demo / "config.json").exists():
-        from sandbox.demo_model import build_demo_model  # imports torch: only when needed
-
-        tmp = demo.with_name(demo.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_demo_model(tmp)
-        tmp.rename(demo)
+        build_demo_model(demo)
         created.append(str(demo))
 
     keys = open_key_store(config)
@@ -99,6 +96,32 @@ def init_state(config: Config, *, with_demo_model: bool = True) -> InitResult:
         admin_key, _ = keys.create(ADMIN_KEY_NAME, "admin", "default")
         created.append("admin API key")
     return InitResult(state_dir=state, created=tuple(created), admin_key=admin_key)
+
+
+def build_demo_model(dest: Path) -> None:
+    """Build the demo model in a child process: torch never loads into the gateway (it also
+    clashes with rego-cpp's time builtins in one process)."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox.demo_model", str(tmp)],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise ConfigError(f"{dest}: could not build the demo model:\n{tail}")
+    tmp.rename(dest)
 
 
 def open_key_store(config: Config) -> ApiKeyStore:

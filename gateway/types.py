@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+# Built-in roles: "admin" (administration), "auditor" (audit evidence), "user". Any other role
+# name a policy knows is allowed too (the default policy adds "contractor").
 Role = Literal["admin", "user", "auditor"]
 ROLES: tuple[Role, ...] = ("admin", "user", "auditor")
 
@@ -39,12 +41,47 @@ class Reason:
     message: str
 
 
+RedactOperator = Literal["placeholder", "mask", "hash", "remove", "block"]
+REDACT_OPERATORS: tuple[RedactOperator, ...] = ("placeholder", "mask", "hash", "remove", "block")
+ExplainLevel = Literal["none", "summary", "full"]
+EXPLAIN_LEVELS: tuple[ExplainLevel, ...] = ("none", "summary", "full")
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """Redact these entity types with this operator (``block`` refuses the text instead)."""
+
+    entities: tuple[str, ...]
+    operator: RedactOperator = "placeholder"
+
+
+@dataclass(frozen=True)
+class Obligations:
+    """What an allow decision obliges the gateway to do (see docs/policy.md)."""
+
+    max_tokens: int | None = None  # cap on generated tokens
+    allowed_models: tuple[str, ...] | None = None  # models this principal may see and use
+    redact: Redaction | None = None  # entities to redact, and how
+    route: str | None = None  # serve the request with this model instead
+    explain: ExplainLevel = "none"  # explanation level for this decision (issue 9)
+
+
 @dataclass(frozen=True)
 class Decision:
-    """A policy decision: allow or deny, with reasons (deny reasons when denied)."""
+    """A policy decision: allow or deny, with reasons (deny reasons when denied) and obligations."""
 
     allow: bool
     reasons: tuple[Reason, ...] = ()
+    obligations: Obligations = Obligations()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A sensitive span found in a text: its entity type and position (never its value)."""
+
+    type: str
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +107,12 @@ class GenerateRequest:
     params: GenerationParams
     messages: tuple[ChatMessage, ...] | None = None
     prompt: str | None = None
+
+    @property
+    def text_chars(self) -> int:
+        if self.messages is not None:
+            return sum(len(m.content) for m in self.messages)
+        return len(self.prompt or "")
 
 
 @dataclass(frozen=True)
@@ -119,3 +162,6 @@ class AuditRecord:
     completion_tokens: int = 0
     latency_ms: int = 0
     phase: AuditPhase = "complete"
+    policy_input: str | None = None  # JSON of the input-phase policy document (PII-free)
+    output_policy_input: str | None = None  # JSON of the output-phase document, when asked
+    obligations: str | None = None  # JSON of the input decision's obligations

@@ -1,4 +1,4 @@
-# Unit tests for authz.rego; run with `llmos policy test`.
+# Tests for authz.rego and access.rego; run with `llmos policy test`.
 # rego-cpp quirks: mock input fields one by one (`with input.x as ...`, not `with input as ...`),
 # and bind rule values to local variables before using them in `with`.
 package llmos.authz_test
@@ -11,7 +11,11 @@ user_principal := {"id": "key:1", "tenant": "t", "roles": ["user"], "auth_method
 
 auditor_principal := {"id": "key:2", "tenant": "t", "roles": ["auditor"], "auth_method": "api_key"}
 
+contractor_principal := {"id": "key:3", "tenant": "t", "roles": ["contractor"], "auth_method": "api_key"}
+
 chat_request := {"endpoint": "chat.completions", "model": "demo", "max_tokens": 16, "stream": false, "message_count": 1}
+
+weekday_noon := {"hour": 12, "weekday": "Monday"}
 
 test_user_may_chat if {
 	p := user_principal
@@ -34,20 +38,6 @@ test_auditor_may_list_models if {
 	authz.allow with input.principal as p with input.request as {"endpoint": "models.list"}
 }
 
-test_max_tokens_capped if {
-	p := user_principal
-	r := object.union(chat_request, {"max_tokens": 100000})
-	d := authz.decision with input.principal as p with input.request as r
-	d.allow == false
-	d.reasons[0].code == "max_tokens_too_large"
-}
-
-test_null_max_tokens_allowed if {
-	p := user_principal
-	r := object.union(chat_request, {"max_tokens": null})
-	authz.allow with input.principal as p with input.request as r
-}
-
 test_unknown_endpoint_denied if {
 	p := user_principal
 	d := authz.decision with input.principal as p with input.request as {"endpoint": "images.generate"}
@@ -65,4 +55,25 @@ test_no_roles_denied if {
 	p := object.union(user_principal, {"roles": []})
 	r := chat_request
 	not authz.allow with input.principal as p with input.request as r
+}
+
+test_contractor_limited_to_listed_models if {
+	p := contractor_principal
+	r := object.union(chat_request, {"model": "big-model"})
+	t := weekday_noon
+	d := authz.decision with input.principal as p with input.request as r with input.clock as t
+	d.allow == false
+	d.reasons[0].code == "model_not_permitted"
+}
+
+test_allowed_models_obligation if {
+	p := contractor_principal
+	r := chat_request
+	t := weekday_noon
+	d := authz.decision with input.principal as p with input.request as r with input.clock as t
+	d.allow == true
+	d.obligations.allowed_models == ["demo"]
+	u := user_principal
+	d2 := authz.decision with input.principal as u with input.request as r
+	d2.obligations.allowed_models == null
 }

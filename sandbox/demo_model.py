@@ -71,3 +71,20 @@ def build_demo_model(dest_dir: Path, seed: int = 0) -> None:
     dest_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dest_dir, safe_serialization=True)
     fast.save_pretrained(dest_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.demo_model DEST``: build the demo model in its own process, so the
+    gateway process never loads torch."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sandbox.demo_model", description=main.__doc__)
+    parser.add_argument("dest", type=Path, help="directory to create")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    build_demo_model(args.dest, seed=args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

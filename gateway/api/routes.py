@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,8 +22,10 @@ from gateway.api.schemas import (
     parse_completion_request,
 )
 from gateway.errors import ApiError, InternalError, ServiceUnavailable, WorkerError
+from gateway.obligations import apply_input, finding_counts, scan_request
+from gateway.outputguard import OutputGuard, guard_all
 from gateway.pipeline import Pipeline, RequestContext, Worker, translate
-from gateway.policy.input import RequestSummary
+from gateway.policy.input import ModelInfo, RequestSummary, estimate_tokens
 from gateway.types import DoneEvent, GenerateEvent, GenerateRequest, TokenEvent, Usage
 
 log = logging.getLogger("llmos.gateway")
@@ -38,6 +40,14 @@ class Limits:
     max_body_bytes: int
     max_messages: int
     default_max_tokens: dict[str, int]
+    model_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def model_info(self, name: str) -> ModelInfo:
+        return ModelInfo(name=name, labels=self.model_labels.get(name, ()))
+
+
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _pipeline(request: Request) -> Pipeline:
@@ -75,8 +85,15 @@ async def list_models(request: Request) -> Response:
     pipeline = _pipeline(request)
     ctx = await pipeline.begin(request, "models.list")
     try:
-        pipeline.authorize(ctx, RequestSummary(endpoint="models.list"))
-        body = R.model_list(list(pipeline.workers), ctx.created)
+        obligations = pipeline.authorize(
+            ctx, RequestSummary(endpoint="models.list"), client_address=_client(request)
+        )
+        names = [
+            n
+            for n in pipeline.workers
+            if obligations.allowed_models is None or n in obligations.allowed_models
+        ]
+        body = R.model_list(names, ctx.created)
         await pipeline.finish(ctx, 200)
     except ApiError as exc:
         await pipeline.fail(ctx, exc)
@@ -144,16 +161,27 @@ async def _serve(
         req = parse(body, limits)
         worker = pipeline.worker_for(ctx, req.model)
         # Policy sees the max_tokens that will actually be used, defaults included.
-        params = req.params(limits.default_max_tokens.get(req.model, 256))
+        gen = req.generate_request(ctx.request_id, req.params(limits.default_max_tokens.get(req.model, 256)))
+        found = scan_request(gen)
         summary = RequestSummary(
             endpoint=endpoint,
             model=req.model,
-            max_tokens=params.max_tokens,
+            max_tokens=gen.params.max_tokens,
             stream=req.stream,
             message_count=req.message_count,
+            estimated_input_tokens=estimate_tokens(gen.text_chars),
+            parameters=req.policy_parameters(),
         )
-        pipeline.authorize(ctx, summary)
-        gen = req.generate_request(ctx.request_id, params)
+        obligations = pipeline.authorize(
+            ctx,
+            summary,
+            model=limits.model_info(req.model),
+            findings=finding_counts(found),
+            client_address=_client(request),
+        )
+        if obligations.route is not None and obligations.route != req.model:
+            worker = pipeline.route(ctx, obligations.route)
+        gen = apply_input(gen, found, obligations, pipeline.digest_key)
         return await _run(pipeline, ctx, worker, gen, fmt, stream=req.stream, include_usage=req.include_usage)
     except (ApiError, WorkerError) as exc:
         api = translate(exc)
@@ -187,14 +215,16 @@ async def _run(
         await events.aclose()
         raise
     model = ctx.model or ""
+    decide = pipeline.output_decider(ctx)
     if stream:
         try:
             await pipeline.start_stream(ctx)  # durable before the first byte, or 503
         except ApiError:
             await events.aclose()
             raise
+        guard = OutputGuard(decide, pipeline.digest_key) if decide else None
         return StreamingResponse(
-            _sse(pipeline, ctx, first, events, fmt, include_usage),
+            _sse(pipeline, ctx, first, events, fmt, include_usage, guard),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
@@ -203,6 +233,8 @@ async def _run(
     finally:
         await events.aclose()
     ctx.usage = Usage(done.prompt_tokens, done.completion_tokens)
+    if decide is not None:  # the output decision sees all of it before any is delivered
+        text = guard_all(decide, pipeline.digest_key, text, done.completion_tokens, done.finish_reason)
     ctx.response_digest = pipeline.digest(text.encode("utf-8"))
     await pipeline.finish(ctx, 200)
     return JSONResponse(fmt.complete(ctx.request_id, model, ctx.created, text, done.finish_reason, ctx.usage))
@@ -226,18 +258,26 @@ async def _sse(
     events: AsyncGenerator[GenerateEvent, None],
     fmt: _Format,
     include_usage: bool,
+    guard: OutputGuard | None,
 ) -> AsyncIterator[bytes]:
     rid, model, created = ctx.request_id, ctx.model or "", ctx.created
     digest = hmac.new(pipeline.digest_key, digestmod=hashlib.sha256)
+
+    def chunk(text: str) -> bytes:
+        digest.update(text.encode("utf-8"))
+        return R.sse(fmt.chunk_text(rid, model, created, text))
+
     try:
-        for chunk in fmt.chunks_start(rid, model, created):
-            yield R.sse(chunk)
+        for start in fmt.chunks_start(rid, model, created):
+            yield R.sse(start)
         event = first
         while isinstance(event, TokenEvent):
-            if event.text:
-                digest.update(event.text.encode("utf-8"))
-                yield R.sse(fmt.chunk_text(rid, model, created, event.text))
+            text = guard.feed(event.text) if guard else event.text
+            if text:
+                yield chunk(text)
             event = await anext(events)
+        if guard is not None and (rest := guard.finish(event.completion_tokens, event.finish_reason)):
+            yield chunk(rest)
         ctx.usage = Usage(event.prompt_tokens, event.completion_tokens)
         ctx.response_digest = "hmac-sha256:" + digest.hexdigest()
         yield R.sse(fmt.chunk_final(rid, model, created, event.finish_reason))
@@ -248,7 +288,7 @@ async def _sse(
             yield R.sse(error_body(_STREAM_END_UNRECORDED))
             return
         yield R.SSE_DONE
-    except WorkerError as exc:
+    except (ApiError, WorkerError) as exc:  # worker died, or the output policy withheld the rest
         api = translate(exc)
         await pipeline.fail(ctx, api)
         yield R.sse(error_body(api))

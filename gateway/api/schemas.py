@@ -85,6 +85,15 @@ class _GenerationFields(_Strict):
             seed=self.seed,
         )
 
+    def policy_parameters(self) -> dict[str, Any]:
+        """Sampling parameters as policy sees them (no text)."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop_count": len(self.stop_sequences()),
+            "seed": self.seed,
+        }
+
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)

@@ -51,6 +51,9 @@ ENTRY_FIELDS: frozenset[str] = frozenset(
         "completion_tokens",
         "latency_ms",
         "phase",
+        "policy_input",
+        "output_policy_input",
+        "obligations",
     }
 )
 
@@ -92,6 +95,9 @@ def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonVa
         "completion_tokens": record.completion_tokens,
         "latency_ms": record.latency_ms,
         "phase": record.phase,
+        "policy_input": record.policy_input,
+        "output_policy_input": record.output_policy_input,
+        "obligations": record.obligations,
     }
 
 

@@ -1,8 +1,10 @@
-"""Policy engines behind one interface. Today: the embedded rego-cpp interpreter (regopy).
+"""Policy engines behind one interface: the embedded rego-cpp interpreter (regopy) here, a
+remote OPA server in ``gateway.policy.opa``.
 
-Fail closed: an engine error, an undefined result or a result that is not
-``{"allow": bool, "reasons": [{"code": str, "message": str}, ...]}`` raises ``PolicyError``;
-the pipeline turns that into a denial. A later issue adds a remote OPA engine here.
+A decision is asked for in one of two phases: ``input`` (before generation) and ``output``
+(on the generated text). Fail closed: an engine error, an undefined result or a result that
+is not a valid decision document (see docs/policy.md) raises ``PolicyError``; the pipeline
+turns that into a denial.
 """
 
 from __future__ import annotations
@@ -10,31 +12,34 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from gateway.errors import PolicyError
 from gateway.policy.bundle import PolicyBundle
-from gateway.types import Decision, Reason
+from gateway.types import EXPLAIN_LEVELS, REDACT_OPERATORS, Decision, Obligations, Reason, Redaction
+
+Phase = Literal["input", "output"]
 
 
 class PolicyEngine(Protocol):
     @property
     def digest(self) -> str: ...
 
-    def decide(self, policy_input: dict[str, Any]) -> Decision: ...
+    @property
+    def has_output_policy(self) -> bool: ...
+
+    def decide(self, policy_input: dict[str, Any], phase: Phase = "input") -> Decision: ...
 
 
 class RegoSession:
     """One regopy interpreter over a bundle. Not thread-safe: callers hold a lock."""
-
-    _compiled: Any = None
-    _compiled_query: str = ""
 
     def __init__(self, bundle: PolicyBundle, *, include_tests: bool = False) -> None:
         # Imported here so that importing llmos never loads the native library by accident.
         from regopy import Interpreter
 
         self._interp = Interpreter()
+        self._compiled: dict[str, Any] = {}
         for f in bundle.files:
             if f.is_test and not include_tests:
                 continue
@@ -48,13 +53,12 @@ class RegoSession:
     def compile(self, query: str) -> None:
         """Compile ``query`` once; ``query_compiled`` then skips recompiling (about 7x faster)."""
         try:
-            bundle = self._interp.build(query)
+            compiled = self._interp.build(query)
         except Exception as exc:  # RegoError naming file and line
             raise PolicyError(f"policy does not compile: {exc}", code="policy_invalid") from exc
-        if not bundle.ok():
+        if not compiled.ok():
             raise PolicyError("policy does not compile", code="policy_invalid")
-        self._compiled = bundle
-        self._compiled_query = query
+        self._compiled[query] = compiled
 
     def query(self, query: str, policy_input: dict[str, Any] | None = None) -> Any:
         """Evaluate ``query``; returns the value, or raises PolicyError (undefined included)."""
@@ -62,13 +66,13 @@ class RegoSession:
 
         return self._evaluate(query, policy_input, lambda: rego_query(self._interp._impl, query))
 
-    def query_compiled(self, policy_input: dict[str, Any]) -> Any:
-        """Evaluate the query given to ``compile`` over ``policy_input``."""
+    def query_compiled(self, query: str, policy_input: dict[str, Any]) -> Any:
+        """Evaluate a query given to ``compile`` over ``policy_input``."""
         from regopy.rego_shared import rego_bundle_query
 
-        bundle = self._compiled
+        compiled = self._compiled[query]
         return self._evaluate(
-            self._compiled_query, policy_input, lambda: rego_bundle_query(self._interp._impl, bundle._impl)
+            query, policy_input, lambda: rego_bundle_query(self._interp._impl, compiled._impl)
         )
 
     def _evaluate(self, query: str, policy_input: dict[str, Any] | None, run: Callable[[], Any]) -> Any:
@@ -104,34 +108,89 @@ class RegoSession:
         return values[0]
 
 
+def _malformed(what: str) -> PolicyError:
+    return PolicyError(f"malformed policy decision: {what}", code="policy_malformed")
+
+
+def _str_list(value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _malformed(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def parse_obligations(value: Any) -> Obligations:
+    """Parse the ``obligations`` object of a decision; anything unknown or mistyped raises."""
+    if value is None:
+        return Obligations()
+    if not isinstance(value, dict):
+        raise _malformed("'obligations' must be an object")
+    unknown = set(value) - {"max_tokens", "allowed_models", "redact", "route", "explain"}
+    if unknown:
+        raise _malformed(f"unknown obligation(s) {sorted(unknown)}")
+    max_tokens = value.get("max_tokens")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
+        raise _malformed("obligations.max_tokens must be a positive integer or null")
+    models = value.get("allowed_models")
+    allowed = None if models is None else _str_list(models, "obligations.allowed_models")
+    redact = None
+    raw_redact = value.get("redact")
+    if raw_redact is not None:
+        if not isinstance(raw_redact, dict) or set(raw_redact) - {"entities", "operator"}:
+            raise _malformed("obligations.redact must be {entities, operator}")
+        operator = raw_redact.get("operator", "placeholder")
+        if operator not in REDACT_OPERATORS:
+            raise _malformed(f"obligations.redact.operator must be one of {', '.join(REDACT_OPERATORS)}")
+        entities = _str_list(raw_redact.get("entities", []), "obligations.redact.entities")
+        redact = Redaction(entities=entities, operator=operator) if entities else None
+    route = value.get("route")
+    route_model: str | None = None
+    if route is not None:
+        if not isinstance(route, dict) or not isinstance(route.get("model"), str) or set(route) - {"model"}:
+            raise _malformed("obligations.route must be {model: string}")
+        route_model = route["model"]
+    explain = value.get("explain", "none")
+    if explain not in EXPLAIN_LEVELS:
+        raise _malformed(f"obligations.explain must be one of {', '.join(EXPLAIN_LEVELS)}")
+    return Obligations(
+        max_tokens=max_tokens, allowed_models=allowed, redact=redact, route=route_model, explain=explain
+    )
+
+
 def parse_decision(value: Any) -> Decision:
     """Turn the policy's raw result into a ``Decision``; anything malformed raises."""
     if not isinstance(value, dict) or not isinstance(value.get("allow"), bool):
-        raise PolicyError("policy result has no boolean 'allow'", code="policy_malformed")
+        raise _malformed("no boolean 'allow'")
     raw_reasons = value.get("reasons", [])
     if not isinstance(raw_reasons, list):
-        raise PolicyError("policy 'reasons' is not a list", code="policy_malformed")
+        raise _malformed("'reasons' is not a list")
     reasons = []
     for r in raw_reasons:
         if not (isinstance(r, dict) and isinstance(r.get("code"), str) and isinstance(r.get("message"), str)):
-            raise PolicyError("each policy reason needs string 'code' and 'message'", code="policy_malformed")
+            raise _malformed("each reason needs string 'code' and 'message'")
         reasons.append(Reason(code=r["code"], message=r["message"]))
     if not value["allow"] and not reasons:
         reasons.append(Reason(code="denied", message="denied by policy"))
-    return Decision(allow=value["allow"], reasons=tuple(reasons))
+    return Decision(
+        allow=value["allow"], reasons=tuple(reasons), obligations=parse_obligations(value.get("obligations"))
+    )
 
 
 class RegoEngine:
-    """The embedded engine: evaluates ``query`` over a bundle in-process."""
+    """The embedded engine: evaluates the input (and output) decision queries in-process."""
 
-    def __init__(self, bundle: PolicyBundle, query: str) -> None:
+    def __init__(self, bundle: PolicyBundle, query: str, output_query: str | None = None) -> None:
         self._bundle = bundle
-        self._query = query
+        self._queries: dict[Phase, str] = {"input": query}
+        if output_query:
+            self._queries["output"] = output_query
         self._session = RegoSession(bundle)
         self._lock = threading.Lock()
         # Compile once, now: a broken module fails at startup, not on the first request, and
         # each decision skips recompilation.
-        self._session.compile(query)
+        for q in self._queries.values():
+            self._session.compile(q)
 
     @property
     def digest(self) -> str:
@@ -141,7 +200,19 @@ class RegoEngine:
     def bundle(self) -> PolicyBundle:
         return self._bundle
 
-    def decide(self, policy_input: dict[str, Any]) -> Decision:
+    @property
+    def has_output_policy(self) -> bool:
+        return "output" in self._queries
+
+    def decide(self, policy_input: dict[str, Any], phase: Phase = "input") -> Decision:
+        query = self._queries.get(phase)
+        if query is None:
+            raise PolicyError(f"no {phase} policy is configured", code="policy_undefined")
         with self._lock:
-            value = self._session.query_compiled(policy_input)
+            value = self._session.query_compiled(query, policy_input)
         return parse_decision(value)
+
+    def evaluate(self, query: str, policy_input: dict[str, Any]) -> Any:
+        """Evaluate any query (uncompiled) over ``policy_input``: for ``llmos policy eval --explain``."""
+        with self._lock:
+            return self._session.query(query, policy_input)

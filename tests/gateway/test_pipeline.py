@@ -31,12 +31,13 @@ class Engine:
     """A policy engine whose answer (or failure) the test chooses."""
 
     digest = "sha256:test"
+    has_output_policy = False
 
     def __init__(self, result: Decision | PolicyError) -> None:
         self.result = result
         self.inputs: list[dict[str, Any]] = []
 
-    def decide(self, policy_input: dict[str, Any]) -> Decision:
+    def decide(self, policy_input: dict[str, Any], phase: str = "input") -> Decision:
         self.inputs.append(policy_input)
         if isinstance(self.result, PolicyError):
             raise self.result

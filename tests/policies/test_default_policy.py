@@ -9,12 +9,14 @@ import pytest
 
 from gateway.policy.bundle import load_bundle
 from gateway.policy.engine import RegoEngine, RegoSession, parse_decision
-from gateway.policy.input import RequestSummary, policy_input
+from gateway.policy.input import ModelInfo, RequestSummary, input_document
 from gateway.policy.testing import run_policy_tests
 from gateway.types import Principal
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 QUERY = "data.llmos.authz.decision"
+OUTPUT_QUERY = "data.llmos.output.decision"
+WEEKDAY_NOON = "2026-11-30T12:00:00.000+00:00"  # a Monday
 ENDPOINTS = ("chat.completions", "completions", "models.list")
 LIMIT = 4096
 
@@ -34,7 +36,7 @@ MISSING = object()  # leave the field out of the input
 
 @pytest.fixture(scope="module")
 def engine() -> RegoEngine:
-    return RegoEngine(load_bundle(POLICIES), QUERY)
+    return RegoEngine(load_bundle(POLICIES), QUERY, OUTPUT_QUERY)
 
 
 def _input(roles: Any, endpoint: Any, max_tokens: Any) -> dict[str, Any]:
@@ -46,7 +48,7 @@ def _input(roles: Any, endpoint: Any, max_tokens: Any) -> dict[str, Any]:
         request["endpoint"] = endpoint
     if max_tokens is not MISSING:
         request["max_tokens"] = max_tokens
-    return {"principal": principal, "request": request, "time": "2025-01-01T00:00:00Z"}
+    return {"principal": principal, "request": request, "time": WEEKDAY_NOON}
 
 
 # (roles, endpoint, max_tokens, allow, reason codes)
@@ -173,7 +175,7 @@ def test_the_gateways_own_input_document(engine: RegoEngine, role: str, endpoint
     )
     summary = RequestSummary(endpoint=endpoint, model="demo", max_tokens=None, stream=True, message_count=2)
 
-    decision = engine.decide(policy_input(principal, summary, "2025-01-01T00:00:00Z"))
+    decision = engine.decide(input_document(principal, summary, time=WEEKDAY_NOON, model=ModelInfo("demo")))
 
     assert decision.allow is (endpoint in PERMITTED[role])
 
@@ -191,6 +193,129 @@ def test_reason_messages_name_the_endpoint_and_limit(engine: RegoEngine) -> None
 def test_the_policys_own_tests_pass() -> None:
     results = run_policy_tests(load_bundle(POLICIES))
 
-    assert len(results) >= 5
+    assert len(results) >= 25
     assert [(r.name, r.error) for r in results if not r.passed] == []
-    assert {r.file for r in results} == {"authz_test.rego"}
+    modules = {f.path.removesuffix(".rego") for f in load_bundle(POLICIES).modules}
+    tested = {r.file.removesuffix("_test.rego") for r in results}
+    assert tested >= modules - {"access"}  # access.rego is tested in authz_test.rego
+
+
+def _full(
+    roles: list[str] = ["user"],  # noqa: B006 - never mutated
+    *,
+    tenant: str = "acme",
+    model: str = "demo",
+    labels: tuple[str, ...] = (),
+    findings: dict[str, int] | None = None,
+    max_tokens: int | None = 64,
+    time: str = WEEKDAY_NOON,
+) -> dict[str, Any]:
+    principal = Principal(
+        id="key:0123456789abcdef", name="n", tenant=tenant, roles=tuple(roles), auth_method="api_key"
+    )
+    summary = RequestSummary(endpoint="chat.completions", model=model, max_tokens=max_tokens, message_count=1)
+    return input_document(principal, summary, time=time, model=ModelInfo(model, labels), findings=findings)
+
+
+# (case, input document, allow, reason codes, obligation checks)
+LIBRARY_ROWS: list[tuple[str, dict[str, Any], bool, tuple[str, ...], dict[str, Any]]] = [
+    ("user defaults", _full(), True, (), {"max_tokens": 2048, "allowed_models": None}),
+    ("admin cap", _full(["admin"]), True, (), {"max_tokens": 4096}),
+    (
+        "contractor cap and models",
+        _full(["contractor"]),
+        True,
+        (),
+        {"max_tokens": 256, "allowed_models": ("demo",)},
+    ),
+    ("contractor other model", _full(["contractor"], model="big"), False, ("model_not_permitted",), {}),
+    (
+        "contractor at 06:59",
+        _full(["contractor"], time="2026-11-30T06:59:59.000+00:00"),
+        False,
+        ("outside_time_window",),
+        {},
+    ),
+    ("contractor at 07:00", _full(["contractor"], time="2026-11-30T07:00:00.000+00:00"), True, (), {}),
+    (
+        "contractor at 19:00",
+        _full(["contractor"], time="2026-11-30T19:00:00.000+00:00"),
+        False,
+        ("outside_time_window",),
+        {},
+    ),
+    (
+        "contractor on Saturday",
+        _full(["contractor"], time="2026-11-28T12:00:00.000+00:00"),
+        False,
+        ("outside_time_window",),
+        {},
+    ),
+    ("contractor, Z time", _full(["contractor"], time="2026-11-30T12:00:00Z"), True, (), {}),
+    ("contractor, bad time", _full(["contractor"], time="yesterday"), False, ("outside_time_window",), {}),
+    ("user on Saturday night", _full(time="2026-11-28T23:00:00.000+00:00"), True, (), {}),
+    ("own tenant's model", _full(labels=("tenant:acme",)), True, (), {}),
+    ("other tenant's model", _full(labels=("tenant:globex",)), False, ("tenant_not_permitted",), {}),
+    ("shared tenants", _full(tenant="globex", labels=("tenant:acme", "tenant:globex")), True, (), {}),
+    ("SSN to external model", _full(findings={"US_SSN": 1}), False, ("national_id_to_external_model",), {}),
+    ("SSN to internal model", _full(findings={"US_SSN": 1}, labels=("internal",)), True, (), {}),
+    (
+        "e-mail is redacted",
+        _full(findings={"EMAIL_ADDRESS": 3}),
+        True,
+        (),
+        {"redact_entities": ("EMAIL_ADDRESS", "CREDIT_CARD")},
+    ),
+    (
+        "several problems",
+        _full(["contractor"], model="big", labels=("tenant:globex",), findings={"US_SSN": 1}),
+        False,
+        ("model_not_permitted", "national_id_to_external_model", "tenant_not_permitted"),
+        {},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("doc", "allow", "codes", "checks"), [r[1:] for r in LIBRARY_ROWS], ids=[r[0] for r in LIBRARY_ROWS]
+)
+def test_library_decision_table(
+    engine: RegoEngine, doc: dict[str, Any], allow: bool, codes: tuple[str, ...], checks: dict[str, Any]
+) -> None:
+    decision = engine.decide(doc)
+
+    assert decision.allow is allow
+    assert sorted(r.code for r in decision.reasons) == sorted(codes)
+    o = decision.obligations
+    for key, want in checks.items():
+        got = o.redact.entities if key == "redact_entities" and o.redact else getattr(o, key)
+        assert got == want, key
+
+
+OUTPUT_ROWS = [
+    ({}, True, (), ("US_SSN", "CREDIT_CARD", "EMAIL_ADDRESS")),
+    ({"US_SSN": 1}, True, (), ("US_SSN", "CREDIT_CARD", "EMAIL_ADDRESS")),
+    ({"PRIVATE_KEY": 1}, False, ("credential_in_output",), None),
+    ({"AWS_ACCESS_KEY": 2, "EMAIL_ADDRESS": 1}, False, ("credential_in_output",), None),
+    ({"API_KEY": 1}, False, ("credential_in_output",), None),
+]
+
+
+@pytest.mark.parametrize(("findings", "allow", "codes", "redacted"), OUTPUT_ROWS, ids=str)
+def test_output_decision_table(
+    engine: RegoEngine,
+    findings: dict[str, int],
+    allow: bool,
+    codes: tuple[str, ...],
+    redacted: tuple[str, ...] | None,
+) -> None:
+    from gateway.policy.input import output_document
+
+    doc = output_document(_full(), findings=findings, completion_tokens=5, finish_reason="stop")
+    decision = engine.decide(doc, "output")
+
+    assert decision.allow is allow
+    assert tuple(r.code for r in decision.reasons) == codes
+    if redacted is not None:
+        assert decision.obligations.redact is not None
+        assert decision.obligations.redact.entities == redacted

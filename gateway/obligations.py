@@ -1,0 +1,65 @@
+"""Applying a decision's obligations to requests and responses. Pure.
+
+Input: cap ``max_tokens``, redact (or block) sensitive findings in prompts.
+Output: redact (or block) sensitive findings in the generated text.
+Routing and model visibility are applied by the pipeline and routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gateway import findings as F
+from gateway.errors import PermissionDenied
+from gateway.types import ChatMessage, Finding, GenerateRequest, Obligations, Redaction
+
+
+def scan_request(request: GenerateRequest) -> list[list[Finding]]:
+    """Findings per prompt text: one list per message, or one for a raw prompt."""
+    if request.messages is not None:
+        return [F.find(m.content) for m in request.messages]
+    return [F.find(request.prompt or "")]
+
+
+def finding_counts(per_text: list[list[Finding]]) -> dict[str, int]:
+    return F.counts(f for found in per_text for f in found)
+
+
+def _blocked(redaction: Redaction, found: list[Finding], where: str) -> None:
+    hit = sorted({f.type for f in found if f.type in redaction.entities})
+    if redaction.operator == "block" and hit:
+        raise PermissionDenied(
+            f"Request denied by policy: the {where} contains {', '.join(hit)}, which policy blocks"
+            " [sensitive_data_blocked]",
+            code="sensitive_data_blocked",
+        )
+
+
+def apply_input(
+    request: GenerateRequest, per_text: list[list[Finding]], obligations: Obligations, key: bytes
+) -> GenerateRequest:
+    """The request as the model will see it: max_tokens capped, sensitive spans redacted."""
+    params = request.params
+    if obligations.max_tokens is not None and params.max_tokens > obligations.max_tokens:
+        params = replace(params, max_tokens=obligations.max_tokens)
+    redaction = obligations.redact
+    if redaction is None:
+        return replace(request, params=params)
+    _blocked(redaction, [f for found in per_text for f in found], "prompt")
+    if request.messages is not None:
+        messages = tuple(
+            ChatMessage(m.role, F.redact(m.content, found, redaction.entities, redaction.operator, key))
+            for m, found in zip(request.messages, per_text, strict=True)
+        )
+        return replace(request, params=params, messages=messages)
+    prompt = F.redact(request.prompt or "", per_text[0], redaction.entities, redaction.operator, key)
+    return replace(request, params=params, prompt=prompt)
+
+
+def apply_output(text: str, found: list[Finding], obligations: Obligations, key: bytes) -> str:
+    """The generated text as the caller will see it."""
+    redaction = obligations.redact
+    if redaction is None:
+        return text
+    _blocked(redaction, found, "response")
+    return F.redact(text, found, redaction.entities, redaction.operator, key)

@@ -1,0 +1,108 @@
+"""The output decision applied to generated text as it streams. Pure (the decision is a callback).
+
+Text is released only once it is settled: no detector finding can still grow into it. For
+the pattern detectors in ``gateway.findings`` that means everything up to the last whitespace,
+except a run of digits and separators before it (card numbers are written in groups) and a
+private-key header in progress, and at most ``MAX_MATCH_CHARS`` held in all. Every release is
+redacted per the latest output decision; the decision is asked again whenever the findings
+change, and once more at the end. A deny raises, so nothing after it is delivered, and the
+text that caused it never was.
+
+Non-streamed responses use the same guard (feed everything, then ``finish``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from gateway import findings as F
+from gateway.obligations import apply_output
+from gateway.types import Finding, Obligations
+
+# decide(findings by type, completion tokens so far, finish reason or None while streaming)
+Decide = Callable[[dict[str, int], int, str | None], Obligations]
+
+_DIGIT_RUN = frozenset("0123456789 -")
+_KEY_HEADER = "-----BEGIN"
+
+
+def safe_boundary(text: str, start: int) -> int:
+    """How far ``text`` may be released, given ``text[:start]`` already was."""
+    i = len(text) - 1
+    while i >= start and not text[i].isspace():
+        i -= 1
+    boundary = i + 1 if i >= start else start
+    # A card number spans spaces: hold a trailing run of digits and separators.
+    j = boundary
+    while j > start and text[j - 1] in _DIGIT_RUN:
+        j -= 1
+    if j < boundary and any(ch.isdigit() for ch in text[j:boundary]):
+        boundary = j
+    header = text.rfind(_KEY_HEADER, max(start, boundary - 64), boundary)
+    if header != -1:
+        boundary = header
+    # Bounded hold-back: no finding is longer than MAX_MATCH_CHARS.
+    return max(boundary, len(text) - F.MAX_MATCH_CHARS, start)
+
+
+class OutputGuard:
+    def __init__(self, decide: Decide, key: bytes) -> None:
+        self._decide = decide
+        self._key = key
+        self._text = ""
+        self._emitted = 0  # characters of _text already released
+        self._released_counts: Counter[str] = Counter()  # findings inside released text
+        self._asked_with: dict[str, int] | None = None
+        self._obligations = Obligations()
+        self._tokens = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self._released_counts)
+
+    def feed(self, piece: str, *, release: bool = True) -> str:
+        """Add generated text; return what may be delivered now (possibly empty)."""
+        self._text += piece
+        self._tokens += 1
+        return self._release(final=False, finish=None) if release else ""
+
+    def finish(self, completion_tokens: int, finish_reason: str) -> str:
+        """The generation ended: decide on everything and return the rest."""
+        self._tokens = completion_tokens
+        return self._release(final=True, finish=finish_reason)
+
+    def _release(self, *, final: bool, finish: str | None) -> str:
+        start = self._emitted
+        tail = self._text[start:]
+        # Only the unreleased tail needs scanning (released text is settled); one character of
+        # context keeps word-boundary matching as it is on the whole text.
+        ctx = 1 if start else 0
+        found = [
+            Finding(f.type, f.start - ctx, f.end - ctx)
+            for f in F.find(self._text[start - ctx :])
+            if f.start >= ctx
+        ]
+        counts = dict(sorted((self._released_counts + Counter(f.type for f in found)).items()))
+        if final or counts != self._asked_with:
+            self._obligations = self._decide(counts, self._tokens, finish)  # raises on deny
+            self._asked_with = counts
+        boundary = len(self._text) if final else safe_boundary(self._text, start)
+        local = boundary - start
+        for f in found:
+            if f.start < local < f.end:
+                local = f.start
+        if local <= 0:
+            return ""
+        inside = [f for f in found if f.end <= local]
+        out = apply_output(tail[:local], inside, self._obligations, self._key)
+        self._released_counts.update(f.type for f in inside)
+        self._emitted = start + local
+        return out
+
+
+def guard_all(decide: Decide, key: bytes, text: str, completion_tokens: int, finish_reason: str) -> str:
+    """A whole (non-streamed) response through the guard."""
+    guard = OutputGuard(decide, key)
+    guard.feed(text, release=False)
+    return guard.finish(completion_tokens, finish_reason)
