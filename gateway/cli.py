@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.errors import ApiError, AuditVerifyError, ConfigError, LlmosError
+from gateway.policy.commands import add_policy_commands, run_policy
 from gateway.types import ROLES
 
 DESCRIPTION = """\
@@ -86,12 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", type=Path, help="audit database (default: from the configuration)")
     p.add_argument("--public-key", type=Path, help="Ed25519 public key PEM (default: from the configuration)")
 
-    policy = sub.add_parser("policy", help="policy tools").add_subparsers(
-        dest="policy_command", required=True
-    )
-    p = policy.add_parser("test", help="run the Rego unit tests (*_test.rego) of a policy directory")
-    _add_config(p)
-    p.add_argument("dir", nargs="?", type=Path, help="policy directory (default: the configured one)")
+    add_policy_commands(sub, _add_config)
     return parser
 
 
@@ -219,18 +215,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from gateway.policy.bundle import load_bundle
-    from gateway.policy.testing import run_policy_tests
-
-    root = args.dir or load_config(args.config).policy_dir
-    results = run_policy_tests(load_bundle(root))
-    for r in results:
-        print(
-            f"{'PASS' if r.passed else 'FAIL'}  {r.file}: {r.name}" + ("" if r.passed else f"  ({r.error})")
-        )
-    failed = sum(not r.passed for r in results)
-    print(f"{len(results) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_policy(args, load_config)
 
 
 COMMANDS = {"init": cmd_init, "serve": cmd_serve, "keys": cmd_keys, "audit": cmd_audit, "policy": cmd_policy}
