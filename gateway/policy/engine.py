@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 
 from gateway.errors import PolicyError
 from gateway.policy.bundle import PolicyBundle
+from gateway.policy.regoinput import NeedsJson, to_input
 from gateway.types import EXPLAIN_LEVELS, REDACT_OPERATORS, Decision, Obligations, Reason, Redaction
 
 Phase = Literal["input", "output"]
@@ -82,7 +83,11 @@ class RegoSession:
 
         try:
             if policy_input is not None:
-                self._interp.set_input_term(json.dumps(policy_input))
+                # Built from Python values: several times faster than parsing JSON text.
+                try:
+                    self._interp.set_input(to_input(policy_input))
+                except NeedsJson:
+                    self._interp.set_input_term(json.dumps(policy_input))
             out = run()
             try:
                 if not out or not rego_output_ok(out):
@@ -95,7 +100,7 @@ class RegoSession:
                     rego_free_output(out)
             if text == "undefined":
                 raise PolicyError(f"{query} is undefined", code="policy_undefined")
-            result = json.loads(text)
+            result = json.loads(text, strict=False)  # rego-cpp leaves control characters unescaped
         except PolicyError:
             raise
         except Exception as exc:
