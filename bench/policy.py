@@ -105,7 +105,8 @@ def main() -> None:
     print(f"{'what':<30} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
     for name, values in rows.items():
         print(
-            f"{name:<30} {pct(values, 50):8.3f} {pct(values, 95):8.3f} {pct(values, 99):8.3f} {statistics.mean(values):8.3f}"
+            f"{name:<30} {pct(values, 50):8.3f} {pct(values, 95):8.3f} {pct(values, 99):8.3f}"
+            f" {statistics.mean(values):8.3f}"
         )
     ratio = pct(rows["uncompiled input (baseline)"], 50) / pct(rows["input"], 50)
     print(f"compiled input decision vs uncompiled baseline, p50: {ratio:.1f}x faster")

@@ -1,4 +1,5 @@
-"""The FastAPI application: routes, error envelope, request ids, worker lifecycle."""
+"""The FastAPI application: routes, error envelope, request ids; the lifespan starts and stops
+the model workers and the policy reloader."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.pipeline = runtime.pipeline
     app.state.limits = runtime.limits
+    app.state.policy_reloader = runtime.reloader  # digest, reloads, failures, last_error
     install_error_handlers(app)
     app.include_router(router)
     app.add_middleware(RequestIdMiddleware)

@@ -77,8 +77,11 @@ class PolicyConfig(_Section):
     # The output decision on generated text; null turns output decisions off (say so explicitly).
     output_query: str | None = "data.llmos.output.decision"
     run_tests_on_load: bool = True
+    # Ed25519 public key (PEM): when set, only a bundle with a valid .signature is loaded.
+    public_key: Path | None = None
+    watch: bool = True  # reload when a file in the policy directory changes (SIGHUP always does)
 
-    _resolve = field_validator("dir")(_resolve)
+    _resolve = field_validator("dir", "public_key")(_resolve)
 
 
 class AuditConfig(_Section):

@@ -89,6 +89,14 @@ class RequestContext:
     # "none": nothing written; "started": a stream's start entry is written; "done": the final
     # entry was written or attempted (never retried: one failed write already cost its timeout).
     audit_state: Literal["none", "started", "done"] = "none"
+    # The engine that decides this request, fixed at its first decision: a policy reloaded
+    # meanwhile applies to the next request, and the audit entry names the one that decided.
+    policy: PolicyEngine | None = None
+
+    def engine(self, pipeline: Pipeline) -> PolicyEngine:
+        if self.policy is None:
+            self.policy = pipeline.policy
+        return self.policy
 
     @property
     def principal(self) -> Principal:
@@ -179,7 +187,7 @@ class Pipeline:
     def output_decider(self, ctx: RequestContext) -> Decide | None:
         """The output decision for this request's generated text, or None when no output
         policy is configured. The returned callable raises on deny (403) or engine failure."""
-        if not self.policy.has_output_policy or ctx.policy_input is None:
+        if not ctx.engine(self).has_output_policy or ctx.policy_input is None:
             return None
         base = ctx.policy_input
 
@@ -198,7 +206,7 @@ class Pipeline:
 
     def _decide(self, ctx: RequestContext, document: dict[str, Any], phase: Phase) -> Decision:
         try:
-            decision = self.policy.decide(document, phase)
+            decision = ctx.engine(self).decide(document, phase)
         except PolicyError as exc:
             ctx.decision, ctx.reasons = "error", (*ctx.reasons, exc.code)
             self.policy_failures += 1
@@ -230,7 +238,7 @@ class Pipeline:
             decision=ctx.decision,
             status=status,
             reasons=ctx.reasons,
-            policy_digest=self.policy.digest,
+            policy_digest=ctx.engine(self).digest,
             request_digest=ctx.request_digest,
             response_digest=ctx.response_digest,
             prompt_tokens=ctx.usage.prompt_tokens,

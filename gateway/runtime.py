@@ -1,4 +1,5 @@
-"""Assemble a running gateway from a ``Config``: keys, policy, audit log, model workers."""
+"""Assemble a running gateway from a ``Config``: keys, policy (and its reloader), audit log,
+model workers."""
 
 from __future__ import annotations
 
@@ -9,11 +10,8 @@ from gateway.api.routes import Limits
 from gateway.audit.keys import load_private_key
 from gateway.audit.log import AuditLog
 from gateway.config import Config
-from gateway.errors import PolicyError
 from gateway.pipeline import Pipeline, Worker
-from gateway.policy.bundle import load_bundle
-from gateway.policy.engine import RegoEngine
-from gateway.policy.testing import failed_tests
+from gateway.policy.reload import PolicyReloader, close_engine, describe_source, load_policy
 from gateway.secretfile import read_secret
 from gateway.state import open_key_store
 from sandbox.client import ModelWorker, WorkerSpec
@@ -28,28 +26,19 @@ class Runtime:
     limits: Limits
     workers: dict[str, ModelWorker]
     audit: AuditLog
+    reloader: PolicyReloader
 
     async def start(self) -> None:
         for worker in self.workers.values():
             await worker.start()
+        await self.reloader.start()  # last: a failed start above leaves nothing running
 
     async def stop(self) -> None:
+        await self.reloader.stop()  # first: nothing is swapped in while shutting down
         for worker in self.workers.values():
             await worker.stop()
         self.audit.close()
-
-
-def load_policy(config: Config) -> RegoEngine:
-    """Load and compile the policy; with ``run_tests_on_load`` its Rego tests must pass first."""
-    bundle = load_bundle(config.policy_dir)
-    if config.policy.run_tests_on_load:
-        failures = failed_tests(bundle)
-        if failures:
-            names = ", ".join(f"{f.file}:{f.name}" for f in failures)
-            raise PolicyError(
-                f"{config.policy_dir}: policy tests failed: {names}", code="policy_tests_failed"
-            )
-    return RegoEngine(bundle, config.policy.query, config.policy.output_query)
+        close_engine(self.pipeline.policy)
 
 
 def build_runtime(config: Config) -> Runtime:
@@ -85,5 +74,12 @@ def build_runtime(config: Config) -> Runtime:
         default_max_tokens={m.name: m.default_max_tokens for m in config.model_list},
         model_labels={m.name: tuple(m.labels) for m in config.model_list},
     )
-    log.info("policy %s loaded from %s", policy.digest, config.policy_dir)
-    return Runtime(config=config, pipeline=pipeline, limits=limits, workers=workers, audit=audit)
+    log.info("policy %s loaded from %s", policy.digest, describe_source(config))
+    return Runtime(
+        config=config,
+        pipeline=pipeline,
+        limits=limits,
+        workers=workers,
+        audit=audit,
+        reloader=PolicyReloader(config, pipeline),
+    )

@@ -60,13 +60,38 @@ def add_policy_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser]
     p.add_argument("--markdown", action="store_true", help="print Markdown for a pull-request review")
     p.add_argument("--fail-on-change", action="store_true", help="exit 1 when any decision would change")
 
+    p = policy.add_parser(
+        "sign",
+        help="sign a policy directory (writes DIR/.signature) for gateways that set policy.public_key",
+        description=(
+            "Writes DIR/.signature: an Ed25519 signature over the policy set's digest. Gateways with"
+            " policy.public_key set refuse policy sets whose signature is missing or wrong."
+        ),
+    )
+    add_config(p)
+    p.add_argument(
+        "--key", required=True, type=Path, metavar="PEM", help="Ed25519 private key (PKCS#8 PEM, mode 0600)"
+    )
+    p.add_argument("dir", nargs="?", type=Path, help="policy directory (default: the configured one)")
+
 
 def run_policy(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     if args.policy_command == "test":
         return _test(args, load_config)
     if args.policy_command == "eval":
         return _eval(args, load_config)
+    if args.policy_command == "sign":
+        return _sign(args, load_config)
     return _replay(args, load_config)
+
+
+def _sign(args: argparse.Namespace, load_config: ConfigLoader) -> int:
+    from gateway.policy.signing import sign_bundle
+
+    root = args.dir or load_config(args.config).policy_dir
+    digest = sign_bundle(root, args.key)
+    print(f"signed {digest} -> {root / '.signature'}", file=sys.stderr)
+    return 0
 
 
 def _engine(config: Config, root: Path) -> Any:

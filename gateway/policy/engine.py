@@ -37,9 +37,10 @@ class RegoSession:
 
     def __init__(self, bundle: PolicyBundle, *, include_tests: bool = False) -> None:
         # Imported here so that importing llmos never loads the native library by accident.
-        from regopy import Interpreter
+        from regopy import Interpreter, LogLevel
 
         self._interp = Interpreter()
+        self._interp.log_level = LogLevel.NONE  # else compile errors are printed on stdout
         self._compiled: dict[str, Any] = {}
         for f in bundle.files:
             if f.is_test and not include_tests:

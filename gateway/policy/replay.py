@@ -168,8 +168,7 @@ def render_text(report: ReplayReport) -> str:
         lines.append(
             f"{', '.join(c.kinds):<14} {r.time} {r.request_id} {r.principal_id} {r.endpoint} "
             f"{r.model or '-'} [{r.phase}] was {_outcome(r.allow, r.reasons)},"
-            f" now {_outcome(c.allow, c.reasons)}"
-            + (f"  {detail}" if detail else "")
+            f" now {_outcome(c.allow, c.reasons)}" + (f"  {detail}" if detail else "")
         )
     return "\n".join(lines)
 

@@ -80,3 +80,26 @@ def test_eval_prints_the_decision_and_the_rules(gateway: Gateway, tmp_path: Path
     assert decision["allow"] is False
     assert [r["code"] for r in decision["reasons"]] == ["max_tokens_too_large"]
     assert "role_permitted = true" in out.stdout
+
+
+def test_obligations_reach_the_model_and_denials_read_well(gateway: Gateway) -> None:
+    client = gateway.client()
+
+    def prompt_tokens(text: str) -> int:
+        usage = client.chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": text}], max_tokens=1
+        ).usage
+        assert usage is not None
+        return usage.prompt_tokens
+
+    # The model sees the placeholder, not the address: both prompts tokenise the same.
+    assert prompt_tokens("write to jane.doe@example.com today") == prompt_tokens(
+        "write to <EMAIL_ADDRESS> today"
+    )
+    with pytest.raises(openai.PermissionDeniedError) as err:
+        client.chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "my ssn is 123-45-6789"}]
+        )
+    assert err.value.code == "national_id_to_external_model"
+    assert "only models labelled internal may receive it" in err.value.message
+    assert "123-45-6789" not in err.value.message

@@ -436,3 +436,15 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         main([])
     assert info.value.code == 2
     assert "usage: llmos" in capsys.readouterr().err
+
+
+def test_policy_sign_writes_a_signature_the_gateway_accepts(initialised: InitResult, tmp_path: Path) -> None:
+    from gateway.audit.keys import generate_signing_key, load_public_key
+    from gateway.policy.bundle import load_bundle
+    from gateway.policy.signing import verify_bundle
+
+    generate_signing_key(tmp_path / "policy.pem", tmp_path / "policy.pub")
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policies, ignore=shutil.ignore_patterns("__*"))
+    assert main(["policy", "sign", "--key", str(tmp_path / "policy.pem"), str(policies)]) == 0
+    verify_bundle(load_bundle(policies), load_public_key(tmp_path / "policy.pub"))
