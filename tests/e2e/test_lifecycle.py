@@ -80,3 +80,17 @@ def test_a_failing_policy_test_refuses_to_start(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "authz_test.rego:test_always_fails" in out.stderr
+
+
+def test_a_policy_that_does_not_compile_refuses_to_start_naming_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "llmos.yaml"
+    config.write_text(f"state_dir: home\nserver: {{port: {free_port()}}}\nmodels: []\n")
+    subprocess.run([LLMOS, "init", "--config", str(config)], capture_output=True, check=True, timeout=60)
+    (tmp_path / "home" / "policies" / "broken.rego").write_text(
+        "package llmos.authz\n\nimport rego.v1\n\ndeny contains x if {\n\tx := \n}\n"
+    )
+    out = subprocess.run([LLMOS, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "broken.rego:" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stdout == ""  # compile errors are not printed on stdout
