@@ -8,6 +8,7 @@ endpoint_roles := {
 	"chat.completions": {"admin", "user", "contractor"},
 	"completions": {"admin", "user", "contractor"},
 	"models.list": {"admin", "user", "auditor", "contractor"},
+	"admin.policy": {"admin"},
 }
 
 role_permitted if {

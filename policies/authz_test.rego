@@ -77,3 +77,11 @@ test_allowed_models_obligation if {
 	d2 := authz.decision with input.principal as u with input.request as r
 	d2.obligations.allowed_models == null
 }
+
+test_only_admins_see_policy_status if {
+	a := object.union(user_principal, {"roles": ["admin"]})
+	authz.allow with input.principal as a with input.request as {"endpoint": "admin.policy"}
+	u := user_principal
+	d := authz.decision with input.principal as u with input.request as {"endpoint": "admin.policy"}
+	d.reasons[0].code == "role_not_permitted"
+}

@@ -101,6 +101,32 @@ async def list_models(request: Request) -> Response:
     return JSONResponse(body)
 
 
+# -- administration ---------------------------------------------------------------------------
+
+
+@router.get("/admin/policy")
+async def policy_status(request: Request) -> Response:
+    """The policy in force and how reloads and decisions have gone (admin role, by policy)."""
+    pipeline = _pipeline(request)
+    ctx = await pipeline.begin(request, "admin.policy")
+    try:
+        pipeline.authorize(ctx, RequestSummary(endpoint="admin.policy"), client_address=_client(request))
+        reloader = getattr(request.app.state, "policy_reloader", None)
+        body = {
+            "digest": ctx.engine(pipeline).digest,
+            "output_policy": ctx.engine(pipeline).has_output_policy,
+            "reloads": getattr(reloader, "reloads", 0),
+            "reload_failures": getattr(reloader, "failures", 0),
+            "last_reload_error": getattr(reloader, "last_error", None),
+            "decision_failures": pipeline.policy_failures,  # requests denied because the engine failed
+        }
+        await pipeline.finish(ctx, 200)
+    except ApiError as exc:
+        await pipeline.fail(ctx, exc)
+        raise
+    return JSONResponse(body)
+
+
 # -- generation -------------------------------------------------------------------------------
 
 

@@ -89,7 +89,9 @@ def test_a_policy_that_does_not_compile_refuses_to_start_naming_file_and_line(tm
     (tmp_path / "home" / "policies" / "broken.rego").write_text(
         "package llmos.authz\n\nimport rego.v1\n\ndeny contains x if {\n\tx := \n}\n"
     )
-    out = subprocess.run([LLMOS, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [LLMOS, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 1
     assert "broken.rego:" in out.stderr
     assert "Traceback" not in out.stderr

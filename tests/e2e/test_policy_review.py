@@ -103,3 +103,17 @@ def test_obligations_reach_the_model_and_denials_read_well(gateway: Gateway) -> 
     assert err.value.code == "national_id_to_external_model"
     assert "only models labelled internal may receive it" in err.value.message
     assert "123-45-6789" not in err.value.message
+
+
+def test_policy_status_for_admins_only(gateway: Gateway) -> None:
+    with gateway.http() as http:
+        r = http.get("/admin/policy", headers={"authorization": f"Bearer {gateway.admin_key}"})
+        assert r.status_code == 200
+        status = r.json()
+        assert status["digest"].startswith("sha256:")
+        assert status["output_policy"] is True
+        assert {"reloads", "reload_failures", "last_reload_error", "decision_failures"} <= set(status)
+        user = gateway.create_key("status-user", "user")
+        denied = http.get("/admin/policy", headers={"authorization": f"Bearer {user}"})
+        assert denied.status_code == 403
+        assert denied.json()["error"]["code"] == "role_not_permitted"
