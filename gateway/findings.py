@@ -18,12 +18,13 @@ from gateway.types import Finding, RedactOperator
 
 _PATTERNS: dict[str, re.Pattern[str]] = {
     "US_SSN": re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"),
-    "CREDIT_CARD": re.compile(r"\b\d(?:[ -]?\d){12,18}\b"),
+    # Runs of digit groups; cards are searched inside each run (see _cards).
+    "CREDIT_CARD": re.compile(r"\b\d(?:[ -]?\d)*\b"),
     "EMAIL_ADDRESS": re.compile(
         r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}\b"
     ),
     "AWS_ACCESS_KEY": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    "PRIVATE_KEY": re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"),
+    "PRIVATE_KEY": re.compile(r"-----BEGIN (?:[A-Z0-9]{1,16} )?PRIVATE KEY-----"),
     "API_KEY": re.compile(r"\b(?:sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{36}|xox[abp]-[A-Za-z0-9-]{10,})"),
 }
 
@@ -36,11 +37,33 @@ MAX_MATCH_CHARS = 320
 def _luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
+        d = int(ch)  # int() reads any Unicode decimal digit, as \d matches them
         if i % 2 == 1:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
+
+
+_GROUP = re.compile(r"\d+")
+
+
+def _cards(run: str, offset: int) -> list[Finding]:
+    """Card-number candidates inside a run of digit groups: from each group start, the shortest
+    span to a group end holding 13-19 digits that passes the Luhn check. ``find`` then keeps
+    the first of overlapping findings. (A greedy regex alone would miss a card followed by a
+    CVV or preceded by a quantity.)"""
+    groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
+    found: list[Finding] = []
+    for i, (start, _) in enumerate(groups):
+        digits = 0
+        for g_start, g_end in groups[i:]:
+            digits += g_end - g_start
+            if digits > 19:
+                break
+            if digits >= 13 and _luhn_ok(re.sub(r"\D", "", run[start:g_end])):
+                found.append(Finding("CREDIT_CARD", offset + start, offset + g_end))
+                break
+    return found
 
 
 def find(text: str) -> list[Finding]:
@@ -48,7 +71,8 @@ def find(text: str) -> list[Finding]:
     found: list[Finding] = []
     for etype, pattern in _PATTERNS.items():
         for m in pattern.finditer(text):
-            if etype == "CREDIT_CARD" and not _luhn_ok(re.sub(r"\D", "", m.group())):
+            if etype == "CREDIT_CARD":
+                found.extend(_cards(m.group(), m.start()))
                 continue
             found.append(Finding(etype, m.start(), m.end()))
     found.sort(key=lambda f: (f.start, -(f.end - f.start)))

@@ -23,7 +23,7 @@ from gateway.types import Finding, Obligations
 # decide(findings by type, completion tokens so far, finish reason or None while streaming)
 Decide = Callable[[dict[str, int], int, str | None], Obligations]
 
-_DIGIT_RUN = frozenset("0123456789 -")
+_SEPARATORS = frozenset(" -")  # with any Unicode decimal digit: what a card number is written with
 _KEY_HEADER = "-----BEGIN"
 
 
@@ -35,9 +35,9 @@ def safe_boundary(text: str, start: int) -> int:
     boundary = i + 1 if i >= start else start
     # A card number spans spaces: hold a trailing run of digits and separators.
     j = boundary
-    while j > start and text[j - 1] in _DIGIT_RUN:
+    while j > start and (text[j - 1].isdecimal() or text[j - 1] in _SEPARATORS):
         j -= 1
-    if j < boundary and any(ch.isdigit() for ch in text[j:boundary]):
+    if j < boundary and any(ch.isdecimal() for ch in text[j:boundary]):
         boundary = j
     header = text.rfind(_KEY_HEADER, max(start, boundary - 64), boundary)
     if header != -1:

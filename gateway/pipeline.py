@@ -160,10 +160,11 @@ class Pipeline:
         model: ModelInfo | None = None,
         findings: dict[str, int] | None = None,
         client_address: str | None = None,
+        rate_limit: bool = True,
     ) -> Obligations:
         """Rate limit, then the input decision. Returns the obligations of an allow; raises on
         deny (403) or engine failure (403/503)."""
-        retry = self.limiter.check(ctx.principal.id, ctx.key.rpm, time.monotonic())
+        retry = self.limiter.check(ctx.principal.id, ctx.key.rpm, time.monotonic()) if rate_limit else None
         if retry is not None:
             ctx.decision, ctx.reasons = "deny", ("rate_limited",)
             raise RateLimited(
@@ -266,6 +267,11 @@ class Pipeline:
 
     async def fail(self, ctx: RequestContext, exc: ApiError) -> None:
         """Record a failed request (or stream); the client gets the original error either way."""
+        if isinstance(exc, PermissionDenied) and ctx.decision == "allow":
+            # Refused while enforcing an allow's obligations (redact: block): a denial all the same.
+            ctx.decision = "deny"
+            if exc.code not in ctx.reasons:
+                ctx.reasons = (*ctx.reasons, exc.code)
         if ctx.audit_state == "none":
             await self._write(ctx, exc.status, "complete")
         elif ctx.audit_state == "started":

@@ -12,6 +12,7 @@ endpoint_roles := {
 }
 
 role_permitted if {
+	is_array(input.principal.roles)
 	some role in input.principal.roles
 	role in endpoint_roles[endpoint]
 }
@@ -44,6 +45,14 @@ deny contains {"code": "model_not_permitted", "message": msg} if {
 	role_permitted
 	not model_permitted
 	msg := concat("", ["your role may not use model ", input.request.model])
+}
+
+# Generation needs a model (and the gateway always sends it): fail closed without one.
+generation_endpoints := {"chat.completions", "completions"}
+
+deny contains {"code": "model_missing", "message": "the request names no model"} if {
+	endpoint in generation_endpoints
+	not is_string(input.request.model)
 }
 
 # Obligation: the models this caller may see and use (null: all of them).

@@ -27,11 +27,17 @@ allow if {
 
 explain_level := object.get(cfg, "explain", "none")
 
+# Routing: data.llmos.config.routes maps a requested model to the model that serves it.
+route := {"model": m} if {
+	m := cfg.routes[input.request.model]
+	is_string(m)
+} else := null
+
 obligations := {
 	"max_tokens": max_tokens_cap,
 	"allowed_models": allowed_models,
 	"redact": redact,
-	"route": null,
+	"route": route,
 	"explain": explain_level,
 }
 

@@ -85,3 +85,25 @@ test_only_admins_see_policy_status if {
 	d := authz.decision with input.principal as u with input.request as {"endpoint": "admin.policy"}
 	d.reasons[0].code == "role_not_permitted"
 }
+
+test_roles_must_be_a_list if {
+	p := object.union(user_principal, {"roles": {"a": "admin"}})
+	r := chat_request
+	not authz.allow with input.principal as p with input.request as r
+}
+
+test_generation_needs_a_model if {
+	p := user_principal
+	d := authz.decision with input.principal as p with input.request as {"endpoint": "chat.completions"}
+	d.allow == false
+	"model_missing" in {x.code | some x in d.reasons}
+}
+
+test_routes_come_from_data if {
+	p := user_principal
+	r := chat_request
+	d := authz.decision with input.principal as p with input.request as r with data.llmos.config.routes as {"demo": "small"}
+	d.obligations.route == {"model": "small"}
+	d2 := authz.decision with input.principal as p with input.request as r
+	d2.obligations.route == null
+}

@@ -27,7 +27,7 @@ weekday_ok(role) if not cfg.roles[role].weekdays_only
 
 weekday_ok(role) if {
 	cfg.roles[role].weekdays_only
-	not input.clock.weekday in {"Saturday", "Sunday"}
+	input.clock.weekday in {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}
 }
 
 weekdays_note(role) := ", Monday to Friday" if {

@@ -45,3 +45,12 @@ test_users_have_no_window if {
 	t := {"hour": 23, "weekday": "Sunday"}
 	authz.allow with input.principal as p with input.request as r with input.clock as t
 }
+
+test_lowercase_or_missing_weekday_denies_weekday_roles if {
+	p := contractor
+	r := chat
+	t := {"hour": 12, "weekday": "saturday"}
+	not authz.allow with input.principal as p with input.request as r with input.clock as t
+	t2 := {"hour": 12}
+	not authz.allow with input.principal as p with input.request as r with input.clock as t2
+}

@@ -15,6 +15,10 @@ credentials_found contains t if {
 	object.get(input, ["output", "findings", t], 0) > 0
 }
 
+deny contains {"code": "output_missing", "message": "the output decision needs input.output"} if {
+	not is_object(input.output)
+}
+
 deny contains {"code": "credential_in_output", "message": msg} if {
 	count(credentials_found) > 0
 	msg := concat("", [

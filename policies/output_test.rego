@@ -26,8 +26,8 @@ test_national_id_in_output_redacted if {
 	"US_SSN" in d.obligations.redact.entities
 }
 
-test_missing_output_allows_nothing_unsafe if {
+test_missing_output_denies if {
 	d := output.decision
-	d.allow == true
-	d.obligations.redact.operator == "placeholder"
+	d.allow == false
+	d.reasons[0].code == "output_missing"
 }

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -21,7 +21,7 @@ from gateway.api.schemas import (
     parse_chat_request,
     parse_completion_request,
 )
-from gateway.errors import ApiError, InternalError, ServiceUnavailable, WorkerError
+from gateway.errors import ApiError, InternalError, PermissionDenied, ServiceUnavailable, WorkerError
 from gateway.obligations import apply_input, finding_counts, scan_request
 from gateway.outputguard import OutputGuard, guard_all
 from gateway.pipeline import Pipeline, RequestContext, Worker, translate
@@ -198,15 +198,28 @@ async def _serve(
             estimated_input_tokens=estimate_tokens(gen.text_chars),
             parameters=req.policy_parameters(),
         )
+        counts, client = finding_counts(found), _client(request)
         obligations = pipeline.authorize(
-            ctx,
-            summary,
-            model=limits.model_info(req.model),
-            findings=finding_counts(found),
-            client_address=_client(request),
+            ctx, summary, model=limits.model_info(req.model), findings=counts, client_address=client
         )
         if obligations.route is not None and obligations.route != req.model:
-            worker = pipeline.route(ctx, obligations.route)
+            # Routed: the model actually used is decided on too (its labels, its tenants).
+            route = obligations.route
+            worker = pipeline.route(ctx, route)
+            obligations = pipeline.authorize(
+                ctx,
+                replace(summary, model=route),
+                model=limits.model_info(route),
+                findings=counts,
+                client_address=client,
+                rate_limit=False,
+            )
+        if obligations.allowed_models is not None and ctx.model not in obligations.allowed_models:
+            raise PermissionDenied(
+                f"Request denied by policy: model {ctx.model} is not among the models you may use"
+                " [model_not_allowed]",
+                code="model_not_allowed",
+            )
         gen = apply_input(gen, found, obligations, pipeline.digest_key)
         return await _run(pipeline, ctx, worker, gen, fmt, stream=req.stream, include_usage=req.include_usage)
     except (ApiError, WorkerError) as exc:

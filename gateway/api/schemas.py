@@ -57,11 +57,11 @@ class StreamOptions(_Strict):
 
 class _GenerationFields(_Strict):
     model: StrictStr = Field(min_length=1, max_length=256)
-    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1, le=2**31 - 1)
     temperature: Number | None = Field(default=None, ge=0, le=2)
     top_p: Number | None = Field(default=None, gt=0, le=1)
     stop: StrictStr | list[StrictStr] | None = None
-    seed: StrictInt | None = None
+    seed: StrictInt | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     user: StrictStr | None = Field(default=None, max_length=256)
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
@@ -101,7 +101,7 @@ class _GenerationFields(_Strict):
 
 class ChatCompletionRequest(_GenerationFields):
     messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1, le=2**31 - 1)
 
     @property
     def message_count(self) -> int:

@@ -26,7 +26,7 @@ from gateway.audit.canonical import JsonValue, canonical_json
 from gateway.errors import AuditError
 from gateway.types import AUDIT_PHASES, AuditRecord
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: phase, policy_input, output_policy_input, obligations
 GENESIS_HASH = "0" * 64
 
 # The exact member set of a format-1 entry.

@@ -20,7 +20,7 @@ from types import TracebackType
 
 from gateway.errors import AuditError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: phase column, UNIQUE (request_id, phase)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_entries (

@@ -48,6 +48,8 @@ def to_input(value: Any) -> Any:
         if t is bool:
             return int(new_bool(p, val))
         if t is int:
+            if not -(2**53) <= val <= 2**53:  # int64 in C would wrap; keep the exact value
+                raise NeedsJson("integer beyond 2**53")
             return int(new_int(p, val))
         if val is None:
             return int(new_null(p))

@@ -20,6 +20,9 @@ from gateway.errors import PolicyError
 from gateway.pipeline import obligations_document
 from gateway.policy.engine import Phase, PolicyEngine
 
+# Reason codes of denials that enforce an allow's obligations rather than a policy deny.
+ENFORCEMENT_CODES = frozenset({"sensitive_data_blocked"})
+
 
 @dataclass(frozen=True)
 class Recorded:
@@ -67,13 +70,14 @@ def recorded_decisions(
 ) -> Iterator[Recorded | None]:
     """The decisions in audit entries (None for an entry that holds none)."""
     for e in entries:
-        if e.get("phase") == "stream_end":
-            continue  # the stream's start entry holds the same decision
         when = parse_time(str(e["time"]))
         if (since and when < since) or (until and when >= until):
             continue
+        # A stream has two entries: its start holds the input decision, its end the output one.
+        phase = e.get("phase", "complete")
         if not e.get("policy_input") or e.get("decision") not in ("allow", "deny"):
-            yield None
+            if phase != "stream_end":
+                yield None
             continue
         output = e.get("output_policy_input")
         base = {
@@ -83,24 +87,29 @@ def recorded_decisions(
             "endpoint": e["endpoint"],
             "model": e.get("model"),
         }
-        # The output decision is only asked after an input allow.
-        input_allow = bool(output) or e["decision"] == "allow"
         reasons = tuple(e.get("reasons") or ())
-        yield Recorded(
-            **base,
-            phase="input",
-            document=json.loads(str(e["policy_input"])),
-            allow=input_allow,
-            reasons=() if input_allow else reasons,
-            obligations=json.loads(str(e["obligations"])) if e.get("obligations") else None,
+        # A denial by enforcing an allow's obligation (redact: block) was an allow by policy.
+        enforced = any(r in ENFORCEMENT_CODES for r in reasons)
+        # The output decision is only asked after an input allow.
+        input_allow = (
+            bool(output) or e["decision"] == "allow" or phase == "stream_end" or (enforced and not output)
         )
+        if phase != "stream_end":
+            yield Recorded(
+                **base,
+                phase="input",
+                document=json.loads(str(e["policy_input"])),
+                allow=input_allow,
+                reasons=() if input_allow else reasons,
+                obligations=json.loads(str(e["obligations"])) if e.get("obligations") else None,
+            )
         if output:
             yield Recorded(
                 **base,
                 phase="output",
                 document=json.loads(str(output)),
-                allow=e["decision"] == "allow",
-                reasons=() if e["decision"] == "allow" else reasons,
+                allow=e["decision"] == "allow" or enforced,
+                reasons=() if e["decision"] == "allow" or enforced else reasons,
                 obligations=None,
             )
 

@@ -445,6 +445,8 @@ def test_policy_sign_writes_a_signature_the_gateway_accepts(initialised: InitRes
 
     generate_signing_key(tmp_path / "policy.pem", tmp_path / "policy.pub")
     policies = tmp_path / "policies"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policies, ignore=shutil.ignore_patterns("__*"))
+    shutil.copytree(
+        Path(__file__).resolve().parents[2] / "policies", policies, ignore=shutil.ignore_patterns("__*")
+    )
     assert main(["policy", "sign", "--key", str(tmp_path / "policy.pem"), str(policies)]) == 0
     verify_bundle(load_bundle(policies), load_public_key(tmp_path / "policy.pub"))

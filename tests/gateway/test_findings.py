@@ -28,6 +28,24 @@ def test_each_detector(text: str, etype: str, value: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "card"),
+    [
+        ("4111 1111 1111 1111 123", "4111 1111 1111 1111"),  # card, then a CVV
+        ("exp 4111 1111 1111 1111 12/25", "4111 1111 1111 1111"),
+        ("qty 2 4111 1111 1111 1111", "4111 1111 1111 1111"),  # a quantity before it
+        ("call 555 4111111111111111", "4111111111111111"),
+        ("123-45-6789 4111 1111 1111 1111", "4111 1111 1111 1111"),  # after an SSN
+        (
+            "card ４１１１ １１１１ １１１１ １１１１ ok",
+            "４１１１ １１１１ １１１１ １１１１",
+        ),  # fullwidth digits
+    ],
+)
+def test_cards_inside_longer_digit_runs(text: str, card: str) -> None:
+    assert card in [text[f.start : f.end] for f in find(text) if f.type == "CREDIT_CARD"]
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "000-12-3456 and 666-12-3456",

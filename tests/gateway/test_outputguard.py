@@ -58,6 +58,13 @@ def test_a_card_number_written_in_groups_is_held_until_complete() -> None:
     assert all("4111" not in chunk for chunk in out)
 
 
+def test_a_card_in_fullwidth_digits_is_held_too() -> None:
+    pieces = ["card ", "４１１１ ", "１１１１ ", "１１１１ ", "１１１１", " thanks"]
+    out = stream(pieces, Policy())
+    assert "".join(out) == "card <CREDIT_CARD> thanks"
+    assert all("１" not in chunk for chunk in out)
+
+
 def test_a_deny_stops_before_the_credential_is_released() -> None:
     policy = Policy(deny_types=("AWS_ACCESS_KEY",))
     guard = OutputGuard(policy, b"k")
@@ -85,7 +92,19 @@ def test_whole_responses_go_through_the_same_rules() -> None:
 
 
 ALPHABET = st.sampled_from(
-    ["hello ", "x", " ", "123-45-6789", "4111 1111 1111 1111", "a@example.com", "7", "-", "."]
+    [
+        "hello ",
+        "x",
+        " ",
+        "123-45-6789",
+        "4111 1111 1111 1111",
+        "a@example.com",
+        "7",
+        "-",
+        ".",
+        "４１１１ １１１１ １１１１ １１１１",
+        "123",
+    ]
 )
 
 

@@ -24,7 +24,7 @@ from .conftest import KeyPair, make_record
 def test_build_holds_record_fields_and_chain() -> None:
     entry = build_entry(make_record(1, reasons=("pii.email", "quota")), seq=1, prev=GENESIS_HASH)
     assert set(entry) == ENTRY_FIELDS
-    assert entry["v"] == 1
+    assert entry["v"] == 2
     assert entry["seq"] == 1
     assert entry["prev"] == "0" * 64
     assert entry["request_id"] == "req-0001"
@@ -79,8 +79,8 @@ def _valid() -> dict[str, object]:
         (b'{"v":1,"v":1}', "duplicate member"),
         (b'{"v":1.0}', "non-integer number"),
         (b'{"v":NaN}', "non-integer number"),
-        (b'{"v":2}', "unsupported entry format"),
-        (b'{"v":1}', "missing"),
+        (b'{"v":1}', "unsupported entry format"),
+        (b'{"v":2}', "missing"),
     ],
 )
 def test_parse_refuses(body: bytes, why: str) -> None:

@@ -49,7 +49,9 @@ def test_same_input_as_the_json_path(value: dict[str, Any]) -> None:
     assert _echo() == via_json
 
 
-@pytest.mark.parametrize("value", [0.0078125, 1e-7, 'say "hi"', "back\\slash", "nul\x00", "tab\t"])
+@pytest.mark.parametrize(
+    "value", [2**63, 2**64 + 100, -(2**60), 0.0078125, 1e-7, 'say "hi"', "back\\slash", "nul\x00", "tab\t"]
+)
 def test_values_the_fast_path_would_alter_take_the_json_path(value: Any) -> None:
     assert to_input({"t": 0.7, "s": "plain text, é"}) is not None
     with pytest.raises(NeedsJson):

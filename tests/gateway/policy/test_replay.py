@@ -140,3 +140,38 @@ def test_time_window(audit_db: Path, tmp_path: Path) -> None:
     report = replay(decisions, _engine(cand))
     assert report.changes == []  # req_1 (10:00) is outside the window
     assert report.replayed == 3
+
+
+def test_a_stream_replays_its_input_from_the_start_entry_and_its_output_from_the_end(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    generate_signing_key(tmp_path / "k.pem", tmp_path / "k.pub")
+    db = tmp_path / "audit.db"
+    rec = _record(_engine(POLICIES), 7, "user", time="2026-11-30T10:00:00.000+00:00")
+    with AuditLog(db, load_private_key(tmp_path / "k.pem")) as log:
+        log.append(replace(rec, phase="stream_start", output_policy_input=None))
+        log.append(replace(rec, phase="stream_end"))
+        # a block obligation enforced on a prompt: denied, but an allow by policy
+        log.append(
+            replace(
+                rec,
+                request_id="req_8",
+                decision="deny",
+                status=403,
+                reasons=("sensitive_data_blocked",),
+                output_policy_input=None,
+            )
+        )
+    same = replay(recorded_decisions(read_audit(db)), _engine(POLICIES))
+    assert (same.replayed, same.changes, same.skipped) == (3, [], 0)
+
+    cand = tmp_path / "candidate"
+    shutil.copytree(POLICIES, cand)
+    (cand / "output.rego").write_text(
+        (cand / "output.rego").read_text()
+        + '\ndeny contains {"code": "no_output", "message": "x"} if true\n'
+    )
+    changed = replay(recorded_decisions(read_audit(db)), _engine(cand))
+    assert [(c.recorded.request_id, c.recorded.phase, c.kinds) for c in changed.changes] == [
+        ("req_7", "output", ("allow -> deny",))
+    ]
