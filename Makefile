@@ -33,6 +33,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/components.py
+	$(BIN)/python bench/policy.py
 	$(BIN)/python bench/overhead.py
 
 clean:
