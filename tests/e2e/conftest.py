@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class Gateway:
     proc: subprocess.Popen[bytes]
     log_path: Path
     _clients: dict[str, openai.OpenAI] = field(default_factory=dict)
+    exit_code: int | None = None
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "LLMOS_HOME": str(self.home)}
@@ -91,6 +93,28 @@ class Gateway:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"gateway not ready in {timeout}s:\n{self.log_path.read_text()}")
+
+
+@contextmanager
+def serve_config(config: Path, port: int, home: Path) -> Iterator[Gateway]:
+    """`llmos serve --config config` (which listens on ``port`` over state dir ``home``), ready;
+    stopped with SIGTERM on exit. ``gateway.exit_code`` then holds its exit status."""
+    log_path = config.parent / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([LLMOS, "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=log)
+    assert proc.stdout is not None
+    key = proc.stdout.readline().decode().strip()
+    gw = Gateway(home=home, base_url=f"http://127.0.0.1:{port}", admin_key=key, proc=proc, log_path=log_path)
+    try:
+        gw.wait_ready()
+        yield gw
+    finally:
+        gw.close_clients()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            gw.exit_code = proc.wait(timeout=30)
+        finally:
+            proc.stdout.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,6 @@ from it, and a slow or failing OPA denies with 503, never allows."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import openai
 import pytest
 
 from gateway.policy.bundle import load_bundle
-from tests.e2e.conftest import LLMOS, Gateway, free_port
+from tests.e2e.conftest import Gateway, free_port, serve_config
 from tests.gateway.policy.fake_opa import FakeOpaServer
 
 pytestmark = pytest.mark.e2e
@@ -38,22 +36,8 @@ def gateway_with_opa(opa: FakeOpaServer, tmp_path_factory: pytest.TempPathFactor
         f"policy:\n  engine: opa\n  opa: {{url: '{opa.url}', timeout_s: 0.5}}\n"
         "models:\n  - name: demo\n    path: state/models/demo\n    threads: 1\n"
     )
-    log = root / "server.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen([LLMOS, "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=err)
-    assert proc.stdout is not None
-    key = proc.stdout.readline().decode().strip()
-    gw = Gateway(
-        home=root / "state", base_url=f"http://127.0.0.1:{port}", admin_key=key, proc=proc, log_path=log
-    )
-    try:
-        gw.wait_ready()
+    with serve_config(config, port, root / "state") as gw:
         yield gw
-    finally:
-        gw.close_clients()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 def test_decisions_come_from_opa(gateway_with_opa: Gateway, opa: FakeOpaServer) -> None:

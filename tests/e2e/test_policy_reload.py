@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.conftest import LLMOS, Gateway, free_port
+from tests.e2e.conftest import Gateway, free_port, serve_config
 
 pytestmark = pytest.mark.e2e
 
@@ -55,17 +54,9 @@ def test_policy_edits_are_picked_up_and_broken_ones_refused(tmp_path: Path) -> N
         f"state_dir: state\nserver: {{port: {port}}}\npolicy: {{run_tests_on_load: false}}\n"
         "models:\n  - name: tiny\n    path: state/models/demo\n    threads: 1\n"
     )
-    log = tmp_path / "server.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen([LLMOS, "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=err)
-    assert proc.stdout is not None
-    admin = proc.stdout.readline().decode().strip()
     policies = tmp_path / "state" / "policies"
-    gw = Gateway(
-        home=tmp_path / "state", base_url=f"http://127.0.0.1:{port}", admin_key=admin, proc=proc, log_path=log
-    )
-    try:
-        gw.wait_ready()
+    with serve_config(config, port, tmp_path / "state") as gw:
+        log, proc = gw.log_path, gw.proc
         user = gw.create_key("reload-user", "user")
         assert outcome(gw, user) == "ok"
 
@@ -91,13 +82,8 @@ def test_policy_edits_are_picked_up_and_broken_ones_refused(tmp_path: Path) -> N
         proc.send_signal(signal.SIGHUP)
         wait_until(gw, "the SIGHUP reload", lambda: "unchanged (SIGHUP)" in log.read_text())
         assert outcome(gw, user) == "ok"
-    finally:
-        gw.close_clients()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-        proc.stdout.close()
     text = log.read_text()
-    assert code in (0, -signal.SIGTERM)
+    assert gw.exit_code in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in text
     assert "Traceback" not in text
     assert "Task was destroyed" not in text

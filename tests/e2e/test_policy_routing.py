@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from tests.e2e.conftest import LLMOS, Gateway, free_port
+from tests.e2e.conftest import Gateway, free_port, serve_config
 
 pytestmark = pytest.mark.e2e
 
@@ -38,22 +36,8 @@ def two_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "  - {name: big, path: state/models/demo, threads: 1}\n"
         "  - {name: demo, path: state/models/demo, threads: 1}\n"
     )
-    log = root / "server.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen([LLMOS, "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=err)
-    assert proc.stdout is not None
-    key = proc.stdout.readline().decode().strip()
-    gw = Gateway(
-        home=root / "state", base_url=f"http://127.0.0.1:{port}", admin_key=key, proc=proc, log_path=log
-    )
-    try:
-        gw.wait_ready()
+    with serve_config(config, port, root / "state") as gw:
         yield gw
-    finally:
-        gw.close_clients()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 def test_a_routed_request_is_served_and_decided_for_the_routed_model(two_models: Gateway) -> None:
