@@ -249,6 +249,9 @@ class Pipeline:
             policy_input=_json(for_audit(ctx.policy_input)) if ctx.policy_input else None,
             output_policy_input=_json(for_audit(ctx.output_input)) if ctx.output_input else None,
             obligations=_json(obligations_document(ctx.obligations)) if ctx.policy_input else None,
+            output_obligations=(
+                _json(obligations_document(ctx.output_obligations)) if ctx.output_obligations else None
+            ),
         )
 
     async def finish(self, ctx: RequestContext, status: int) -> None:

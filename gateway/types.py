@@ -165,3 +165,4 @@ class AuditRecord:
     policy_input: str | None = None  # JSON of the input-phase policy document (PII-free)
     output_policy_input: str | None = None  # JSON of the output-phase document, when asked
     obligations: str | None = None  # JSON of the input decision's obligations
+    output_obligations: str | None = None  # JSON of the (last) output decision's obligations

@@ -54,6 +54,7 @@ ENTRY_FIELDS: frozenset[str] = frozenset(
         "policy_input",
         "output_policy_input",
         "obligations",
+        "output_obligations",
     }
 )
 
@@ -98,6 +99,7 @@ def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonVa
         "policy_input": record.policy_input,
         "output_policy_input": record.output_policy_input,
         "obligations": record.obligations,
+        "output_obligations": record.output_obligations,
     }
 
 

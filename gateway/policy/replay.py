@@ -37,7 +37,7 @@ class Recorded:
     document: dict[str, Any]
     allow: bool
     reasons: tuple[str, ...]
-    obligations: dict[str, Any] | None  # input phase only
+    obligations: dict[str, Any] | None  # as recorded (None: not recorded, not compared)
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def recorded_decisions(
                 document=json.loads(str(output)),
                 allow=e["decision"] == "allow" or enforced,
                 reasons=() if e["decision"] == "allow" or enforced else reasons,
-                obligations=None,
+                obligations=json.loads(str(e["output_obligations"])) if e.get("output_obligations") else None,
             )
 
 
@@ -134,7 +134,7 @@ def replay(decisions: Iterable[Recorded | None], candidate: PolicyEngine) -> Rep
         except PolicyError as exc:
             report.changes.append(Change(rec, False, (exc.code,), None, ("error",)))
             continue
-        obligations = obligations_document(decision.obligations) if rec.phase == "input" else None
+        obligations = obligations_document(decision.obligations)
         kinds: list[str] = []
         if rec.allow != decision.allow:
             kinds.append("allow -> deny" if rec.allow else "deny -> allow")

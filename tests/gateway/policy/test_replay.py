@@ -41,9 +41,10 @@ def _record(
     summary = RequestSummary(endpoint=endpoint, model="demo", max_tokens=64, message_count=1)
     doc = input_document(principal, summary, time=time, model=ModelInfo("demo"))
     decision = engine.decide(doc)
-    output = None
+    output = out_obligations = None
     if decision.allow and endpoint != "models.list":
         output = output_document(doc, findings={}, completion_tokens=5, finish_reason="stop")
+        out_obligations = json.dumps(obligations_document(engine.decide(output, "output").obligations))
     return AuditRecord(
         request_id=f"req_{n}",
         time=time,
@@ -57,6 +58,7 @@ def _record(
         policy_input=json.dumps(doc),
         output_policy_input=json.dumps(output) if output else None,
         obligations=json.dumps(obligations_document(decision.obligations)),
+        output_obligations=out_obligations,
     )
 
 
@@ -168,10 +170,23 @@ def test_a_stream_replays_its_input_from_the_start_entry_and_its_output_from_the
     cand = tmp_path / "candidate"
     shutil.copytree(POLICIES, cand)
     (cand / "output.rego").write_text(
-        (cand / "output.rego").read_text()
-        + '\ndeny contains {"code": "no_output", "message": "x"} if true\n'
+        (cand / "output.rego").read_text() + '\ndeny contains {"code": "no_output", "message": "x"} if true\n'
     )
     changed = replay(recorded_decisions(read_audit(db)), _engine(cand))
     assert [(c.recorded.request_id, c.recorded.phase, c.kinds) for c in changed.changes] == [
         ("req_7", "output", ("allow -> deny",))
     ]
+
+
+def test_a_change_to_output_redaction_is_reported(audit_db: Path, tmp_path: Path) -> None:
+    cand = tmp_path / "candidate"
+    shutil.copytree(POLICIES, cand)
+    data = json.loads((cand / "data.json").read_text())
+    data["llmos"]["config"]["output_redact"]["entities"] = ["EMAIL_ADDRESS"]  # stop redacting SSNs and cards
+    (cand / "data.json").write_text(json.dumps(data))
+    report = replay(recorded_decisions(read_audit(audit_db)), _engine(cand))
+    assert {(c.recorded.request_id, c.recorded.phase, c.kinds) for c in report.changes} == {
+        ("req_1", "output", ("obligations",)),
+        ("req_3", "output", ("obligations",)),
+    }
+    assert "redact" in render_text(report)
