@@ -92,10 +92,12 @@ class RequestContext:
     # The engine that decides this request, fixed at its first decision: a policy reloaded
     # meanwhile applies to the next request, and the audit entry names the one that decided.
     policy: PolicyEngine | None = None
+    policy_digest: str | None = None  # read once too: a remote engine's digest can change
 
     def engine(self, pipeline: Pipeline) -> PolicyEngine:
         if self.policy is None:
             self.policy = pipeline.policy
+            self.policy_digest = self.policy.digest
         return self.policy
 
     @property
@@ -239,7 +241,7 @@ class Pipeline:
             decision=ctx.decision,
             status=status,
             reasons=ctx.reasons,
-            policy_digest=ctx.engine(self).digest,
+            policy_digest=ctx.policy_digest if ctx.policy_digest is not None else ctx.engine(self).digest,
             request_digest=ctx.request_digest,
             response_digest=ctx.response_digest,
             prompt_tokens=ctx.usage.prompt_tokens,

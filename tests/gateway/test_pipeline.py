@@ -220,3 +220,14 @@ def test_generation_failure_hides_worker_detail() -> None:
     api = translate(WorkerRequestError("Traceback: secret path /root/x", code="generation_failed"))
     assert isinstance(api, InternalError)
     assert "Traceback" not in api.message
+
+
+@pytest.mark.anyio
+async def test_the_digest_recorded_is_the_one_that_decided(store: ApiKeyStore) -> None:
+    engine, sink = Engine(Decision(allow=True)), Sink()
+    pipe, ctx = _pipeline(store, engine, sink), _ctx(store)
+    pipe.authorize(ctx, SUMMARY)
+    engine.digest = "sha256:refreshed-later"  # a remote engine refreshed in place mid-request
+    pipe.policy = Engine(Decision(allow=True))  # and a reload swapped in another engine
+    await pipe.finish(ctx, 200)
+    assert sink.records[0].policy_digest == "sha256:test"
