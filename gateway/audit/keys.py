@@ -71,52 +71,53 @@ def generate_signing_key(private_path: Path, public_path: Path) -> Ed25519Public
     return public_key
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Load the audit signing key; refuse a file that group or other may access."""
+def load_private_key(path: Path, *, what: str = "audit signing key") -> Ed25519PrivateKey:
+    """Load an Ed25519 private key (the audit signing key unless ``what`` says otherwise);
+    refuse a file that group or other may access. Errors name ``what`` and the file."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError as exc:
-        raise AuditError(f"audit signing key {path} does not exist") from exc
+        raise AuditError(f"{what} {path} does not exist") from exc
     except OSError as exc:
-        raise AuditError(f"cannot open audit signing key {path}: {exc.strerror}") from exc
+        raise AuditError(f"cannot open {what} {path}: {exc.strerror}") from exc
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise AuditError(f"audit signing key {path} is not a regular file")
+            raise AuditError(f"{what} {path} is not a regular file")
         if info.st_mode & 0o077:
             raise AuditError(
-                f"audit signing key {path} has mode {stat.S_IMODE(info.st_mode):04o}, which lets "
+                f"{what} {path} has mode {stat.S_IMODE(info.st_mode):04o}, which lets "
                 f"group or other read it; fix with: chmod 600 {path}"
             )
         try:
             data = handle.read()
         except OSError as exc:
-            raise AuditError(f"cannot read audit signing key {path}: {exc.strerror}") from exc
+            raise AuditError(f"cannot read {what} {path}: {exc.strerror}") from exc
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise AuditError(f"audit signing key {path} is not an unencrypted PKCS#8 PEM private key") from exc
+        raise AuditError(f"{what} {path} is not an unencrypted PKCS#8 PEM private key") from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise AuditError(f"audit signing key {path} is not an Ed25519 key")
+        raise AuditError(f"{what} {path} is not an Ed25519 key")
     return key
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """Load an audit verification key (SubjectPublicKeyInfo PEM)."""
+def load_public_key(path: Path, *, what: str = "audit public key") -> Ed25519PublicKey:
+    """Load an Ed25519 public key (SubjectPublicKeyInfo PEM); errors name ``what`` and the file."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
-        raise AuditError(f"audit public key {path} does not exist") from exc
+        raise AuditError(f"{what} {path} does not exist") from exc
     except OSError as exc:
-        raise AuditError(f"cannot read audit public key {path}: {exc.strerror}") from exc
+        raise AuditError(f"cannot read {what} {path}: {exc.strerror}") from exc
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise AuditError(f"audit public key {path} is not a SubjectPublicKeyInfo PEM public key") from exc
+        raise AuditError(f"{what} {path} is not a SubjectPublicKeyInfo PEM public key") from exc
     if not isinstance(key, Ed25519PublicKey):
-        raise AuditError(f"audit public key {path} is not an Ed25519 key")
+        raise AuditError(f"{what} {path} is not an Ed25519 key")
     return key
 
 

@@ -19,11 +19,11 @@ import binascii
 import os
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.errors import PolicyError
+from gateway.audit.keys import load_private_key, load_public_key
+from gateway.errors import AuditError, PolicyError
 from gateway.policy.bundle import PolicyBundle, load_bundle
 
 SIGNATURE_FILE = ".signature"
@@ -31,46 +31,20 @@ INVALID = "policy_signature_invalid"
 KEY_INVALID = "policy_key_invalid"
 
 
-def _read_key(path: Path, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise PolicyError(f"policy {what} {path} does not exist", code=KEY_INVALID) from exc
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy {what} {path}: {exc.strerror}", code=KEY_INVALID) from exc
-
-
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """An unencrypted PKCS#8 PEM Ed25519 private key; refuses one that group or other may read."""
-    data = _read_key(path, "signing key")
-    if os.stat(path).st_mode & 0o077:
-        raise PolicyError(
-            f"policy signing key {path} lets group or other read it; fix with: chmod 600 {path}",
-            code=KEY_INVALID,
-        )
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise PolicyError(
-            f"policy signing key {path} is not an unencrypted PKCS#8 PEM private key", code=KEY_INVALID
-        ) from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise PolicyError(f"policy signing key {path} is not an Ed25519 key", code=KEY_INVALID)
-    return key
+        return load_private_key(path, what="policy signing key")
+    except AuditError as exc:  # the shared key-file loader speaks AuditError: translate it
+        raise PolicyError(str(exc), code=KEY_INVALID) from exc
 
 
 def load_verify_key(path: Path) -> Ed25519PublicKey:
     """A SubjectPublicKeyInfo PEM Ed25519 public key (``policy.public_key``)."""
-    data = _read_key(path, "public key")
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise PolicyError(
-            f"policy public key {path} is not a SubjectPublicKeyInfo PEM public key", code=KEY_INVALID
-        ) from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise PolicyError(f"policy public key {path} is not an Ed25519 key", code=KEY_INVALID)
-    return key
+        return load_public_key(path, what="policy public key")
+    except AuditError as exc:
+        raise PolicyError(str(exc), code=KEY_INVALID) from exc
 
 
 def sign_bundle(policy_dir: Path, private_key_path: Path) -> str:
