@@ -196,7 +196,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from gateway.audit.keys import load_public_key
+    from gateway.audit.keys import key_fingerprint, load_public_key
     from gateway.audit.verify import verify_log
 
     config = load_config(args.config) if args.db is None or args.public_key is None else None
@@ -206,12 +206,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
         raise ConfigError("need --db and --public-key")
     if not db.exists():
         raise ConfigError(f"{db}: no audit database here")
+    public_key = load_public_key(pub)
     try:
-        report = verify_log(db, load_public_key(pub))
+        report = verify_log(db, public_key)
     except AuditVerifyError as exc:
         print(f"FAILED: {exc}")
         return 1
-    print(f"OK: {report.entries} entries verified; head {report.head_hash}")
+    print(
+        f"OK: {report.entries} entries verified; head {report.head_hash};"
+        f" signing key sha256:{key_fingerprint(public_key)}"
+    )
     return 0
 
 

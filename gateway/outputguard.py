@@ -57,10 +57,6 @@ class OutputGuard:
         self._obligations = Obligations()
         self._tokens = 0
 
-    @property
-    def counts(self) -> dict[str, int]:
-        return dict(self._released_counts)
-
     def feed(self, piece: str, *, release: bool = True) -> str:
         """Add generated text; return what may be delivered now (possibly empty)."""
         self._text += piece

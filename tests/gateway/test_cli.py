@@ -315,7 +315,7 @@ def test_audit_verify_ok(
 
     assert main(["audit", "verify"]) == 0
 
-    assert re.match(r"^OK: 3 entries verified; head [0-9a-f]{64}\n$", capsys.readouterr().out)
+    assert re.match(r"^OK: 3 entries verified; head [0-9a-f]{64}; signing key sha256:[0-9a-f]{64}\n$", capsys.readouterr().out)
 
 
 def test_audit_verify_empty_log(initialised: InitResult, capsys: pytest.CaptureFixture[str]) -> None:
