@@ -315,7 +315,10 @@ def test_audit_verify_ok(
 
     assert main(["audit", "verify"]) == 0
 
-    assert re.match(r"^OK: 3 entries verified; head [0-9a-f]{64}; signing key sha256:[0-9a-f]{64}\n$", capsys.readouterr().out)
+    assert re.match(
+        r"^OK: 3 entries verified; head [0-9a-f]{64}; signing key sha256:[0-9a-f]{64}\n$",
+        capsys.readouterr().out,
+    )
 
 
 def test_audit_verify_empty_log(initialised: InitResult, capsys: pytest.CaptureFixture[str]) -> None:
@@ -450,3 +453,23 @@ def test_policy_sign_writes_a_signature_the_gateway_accepts(initialised: InitRes
     )
     assert main(["policy", "sign", "--key", str(tmp_path / "policy.pem"), str(policies)]) == 0
     verify_bundle(load_bundle(policies), load_public_key(tmp_path / "policy.pub"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [("{not json", "line 1: not valid JSON"), ("[1, 2]", "must be a JSON object")]
+)
+def test_policy_eval_refuses_bad_input_files(
+    initialised: InitResult, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    path = tmp_path / "input.json"
+    path.write_text(text)
+    assert main(["policy", "eval", "--input", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and message in err
+    assert "Traceback" not in err
+
+
+def test_policy_replay_refuses_bad_times(initialised: InitResult, capsys: pytest.CaptureFixture[str]) -> None:
+    policies = Path(__file__).resolve().parents[2] / "policies"
+    assert main(["policy", "replay", "--candidate", str(policies), "--since", "last tuesday"]) == 2
+    assert "--since/--until" in capsys.readouterr().err
