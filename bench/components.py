@@ -57,7 +57,8 @@ def main() -> None:
     keys = ApiKeyStore(tmp / "keys.db", b"p" * 32)
     key, _ = keys.create("bench", "user", "t")
     bundle = load_bundle(ROOT / "policies")
-    engine = RegoEngine(bundle, "data.llmos.authz.decision")
+    # No decision cache: this row is the cost of evaluating (bench/policy.py measures the cache).
+    engine = RegoEngine(bundle, "data.llmos.authz.decision", cache_size=0)
     session = RegoSession(bundle)
 
     def audit(i: int) -> None:
@@ -77,7 +78,7 @@ def main() -> None:
     rows = [
         ("audit append (durable, signed)", per_call_ms(audit, n)),
         ("api key lookup", per_call_ms(lambda _: keys.authenticate(key), n)),
-        ("rego decision, compiled (engine)", per_call_ms(lambda _: engine.decide(POLICY_INPUT), n)),
+        ("rego decision, compiled, uncached", per_call_ms(lambda _: engine.decide(POLICY_INPUT), n)),
         (
             "rego decision, uncompiled (baseline)",
             per_call_ms(lambda _: session.query("data.llmos.authz.decision", POLICY_INPUT), n),

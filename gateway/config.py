@@ -80,6 +80,8 @@ class PolicyConfig(_Section):
     # Ed25519 public key (PEM): when set, only a bundle with a valid .signature is loaded.
     public_key: Path | None = None
     watch: bool = True  # reload when a file in the policy directory changes (SIGHUP always does)
+    # Decisions kept for requests that agree on every input field the policy reads (0: none).
+    decision_cache: int = Field(default=4096, ge=0)
 
     _resolve = field_validator("dir", "public_key")(_resolve)
 

@@ -12,8 +12,9 @@ deny contains {"code": "max_tokens_too_large", "message": msg} if {
 }
 
 deny contains {"code": "invalid_max_tokens", "message": "max_tokens must be a number or null"} if {
-	not is_null(object.get(input, ["request", "max_tokens"], null))
-	not is_number(input.request.max_tokens)
+	given := input.request.max_tokens
+	not is_null(given)
+	not is_number(given)
 }
 
 # The largest cap among the caller's roles (a role without a positive cap adds none).

@@ -12,11 +12,11 @@ allow if count(deny) == 0
 
 credentials_found contains t if {
 	some t in cfg.credential_types
-	object.get(input, ["output", "findings", t], 0) > 0
+	input.output.findings[t] > 0
 }
 
-deny contains {"code": "output_missing", "message": "the output decision needs input.output"} if {
-	not is_object(input.output)
+deny contains {"code": "output_missing", "message": "the output decision needs input.output.findings"} if {
+	not is_object(input.output.findings)
 }
 
 deny contains {"code": "credential_in_output", "message": msg} if {

@@ -6,7 +6,7 @@ import rego.v1
 
 national_ids_found contains t if {
 	some t in cfg.national_id_types
-	object.get(input, ["pii", "findings", t], 0) > 0
+	input.pii.findings[t] > 0
 }
 
 model_internal if "internal" in input.model.labels

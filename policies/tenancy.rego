@@ -4,7 +4,7 @@ package llmos.authz
 import rego.v1
 
 model_tenants contains t if {
-	some label in object.get(input, ["model", "labels"], [])
+	some label in input.model.labels
 	startswith(label, "tenant:")
 	t := trim_prefix(label, "tenant:")
 }

@@ -16,6 +16,8 @@ from typing import Any, Literal, Protocol
 
 from gateway.errors import PolicyError
 from gateway.policy.bundle import PolicyBundle
+from gateway.policy.cache import DecisionCache
+from gateway.policy.deps import scan
 from gateway.policy.regoinput import NeedsJson, to_input
 from gateway.types import EXPLAIN_LEVELS, REDACT_OPERATORS, Decision, Obligations, Reason, Redaction
 
@@ -184,10 +186,17 @@ def parse_decision(value: Any) -> Decision:
 
 
 class RegoEngine:
-    """The embedded engine: evaluates the input (and output) decision queries in-process."""
+    """The embedded engine: evaluates the input (and output) decision queries in-process.
 
-    def __init__(self, bundle: PolicyBundle, query: str, output_query: str | None = None) -> None:
+    Decisions are cached (``cache_size`` entries, 0 for none) under the part of the input the
+    policy set reads; see ``gateway.policy.cache``.
+    """
+
+    def __init__(
+        self, bundle: PolicyBundle, query: str, output_query: str | None = None, *, cache_size: int = 4096
+    ) -> None:
         self._bundle = bundle
+        self.cache = DecisionCache(scan(f.source for f in bundle.files if not f.is_test), cache_size)
         self._queries: dict[Phase, str] = {"input": query}
         if output_query:
             self._queries["output"] = output_query
@@ -214,9 +223,15 @@ class RegoEngine:
         query = self._queries.get(phase)
         if query is None:
             raise PolicyError(f"no {phase} policy is configured", code="policy_undefined")
+        key = self.cache.key(phase, policy_input)
+        if key is not None and (cached := self.cache.get(key)) is not None:
+            return cached
         with self._lock:
             value = self._session.query_compiled(query, policy_input)
-        return parse_decision(value)
+        decision = parse_decision(value)
+        if key is not None:
+            self.cache.put(key, decision)
+        return decision
 
     def evaluate(self, query: str, policy_input: dict[str, Any]) -> Any:
         """Evaluate any query (uncompiled) over ``policy_input``: for ``llmos policy eval --explain``."""

@@ -64,7 +64,7 @@ def load_policy(config: Config) -> PolicyEngine:
         verify_bundle(bundle, load_verify_key(settings.public_key))
     try:
         # Compile first: a syntax error is reported as such, not as every test failing.
-        engine = RegoEngine(bundle, settings.query, settings.output_query)
+        engine = RegoEngine(bundle, settings.query, settings.output_query, cache_size=settings.decision_cache)
         failures = failed_tests(bundle) if settings.run_tests_on_load else []
     except PolicyError as exc:
         located = _with_locations(bundle, exc)
@@ -74,6 +74,8 @@ def load_policy(config: Config) -> PolicyEngine:
     if failures:
         names = ", ".join(f"{f.file}:{f.name}" for f in failures)
         raise PolicyError(f"{config.policy_dir}: policy tests failed: {names}", code="policy_tests_failed")
+    if settings.decision_cache and not engine.cache.enabled:
+        log.info("policy decision cache off: %s", engine.cache.reason)
     return engine
 
 

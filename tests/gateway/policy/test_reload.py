@@ -25,7 +25,7 @@ from gateway.audit.keys import generate_signing_key
 from gateway.config import Config
 from gateway.errors import PolicyError
 from gateway.policy.bundle import load_bundle
-from gateway.policy.engine import PolicyEngine
+from gateway.policy.engine import PolicyEngine, RegoEngine
 from gateway.policy.input import ModelInfo, RequestSummary, input_document
 from gateway.policy.reload import PolicyReloader, load_policy, rego_error_locations
 from gateway.policy.signing import sign_bundle
@@ -346,3 +346,22 @@ def test_rego_error_locations(tmp_path: Path, text: str, expected: list[str]) ->
     (tmp_path / "y.rego").write_text("package y\n")
 
     assert rego_error_locations(load_bundle(tmp_path), text) == expected
+
+
+def test_the_decision_cache_follows_config_and_says_why_it_is_off(
+    tmp_path: Path, policy_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = load_policy(make_config(tmp_path, policy_dir, run_tests_on_load=False, decision_cache=8))
+    assert isinstance(engine, RegoEngine) and engine.cache.enabled
+    assert user_decision(engine) is user_decision(engine)  # the second one came from the cache
+
+    off = load_policy(make_config(tmp_path, policy_dir, run_tests_on_load=False, decision_cache=0))
+    assert isinstance(off, RegoEngine) and not off.cache.enabled
+
+    (policy_dir / "zz_clock.rego").write_text(
+        "package llmos.authz\nimport rego.v1\nnow_known if time.now_ns() > 0\n"
+    )
+    with caplog.at_level(logging.INFO, logger="llmos.gateway"):
+        impure = load_policy(make_config(tmp_path, policy_dir, run_tests_on_load=False))
+    assert isinstance(impure, RegoEngine) and not impure.cache.enabled
+    assert "policy decision cache off: the policy calls time.now_ns" in caplog.messages
