@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from gateway.api.admin import router as admin_router
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.routes import router
@@ -36,5 +37,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.policy_reloader = runtime.reloader  # digest, reloads, failures, last_error
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(admin_router)
     app.add_middleware(RequestIdMiddleware)
     return app

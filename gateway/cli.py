@@ -14,7 +14,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.errors import ApiError, AuditVerifyError, ConfigError, LlmosError
 from gateway.policy.commands import add_policy_commands, run_policy
-from gateway.types import ROLES
+from gateway.types import ENDPOINTS, ROLES
 
 DESCRIPTION = """\
 llmos: an OpenAI-compatible gateway to sandboxed local models, with API-key authentication,
@@ -69,10 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tenant", default="default", help="tenant of the key's principal (default: default)")
     p.add_argument("--rpm", type=int, help="requests per minute allowed for this key (default: unlimited)")
+    p.add_argument("--tpm", type=int, help="tokens per minute (prompt + completion; default: unlimited)")
+    p.add_argument("--daily-tokens", type=int, metavar="N", help="token budget per UTC day (default: none)")
+    p.add_argument(
+        "--models", metavar="A,B", help="only these models (comma-separated; default: every model)"
+    )
+    p.add_argument(
+        "--endpoints",
+        metavar="A,B",
+        help=f"only these endpoints (comma-separated, of {', '.join(ENDPOINTS)}; default: all)",
+    )
     p.add_argument("--expires-in-days", type=int, metavar="DAYS", help="expire the key after DAYS days")
     p = keys.add_parser("list", help="list keys (never the keys themselves)")
     _add_config(p)
     p.add_argument("--json", action="store_true", help="print JSON lines")
+    p = keys.add_parser("show", help="one key's scopes, limits, status and last use, as JSON")
+    _add_config(p)
+    p.add_argument("key", metavar="NAME|ID")
     p = keys.add_parser("revoke", help="revoke a key by name or id; takes effect at once")
     _add_config(p)
     p.add_argument("key", metavar="NAME|ID")
@@ -132,6 +145,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _err(f"initialised {result.state_dir}. Admin API key (shown only this once; store it now):")
         print(result.admin_key, flush=True)
     app = create_app(build_runtime(config))
+    tls: dict[str, Any] = {}
+    if config.server.tls is not None:
+        from gateway.tlsserver import uvicorn_tls_options
+
+        tls = uvicorn_tls_options(config.server.tls)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -140,6 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             log_level=config.server.log_level,
             log_config=_uvicorn_logging(),
             server_header=False,
+            **tls,
         )
     )
     server.run()
@@ -160,39 +179,47 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from gateway.state import open_key_store
 
     store = open_key_store(load_config(args.config))
+    now = datetime.now(UTC)
     if args.keys_command == "create":
         expires = timedelta(days=args.expires_in_days) if args.expires_in_days is not None else None
-        key, info = store.create(args.name, args.role, args.tenant, rpm=args.rpm, expires_in=expires)
+        key, info = store.create(
+            args.name,
+            args.role,
+            args.tenant,
+            rpm=args.rpm,
+            tpm=args.tpm,
+            daily_tokens=args.daily_tokens,
+            models=_csv(args.models),
+            endpoints=_csv(args.endpoints),
+            expires_in=expires,
+        )
         _err(
             f"created key {info.name} (id {info.id}, role {info.role}, tenant {info.tenant});"
             " shown only once:"
         )
         print(key, flush=True)
     elif args.keys_command == "list":
-        now = datetime.now(UTC)
         for k in store.list():
-            row = {
-                "id": k.id,
-                "name": k.name,
-                "role": k.role,
-                "tenant": k.tenant,
-                "rpm": k.rpm,
-                "status": k.status(now),
-                "created_at": k.created_at,
-                "expires_at": k.expires_at,
-                "revoked_at": k.revoked_at,
-            }
+            row = k.as_dict(now)
             if args.json:
                 print(json.dumps(row))
             else:
+                used = k.last_used_at or "never"
+                scope = "" if k.models is None else f" models={','.join(k.models)}"
                 print(
                     f"{k.id}  {k.name:<20} {k.role:<8} {k.tenant:<16} {row['status']!s:<8}"
-                    f" created {k.created_at}"
+                    f" created {k.created_at}  last used {used}{scope}"
                 )
+    elif args.keys_command == "show":
+        print(json.dumps(store.get(args.key).as_dict(now), indent=2))
     else:
         info = store.revoke(args.key)
         _err(f"revoked key {info.name} (id {info.id}) at {info.revoked_at}")
     return 0
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

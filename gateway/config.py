@@ -45,17 +45,53 @@ def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
     return value
 
 
+class TlsConfig(_Section):
+    """Serve HTTPS. With ``client_ca``, client certificates are verified against it."""
+
+    certfile: Path
+    keyfile: Path
+    client_ca: Path | None = None  # CA bundle (PEM) that client certificates must chain to
+    client_certs: Literal["none", "optional", "required"] = "none"  # ask for / insist on one
+
+    _resolve = field_validator("certfile", "keyfile", "client_ca")(_resolve)
+
+    @model_validator(mode="after")
+    def _ca_for_client_certs(self) -> TlsConfig:
+        if self.client_certs != "none" and self.client_ca is None:
+            raise ValueError("client_certs needs client_ca (the CA bundle to verify them with)")
+        return self
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: StrictInt = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_messages: int = Field(default=256, ge=1)
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
+    tls: TlsConfig | None = None  # null: plain HTTP (put TLS in front, or set this)
+
+
+class MtlsClient(_Section):
+    """One client certificate identity and the principal it becomes."""
+
+    # "cn:<subject common name>", "dns:<SAN DNS name>", "uri:<SAN URI>" (e.g. SPIFFE) or "email:<SAN>"
+    match: str = Field(pattern=r"^(cn|dns|uri|email):\S{1,255}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+    roles: list[str] = Field(min_length=1)
+
+
+class MtlsConfig(_Section):
+    """Authenticate callers by a verified client certificate (needs server.tls.client_ca)."""
+
+    enabled: bool = False
+    clients: list[MtlsClient] = Field(default_factory=list)
 
 
 class AuthConfig(_Section):
     keys_db: Path | None = None
     pepper_file: Path | None = None
+    mtls: MtlsConfig = MtlsConfig()
 
     _resolve = field_validator("keys_db", "pepper_file")(_resolve)
 
@@ -133,6 +169,15 @@ class Config(_Section):
         if dupes:
             raise ValueError(f"duplicate model names: {', '.join(dupes)}")
         return models
+
+    @model_validator(mode="after")
+    def _mtls_needs_client_certs(self) -> Config:
+        tls = self.server.tls
+        if self.auth.mtls.enabled and (tls is None or tls.client_certs == "none"):
+            raise ValueError(
+                "auth.mtls.enabled needs server.tls with client_ca and client_certs: optional or required"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Config:

@@ -1,11 +1,15 @@
 """The request pipeline every API call goes through:
 
-    authenticate -> read & parse body -> resolve model -> rate limit -> policy -> generate -> audit
+    authenticate -> read & parse body -> resolve model -> key scopes -> rate limit -> policy
+    -> generate -> audit
 
-Every authenticated request is audited whatever its outcome (allowed, denied, invalid, failed):
-one ``complete`` entry, written before the response is sent; or, for a stream, a
-``stream_start`` entry written before its first byte and a ``stream_end`` entry with the
-outcome. An entry that cannot be written before content is sent fails the request closed (503).
+A refused credential (401) is audited too, with the reason and no credential material, at most
+``AUTH_FAILURE_AUDIT_PER_MIN`` entries a minute so that a flood cannot fill the trail (the
+rest are counted in ``auth_failures``). Every authenticated request is audited whatever its
+outcome (allowed, denied, invalid, failed): one ``complete`` entry, written before the
+response is sent; or, for a stream, a ``stream_start`` entry written before its first byte
+and a ``stream_end`` entry with the outcome. An entry that cannot be written before content
+is sent fails the request closed (503).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from typing import Any, Literal, Protocol
 
 from starlette.requests import Request
 
-from gateway.auth import authenticate
 from gateway.errors import (
     ApiError,
     AuditError,
@@ -37,11 +40,13 @@ from gateway.errors import (
     WorkerRequestError,
     WorkerUnavailable,
 )
-from gateway.keys import ApiKeyStore, KeyInfo
+from gateway.identity import Authenticator, AuthFailure, Caller
+from gateway.keys import ApiKeyStore
+from gateway.mtls import peer_certificate
 from gateway.outputguard import Decide
 from gateway.policy.engine import Phase, PolicyEngine
 from gateway.policy.input import ModelInfo, RequestSummary, for_audit, input_document, output_document
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import RateLimiter, TokenBucket
 from gateway.types import (
     AuditPhase,
     AuditRecord,
@@ -54,6 +59,9 @@ from gateway.types import (
 )
 
 log = logging.getLogger("llmos.gateway")
+
+AUTH_FAILURE_AUDIT_PER_MIN = 60
+ANONYMOUS_TENANT = "-"
 
 DecisionLabel = Literal["allow", "deny", "invalid", "error"]
 
@@ -73,7 +81,7 @@ class Worker(Protocol):
 class RequestContext:
     request_id: str
     endpoint: str
-    key: KeyInfo
+    caller: Caller
     started: float = field(default_factory=time.monotonic)
     time: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     model: str | None = None
@@ -102,7 +110,7 @@ class RequestContext:
 
     @property
     def principal(self) -> Principal:
-        return self.key.principal()
+        return self.caller.principal
 
     @property
     def created(self) -> int:
@@ -118,17 +126,54 @@ class Pipeline:
     digest_key: bytes
     limiter: RateLimiter = field(default_factory=RateLimiter)
     policy_failures: int = 0  # decisions denied because the engine failed (fail-closed count)
+    authenticator: Authenticator | None = None  # default: API keys only
+    auth_failures: dict[str, int] = field(default_factory=dict)  # refused credentials by reason
+    auth_failures_unaudited: int = 0  # refusals beyond the audit budget (counted, not written)
 
     _detached: set[asyncio.Task[bool]] = field(default_factory=set)
+    _failure_audit: TokenBucket = field(
+        default_factory=lambda: TokenBucket.per_minute(AUTH_FAILURE_AUDIT_PER_MIN, time.monotonic())
+    )
+
+    def __post_init__(self) -> None:
+        if self.authenticator is None:
+            self.authenticator = Authenticator(self.keys)
 
     # -- stages -------------------------------------------------------------------------------
     async def begin(self, request: Request, endpoint: str) -> RequestContext:
-        """Authenticate; a 401 here is not audited (there is no principal to record).
+        """Authenticate. Runs in a thread: a locked key database or a JWKS fetch must not stall
+        the event loop. A refusal is counted and audited (within budget), then raised."""
+        authenticator = self.authenticator or Authenticator(self.keys)
+        try:
+            caller = await asyncio.to_thread(
+                authenticator.authenticate,
+                request.headers.get("authorization"),
+                peer_certificate(request.scope),
+            )
+        except AuthFailure as exc:
+            self._auth_failed(request, endpoint, exc)
+            raise
+        return RequestContext(request_id=request.state.request_id, endpoint=endpoint, caller=caller)
 
-        The key lookup runs in a thread: a locked key database must not stall the event loop.
-        """
-        key = await asyncio.to_thread(authenticate, request.headers.get("authorization"), self.keys)
-        return RequestContext(request_id=request.state.request_id, endpoint=endpoint, key=key)
+    def _auth_failed(self, request: Request, endpoint: str, exc: AuthFailure) -> None:
+        self.auth_failures[exc.reason] = self.auth_failures.get(exc.reason, 0) + 1
+        if self._failure_audit.take(time.monotonic()) is not None:
+            self.auth_failures_unaudited += 1
+            return
+        anonymous = Principal(
+            id="anonymous", name="anonymous", tenant=ANONYMOUS_TENANT, roles=(), auth_method=exc.method
+        )
+        ctx = RequestContext(
+            request_id=request.state.request_id,
+            endpoint=endpoint,
+            caller=Caller(anonymous),
+            decision="deny",
+            reasons=(f"auth_{exc.reason}",),
+        )
+        record = self._claim(ctx, exc.status, "complete")
+        task = asyncio.get_running_loop().create_task(self._append(ctx, record), name="llmos-audit")
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
 
     def digest(self, data: bytes) -> str:
         """Keyed digest of request/response content: provable by the operator, not guessable."""
@@ -164,13 +209,27 @@ class Pipeline:
         client_address: str | None = None,
         rate_limit: bool = True,
     ) -> Obligations:
-        """Rate limit, then the input decision. Returns the obligations of an allow; raises on
-        deny (403) or engine failure (403/503)."""
-        retry = self.limiter.check(ctx.principal.id, ctx.key.rpm, time.monotonic()) if rate_limit else None
+        """Key scopes, rate limit, then the input decision. Returns the obligations of an allow;
+        raises on deny (403), rate limit (429) or engine failure (403/503)."""
+        caller = ctx.caller
+        if not caller.allows_endpoint(summary.endpoint):
+            ctx.decision, ctx.reasons = "deny", ("key_scope_endpoint",)
+            raise PermissionDenied(
+                f"This API key may not call {summary.endpoint}.", code="key_scope_endpoint"
+            )
+        if summary.model is not None and not caller.allows_model(summary.model):
+            ctx.decision, ctx.reasons = "deny", ("key_scope_model",)
+            raise PermissionDenied(
+                f"This API key may not use the model '{summary.model}'.",
+                code="key_scope_model",
+                param="model",
+            )
+        rpm = caller.key.rpm if caller.key is not None else None
+        retry = self.limiter.check(ctx.principal.id, rpm, time.monotonic()) if rate_limit else None
         if retry is not None:
             ctx.decision, ctx.reasons = "deny", ("rate_limited",)
             raise RateLimited(
-                f"Rate limit reached: {ctx.key.rpm} requests per minute for this key. Retry after {retry} s.",
+                f"Rate limit reached: {rpm} requests per minute for this key. Retry after {retry} s.",
                 retry_after=retry,
             )
         document = input_document(

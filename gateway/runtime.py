@@ -10,6 +10,8 @@ from gateway.api.routes import Limits
 from gateway.audit.keys import load_private_key
 from gateway.audit.log import AuditLog
 from gateway.config import Config
+from gateway.identity import Authenticator
+from gateway.mtls import CertMapper
 from gateway.pipeline import Pipeline, Worker
 from gateway.policy.reload import PolicyReloader, close_engine, describe_source, load_policy
 from gateway.secretfile import read_secret
@@ -61,7 +63,10 @@ def build_runtime(config: Config) -> Runtime:
         for m in config.model_list
     }
     worker_view: dict[str, Worker] = dict(workers)
+    mtls = config.auth.mtls
+    authenticator = Authenticator(keys, certs=CertMapper(mtls.clients) if mtls.enabled else None)
     pipeline = Pipeline(
+        authenticator=authenticator,
         keys=keys,
         policy=policy,
         audit=audit,

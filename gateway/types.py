@@ -14,6 +14,9 @@ from typing import Literal
 Role = Literal["admin", "user", "auditor"]
 ROLES: tuple[Role, ...] = ("admin", "user", "auditor")
 
+# The endpoints a request can be for (the policy input's request.endpoint; API key scopes).
+ENDPOINTS: tuple[str, ...] = ("chat.completions", "completions", "models.list", "admin.policy", "admin.keys")
+
 FinishReason = Literal["stop", "length"]
 
 # An audit entry records a whole request ("complete"), or, for a stream, its start (written
@@ -30,7 +33,7 @@ class Principal:
     name: str
     tenant: str
     roles: tuple[str, ...]
-    auth_method: str  # "api_key" today; "oidc" and "mtls" later
+    auth_method: str  # "api_key", "oidc" or "mtls"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ endpoint_roles := {
 	"completions": {"admin", "user", "contractor"},
 	"models.list": {"admin", "user", "auditor", "contractor"},
 	"admin.policy": {"admin"},
+	"admin.keys": {"admin"},
 }
 
 role_permitted if {

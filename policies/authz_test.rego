@@ -86,6 +86,14 @@ test_only_admins_see_policy_status if {
 	d.reasons[0].code == "role_not_permitted"
 }
 
+test_only_admins_manage_keys if {
+	a := object.union(user_principal, {"roles": ["admin"]})
+	authz.allow with input.principal as a with input.request as {"endpoint": "admin.keys"}
+	u := user_principal
+	d := authz.decision with input.principal as u with input.request as {"endpoint": "admin.keys"}
+	d.reasons[0].code == "role_not_permitted"
+}
+
 test_roles_must_be_a_list if {
 	p := object.union(user_principal, {"roles": {"a": "admin"}})
 	r := chat_request

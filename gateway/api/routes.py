@@ -91,35 +91,10 @@ async def list_models(request: Request) -> Response:
         names = [
             n
             for n in pipeline.workers
-            if obligations.allowed_models is None or n in obligations.allowed_models
+            if (obligations.allowed_models is None or n in obligations.allowed_models)
+            and ctx.caller.allows_model(n)  # an API key scoped to some models sees only those
         ]
         body = R.model_list(names, ctx.created)
-        await pipeline.finish(ctx, 200)
-    except ApiError as exc:
-        await pipeline.fail(ctx, exc)
-        raise
-    return JSONResponse(body)
-
-
-# -- administration ---------------------------------------------------------------------------
-
-
-@router.get("/admin/policy")
-async def policy_status(request: Request) -> Response:
-    """The policy in force and how reloads and decisions have gone (admin role, by policy)."""
-    pipeline = _pipeline(request)
-    ctx = await pipeline.begin(request, "admin.policy")
-    try:
-        pipeline.authorize(ctx, RequestSummary(endpoint="admin.policy"), client_address=_client(request))
-        reloader = getattr(request.app.state, "policy_reloader", None)
-        body = {
-            "digest": ctx.engine(pipeline).digest,
-            "output_policy": ctx.engine(pipeline).has_output_policy,
-            "reloads": getattr(reloader, "reloads", 0),
-            "reload_failures": getattr(reloader, "failures", 0),
-            "last_reload_error": getattr(reloader, "last_error", None),
-            "decision_failures": pipeline.policy_failures,  # requests denied because the engine failed
-        }
         await pipeline.finish(ctx, 200)
     except ApiError as exc:
         await pipeline.fail(ctx, exc)

@@ -131,7 +131,7 @@ class CompletionRequest(_GenerationFields):
         return GenerateRequest(id=request_id, params=params, prompt=self.prompt_text())
 
 
-_R = TypeVar("_R", ChatCompletionRequest, CompletionRequest)
+_R = TypeVar("_R", bound=_Strict)
 
 
 def decode_json_body(body: bytes) -> Any:
@@ -242,3 +242,21 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     if req.echo:
         raise InvalidRequest("'echo' is not supported.", code="unsupported_value", param="echo")
     return req
+
+
+class CreateKeyRequest(_Strict):
+    """``POST /admin/keys``: the same choices as ``llmos keys create``."""
+
+    name: StrictStr
+    role: StrictStr
+    tenant: StrictStr = "default"
+    models: list[StrictStr] | None = None  # null or absent: every model
+    endpoints: list[StrictStr] | None = None  # null or absent: every endpoint
+    rpm: StrictInt | None = None
+    tpm: StrictInt | None = None
+    daily_tokens: StrictInt | None = None
+    expires_in_days: StrictInt | None = Field(default=None, ge=1, le=36500)
+
+
+def parse_create_key(body: bytes) -> CreateKeyRequest:
+    return _parse(CreateKeyRequest, body)

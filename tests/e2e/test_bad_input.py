@@ -126,15 +126,26 @@ def test_bad_input_is_a_clean_4xx_and_audited(
         assert http.post("/v1/chat/completions", json=OK, headers=headers).status_code == 200
 
 
-def test_unauthenticated_requests_are_refused_without_an_entry(gateway: Gateway) -> None:
-    before = audit_reader.count(gateway.home)
+def test_unauthenticated_requests_are_refused_and_audited_without_the_credential(gateway: Gateway) -> None:
+    bogus = "sk-llmos-0123456789abcdef-" + "x" * 43
+    cases = [
+        ({}, "auth_missing"),
+        ({"authorization": "Basic abc"}, "auth_missing"),
+        ({"authorization": f"Bearer {bogus}"}, "auth_invalid_api_key"),
+    ]
     with gateway.http() as http:
-        for headers in ({}, {"authorization": "Basic abc"}, {"authorization": "Bearer not-a-key"}):
+        for headers, reason in cases:
             r = http.post("/v1/chat/completions", json=OK, headers=headers)
             assert r.status_code == 401
             assert r.json()["error"]["type"] == "authentication_error"
-            assert r.headers["x-request-id"]
-    assert audit_reader.count(gateway.home) == before
+            rid = r.headers["x-request-id"]
+            deadline = time.monotonic() + 10
+            while (entry := audit_reader.entry(gateway.home, rid)) is None and time.monotonic() < deadline:
+                time.sleep(0.05)  # refusals are written off the request path
+            assert entry is not None
+            assert (entry["status"], entry["decision"], entry["reasons"]) == (401, "deny", [reason])
+            assert entry["principal_id"] == "anonymous"
+            assert bogus not in json.dumps(entry) and "abc" not in json.dumps(entry)
 
 
 def test_a_client_that_leaves_mid_body_is_recorded(gateway: Gateway) -> None:

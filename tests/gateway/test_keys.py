@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import ConfigError, InvalidRequest, ServiceUnavailable
+from gateway.errors import ConfigError, InvalidRequest, NotFound, ServiceUnavailable
 from gateway.keys import ApiKeyStore, KeyInfo
 from gateway.types import Principal
 from tests.gateway.conftest import make_expired_key
@@ -151,7 +151,7 @@ def test_revoking_twice_keeps_the_first_time(store: ApiKeyStore) -> None:
 
 
 def test_revoke_unknown_key(store: ApiKeyStore) -> None:
-    with pytest.raises(InvalidRequest) as info:
+    with pytest.raises(NotFound) as info:
         store.revoke("nobody")
 
     assert info.value.code == "key_not_found"
@@ -297,3 +297,103 @@ def test_a_locked_key_database_is_a_503_not_a_hang(store: ApiKeyStore, db: Path)
         blocker.execute("ROLLBACK")
         blocker.close()
     assert store.authenticate(key) is not None
+
+
+def test_scopes_limits_and_expiry_are_stored(store: ApiKeyStore) -> None:
+    key, info = store.create(
+        "scoped",
+        "user",
+        "acme",
+        rpm=10,
+        tpm=1000,
+        daily_tokens=50000,
+        models=["demo", "demo"],
+        endpoints=["chat.completions", "models.list"],
+        expires_in=timedelta(days=3),
+    )
+
+    assert info.models == ("demo",)  # repeats dropped
+    assert info.endpoints == ("chat.completions", "models.list")
+    assert (info.rpm, info.tpm, info.daily_tokens) == (10, 1000, 50000)
+    assert store.get("scoped") == store.get(info.id) == store.authenticate(key) == info
+    assert info.allows_model("demo") and not info.allows_model("other")
+    assert info.allows_endpoint("chat.completions") and not info.allows_endpoint("completions")
+    row = info.as_dict(datetime.now(UTC))
+    assert row["models"] == ["demo"] and row["status"] == "active" and row["last_used_at"] is None
+    assert "key_hash" not in row and key not in str(row)
+
+
+def test_a_key_without_scopes_allows_everything(store: ApiKeyStore) -> None:
+    _, info = store.create("open", "user", "acme")
+
+    assert info.models is None and info.endpoints is None
+    assert info.allows_model("anything") and info.allows_endpoint("admin.keys")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("models", []),
+        ("models", ["bad name with spaces"]),
+        ("models", [7]),
+        ("endpoints", ["images.generate"]),
+        ("endpoints", []),
+        ("rpm", 0),
+        ("tpm", -5),
+        ("daily_tokens", 10**13),
+        ("tpm", True),
+    ],
+)
+def test_bad_scopes_and_limits_are_refused(store: ApiKeyStore, field: str, value: object) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        store.create("k", "user", "acme", **{field: value})  # type: ignore[arg-type]
+
+    assert info.value.param == field
+    assert store.list() == []
+
+
+def test_last_used_is_recorded_at_most_once_a_minute(store: ApiKeyStore, db: Path) -> None:
+    key, info = store.create("alice", "user", "acme")
+
+    assert store.get(info.id).last_used_at is None
+    store.authenticate(key)
+    first = store.get(info.id).last_used_at
+    assert first is not None
+    assert abs(datetime.fromisoformat(first) - datetime.now(UTC)) < timedelta(minutes=1)
+    with sqlite3.connect(db) as conn:  # pretend the last use was two minutes ago
+        earlier = (datetime.fromisoformat(first) - timedelta(minutes=2)).isoformat()
+        conn.execute("UPDATE api_keys SET last_used_at = ?", (earlier,))
+    store.authenticate(key)
+    assert store.get(info.id).last_used_at != earlier  # older than a minute: written again
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE api_keys SET last_used_at = ?", (first,))
+    store.authenticate(key)  # within the minute: no write
+    assert store.get(info.id).last_used_at == first
+
+
+def test_a_failed_authentication_does_not_count_as_use(store: ApiKeyStore) -> None:
+    key, info = store.create("alice", "user", "acme")
+    store.revoke("alice")
+
+    assert store.authenticate(key) is None
+    assert store.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert store.get(info.id).last_used_at is None
+
+
+def test_an_older_database_gains_the_new_columns(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, key_hash TEXT NOT NULL,"
+            " role TEXT NOT NULL, tenant TEXT NOT NULL, rpm INTEGER, created_at TEXT NOT NULL,"
+            " expires_at TEXT, revoked_at TEXT)"
+        )
+        conn.execute(
+            "INSERT INTO api_keys VALUES ('0123456789abcdef', 'old', 'h', 'user', 't', 5, '2026-01-01T00:00:00+00:00',"
+            " NULL, NULL)"
+        )
+    store = ApiKeyStore(db, PEPPER)
+
+    old = store.get("old")
+    assert (old.rpm, old.tpm, old.models, old.endpoints, old.last_used_at) == (5, None, None, None, None)
+    store.create("new", "user", "t", tpm=9)
+    assert store.get("new").tpm == 9

@@ -19,6 +19,7 @@ from gateway.errors import (
     WorkerRequestError,
     WorkerUnavailable,
 )
+from gateway.identity import Caller
 from gateway.keys import ApiKeyStore
 from gateway.pipeline import Pipeline, RequestContext, translate
 from gateway.policy.input import RequestSummary
@@ -63,7 +64,9 @@ def store(tmp_path: Path) -> ApiKeyStore:
 
 def _ctx(store: ApiKeyStore, rpm: int | None = None) -> RequestContext:
     _, info = store.create(f"k{rpm}", "user", "acme", rpm=rpm)
-    return RequestContext(request_id="req_1", endpoint="chat.completions", key=info)
+    return RequestContext(
+        request_id="req_1", endpoint="chat.completions", caller=Caller(info.principal(), info)
+    )
 
 
 def _pipeline(store: ApiKeyStore, engine: Engine, sink: Sink) -> Pipeline:

@@ -1,0 +1,138 @@
+"""Administration API: ``/admin/keys`` (API key lifecycle) and ``/admin/policy``.
+
+Both need the ``admin`` role *and* an allow from the policy (``admin.keys`` and
+``admin.policy`` endpoints in the policy input), so a policy can narrow administration
+further (to mTLS callers, to office hours) but never widen it past admins. Every call is
+audited like any other request; a created key is returned once and never recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.api.body import read_body
+from gateway.api.schemas import parse_create_key
+from gateway.errors import ApiError, PermissionDenied
+from gateway.keys import ApiKeyStore
+from gateway.pipeline import Pipeline, RequestContext
+from gateway.policy.input import RequestSummary
+
+router = APIRouter()
+
+ADMIN_ROLE = "admin"
+MAX_ADMIN_BODY = 16 * 1024
+
+
+def _pipeline(request: Request) -> Pipeline:
+    pipeline: Pipeline = request.app.state.pipeline
+    return pipeline
+
+
+async def _admin(
+    request: Request, endpoint: str, act: Callable[[Pipeline, RequestContext], Awaitable[tuple[int, Any]]]
+) -> Response:
+    pipeline = _pipeline(request)
+    ctx = await pipeline.begin(request, endpoint)
+    try:
+        client = request.client.host if request.client else None
+        pipeline.authorize(ctx, RequestSummary(endpoint=endpoint), client_address=client)
+        if ADMIN_ROLE not in ctx.principal.roles:  # a backstop under a policy that allows more
+            ctx.decision, ctx.reasons = "deny", ("admin_role_required",)
+            raise PermissionDenied("This endpoint needs the admin role.", code="admin_role_required")
+        status, body = await act(pipeline, ctx)
+        await pipeline.finish(ctx, status)
+    except ApiError as exc:
+        await pipeline.fail(ctx, exc)
+        raise
+    return JSONResponse(body, status_code=status)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@router.get("/admin/policy")
+async def policy_status(request: Request) -> Response:
+    """The policy in force and how reloads and decisions have gone."""
+
+    async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
+        reloader = getattr(request.app.state, "policy_reloader", None)
+        engine = ctx.engine(pipeline)
+        cache = getattr(engine, "cache", None)
+        return 200, {
+            "digest": engine.digest,
+            "output_policy": engine.has_output_policy,
+            "reloads": getattr(reloader, "reloads", 0),
+            "reload_failures": getattr(reloader, "failures", 0),
+            "last_reload_error": getattr(reloader, "last_error", None),
+            "decision_failures": pipeline.policy_failures,  # requests denied because the engine failed
+            "decision_cache": (
+                {"enabled": cache.enabled, "entries": len(cache), "hits": cache.hits, "misses": cache.misses}
+                if cache is not None
+                else None
+            ),
+        }
+
+    return await _admin(request, "admin.policy", act)
+
+
+@router.get("/admin/keys")
+async def list_keys(request: Request) -> Response:
+    async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
+        keys = await asyncio.to_thread(pipeline.keys.list)
+        now = _now()
+        return 200, {"object": "list", "data": [k.as_dict(now) for k in keys]}
+
+    return await _admin(request, "admin.keys", act)
+
+
+@router.post("/admin/keys")
+async def create_key(request: Request) -> Response:
+    async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
+        body = await read_body(request, MAX_ADMIN_BODY)
+        ctx.request_digest = pipeline.digest(body)
+        spec = parse_create_key(body)
+        store: ApiKeyStore = pipeline.keys
+        expires = timedelta(days=spec.expires_in_days) if spec.expires_in_days is not None else None
+        plaintext, info = await asyncio.to_thread(
+            lambda: store.create(
+                spec.name,
+                spec.role,
+                spec.tenant,
+                rpm=spec.rpm,
+                tpm=spec.tpm,
+                daily_tokens=spec.daily_tokens,
+                models=spec.models,
+                endpoints=spec.endpoints,
+                expires_in=expires,
+            )
+        )
+        return 201, {"key": plaintext, **info.as_dict(_now())}
+
+    return await _admin(request, "admin.keys", act)
+
+
+@router.get("/admin/keys/{name_or_id}")
+async def get_key(request: Request, name_or_id: str) -> Response:
+    async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
+        info = await asyncio.to_thread(pipeline.keys.get, name_or_id)
+        return 200, info.as_dict(_now())
+
+    return await _admin(request, "admin.keys", act)
+
+
+@router.delete("/admin/keys/{name_or_id}")
+async def revoke_key(request: Request, name_or_id: str) -> Response:
+    """Revoke at once; revoking a revoked key is not an error (it says when it was revoked)."""
+
+    async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
+        info = await asyncio.to_thread(pipeline.keys.revoke, name_or_id)
+        return 200, info.as_dict(_now())
+
+    return await _admin(request, "admin.keys", act)
