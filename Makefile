@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test lint typecheck pytest bench clean
+.PHONY: install services serve test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "llmos needs Python 3.11 or newer")'
@@ -26,7 +26,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The tests start their own redis-server (rate limits shared by replicas); install it if missing.
+services:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (needed by the rate-limit tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "the tests need redis-server: install it (Debian/Ubuntu: sudo apt-get install redis-server)"; exit 1; fi; }
+
+pytest: $(STAMP) services
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
@@ -34,6 +42,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python bench/components.py
 	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/overhead.py
 
 clean:

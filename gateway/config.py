@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from gateway.errors import ConfigError
+from gateway.limits.config import LimitsConfig
 
 DEFAULT_STATE_DIR = ".llmos"
 DEMO_MODEL_NAME = "demo"
@@ -158,6 +159,7 @@ class Config(_Section):
     audit: AuditConfig = AuditConfig()
     models: list[ModelConfig] | None = None
     workers: WorkersConfig = WorkersConfig()
+    limits: LimitsConfig = LimitsConfig()  # rate limits and token budgets (docs/limits.md)
 
     _resolve = field_validator("state_dir")(_resolve)
 

@@ -35,18 +35,17 @@ from gateway.errors import (
     NotFound,
     PermissionDenied,
     PolicyError,
-    RateLimited,
     ServiceUnavailable,
     WorkerRequestError,
     WorkerUnavailable,
 )
 from gateway.identity import Authenticator, AuthFailure, Caller
 from gateway.keys import ApiKeyStore
+from gateway.limits import Limits, LimitsConfig, LimitStore, MemoryLimitStore, Subject, subjects_for
 from gateway.mtls import peer_certificate
 from gateway.outputguard import Decide
 from gateway.policy.engine import Phase, PolicyEngine
 from gateway.policy.input import ModelInfo, RequestSummary, for_audit, input_document, output_document
-from gateway.ratelimit import RateLimiter, TokenBucket
 from gateway.types import (
     AuditPhase,
     AuditRecord,
@@ -101,6 +100,9 @@ class RequestContext:
     # meanwhile applies to the next request, and the audit entry names the one that decided.
     policy: PolicyEngine | None = None
     policy_digest: str | None = None  # read once too: a remote engine's digest can change
+    # The rate-limit subjects this request was admitted against; charged its tokens once, at the end.
+    limit_subjects: tuple[Subject, ...] = ()
+    charged: bool = False
 
     def engine(self, pipeline: Pipeline) -> PolicyEngine:
         if self.policy is None:
@@ -124,16 +126,15 @@ class Pipeline:
     audit: AuditSink
     workers: dict[str, Worker]
     digest_key: bytes
-    limiter: RateLimiter = field(default_factory=RateLimiter)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    limit_store: LimitStore = field(default_factory=MemoryLimitStore)
     policy_failures: int = 0  # decisions denied because the engine failed (fail-closed count)
     authenticator: Authenticator | None = None  # default: API keys only
     auth_failures: dict[str, int] = field(default_factory=dict)  # refused credentials by reason
     auth_failures_unaudited: int = 0  # refusals beyond the audit budget (counted, not written)
 
     _detached: set[asyncio.Task[bool]] = field(default_factory=set)
-    _failure_audit: TokenBucket = field(
-        default_factory=lambda: TokenBucket.per_minute(AUTH_FAILURE_AUDIT_PER_MIN, time.monotonic())
-    )
+    _failure_window: tuple[int, int] = (0, 0)  # (minute, refusals audited in it)
 
     def __post_init__(self) -> None:
         if self.authenticator is None:
@@ -157,9 +158,14 @@ class Pipeline:
 
     def _auth_failed(self, request: Request, endpoint: str, exc: AuthFailure) -> None:
         self.auth_failures[exc.reason] = self.auth_failures.get(exc.reason, 0) + 1
-        if self._failure_audit.take(time.monotonic()) is not None:
+        minute, written = self._failure_window
+        now_minute = int(time.monotonic() // 60)
+        if now_minute != minute:
+            minute, written = now_minute, 0
+        if written >= AUTH_FAILURE_AUDIT_PER_MIN:
             self.auth_failures_unaudited += 1
             return
+        self._failure_window = (minute, written + 1)
         anonymous = Principal(
             id="anonymous", name="anonymous", tenant=ANONYMOUS_TENANT, roles=(), auth_method=exc.method
         )
@@ -199,7 +205,7 @@ class Pipeline:
             raise NotFound(f"The model '{model}' does not exist. See GET /v1/models.", param="model")
         return worker
 
-    def authorize(
+    async def authorize(
         self,
         ctx: RequestContext,
         summary: RequestSummary,
@@ -224,14 +230,8 @@ class Pipeline:
                 code="key_scope_model",
                 param="model",
             )
-        rpm = caller.key.rpm if caller.key is not None else None
-        retry = self.limiter.check(ctx.principal.id, rpm, time.monotonic()) if rate_limit else None
-        if retry is not None:
-            ctx.decision, ctx.reasons = "deny", ("rate_limited",)
-            raise RateLimited(
-                f"Rate limit reached: {rpm} requests per minute for this key. Retry after {retry} s.",
-                retry_after=retry,
-            )
+        if rate_limit:
+            await self._admit(ctx)
         document = input_document(
             ctx.principal,
             summary,
@@ -245,6 +245,39 @@ class Pipeline:
         ctx.obligations = decision.obligations
         ctx.decision = "allow"
         return decision.obligations
+
+    async def _admit(self, ctx: RequestContext) -> None:
+        key = ctx.caller.key
+        own = Limits(rpm=key.rpm, tpm=key.tpm, daily_tokens=key.daily_tokens) if key is not None else None
+        if own is not None and own.unlimited:
+            own = None  # a key without limits of its own gets limits.default_principal
+        principal = ctx.principal
+        subjects = subjects_for(self.limits, principal.id, own, principal.tenant)
+        if not subjects:
+            return
+        try:
+            if isinstance(self.limit_store, MemoryLimitStore):
+                self.limit_store.admit(subjects, time.time())
+            else:  # a network round trip (Redis): keep it off the event loop
+                await asyncio.to_thread(self.limit_store.admit, subjects, time.time())
+        except ApiError as exc:  # 429 RateLimited, or 503 when the store fails closed
+            ctx.decision, ctx.reasons = "deny", (exc.code,)
+            raise
+        ctx.limit_subjects = tuple(subjects)
+
+    async def _charge(self, ctx: RequestContext) -> None:
+        """Charge the tokens an admitted request used (once, whatever its outcome)."""
+        if ctx.charged or not ctx.limit_subjects:
+            return
+        ctx.charged = True
+        tokens = ctx.usage.prompt_tokens + ctx.usage.completion_tokens
+        try:
+            if isinstance(self.limit_store, MemoryLimitStore):
+                self.limit_store.charge(ctx.limit_subjects, tokens, time.time())
+            else:
+                await asyncio.to_thread(self.limit_store.charge, ctx.limit_subjects, tokens, time.time())
+        except Exception:  # the store counts and logs its own errors; never fail a finished request
+            log.exception("charging %d tokens failed (request %s)", tokens, ctx.request_id)
 
     def output_decider(self, ctx: RequestContext) -> Decide | None:
         """The output decision for this request's generated text, or None when no output
@@ -360,6 +393,8 @@ class Pipeline:
         return self.record(ctx, status, phase)
 
     async def _append(self, ctx: RequestContext, record: AuditRecord) -> bool:
+        if record.phase != "stream_start":
+            await self._charge(ctx)
         try:
             await asyncio.to_thread(self.audit.append, record)
         except AuditError as exc:

@@ -11,6 +11,7 @@ from gateway.audit.keys import load_private_key
 from gateway.audit.log import AuditLog
 from gateway.config import Config
 from gateway.identity import Authenticator
+from gateway.limits import build_store
 from gateway.mtls import CertMapper
 from gateway.pipeline import Pipeline, Worker
 from gateway.policy.reload import PolicyReloader, close_engine, describe_source, load_policy
@@ -40,6 +41,7 @@ class Runtime:
         for worker in self.workers.values():
             await worker.stop()
         self.audit.close()
+        self.pipeline.limit_store.close()
         close_engine(self.pipeline.policy)
 
 
@@ -67,6 +69,8 @@ def build_runtime(config: Config) -> Runtime:
     authenticator = Authenticator(keys, certs=CertMapper(mtls.clients) if mtls.enabled else None)
     pipeline = Pipeline(
         authenticator=authenticator,
+        limits=config.limits,
+        limit_store=build_store(config.limits),
         keys=keys,
         policy=policy,
         audit=audit,

@@ -41,7 +41,7 @@ async def _admin(
     ctx = await pipeline.begin(request, endpoint)
     try:
         client = request.client.host if request.client else None
-        pipeline.authorize(ctx, RequestSummary(endpoint=endpoint), client_address=client)
+        await pipeline.authorize(ctx, RequestSummary(endpoint=endpoint), client_address=client)
         if ADMIN_ROLE not in ctx.principal.roles:  # a backstop under a policy that allows more
             ctx.decision, ctx.reasons = "deny", ("admin_role_required",)
             raise PermissionDenied("This endpoint needs the admin role.", code="admin_role_required")

@@ -85,7 +85,7 @@ async def list_models(request: Request) -> Response:
     pipeline = _pipeline(request)
     ctx = await pipeline.begin(request, "models.list")
     try:
-        obligations = pipeline.authorize(
+        obligations = await pipeline.authorize(
             ctx, RequestSummary(endpoint="models.list"), client_address=_client(request)
         )
         names = [
@@ -174,14 +174,14 @@ async def _serve(
             parameters=req.policy_parameters(),
         )
         counts, client = finding_counts(found), _client(request)
-        obligations = pipeline.authorize(
+        obligations = await pipeline.authorize(
             ctx, summary, model=limits.model_info(req.model), findings=counts, client_address=client
         )
         if obligations.route is not None and obligations.route != req.model:
             # Routed: the model actually used is decided on too (its labels, its tenants).
             route = obligations.route
             worker = pipeline.route(ctx, route)
-            obligations = pipeline.authorize(
+            obligations = await pipeline.authorize(
                 ctx,
                 replace(summary, model=route),
                 model=limits.model_info(route),

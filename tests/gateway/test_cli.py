@@ -161,7 +161,22 @@ def test_keys_list_never_prints_keys_or_hashes(
         rows = [json.loads(line) for line in out.splitlines()]
         assert sorted(r["name"] for r in rows) == ["admin", "alice"]
         assert {tuple(sorted(r)) for r in rows} == {
-            ("created_at", "expires_at", "id", "name", "revoked_at", "role", "rpm", "status", "tenant")
+            (
+                "created_at",
+                "daily_tokens",
+                "endpoints",
+                "expires_at",
+                "id",
+                "last_used_at",
+                "models",
+                "name",
+                "revoked_at",
+                "role",
+                "rpm",
+                "status",
+                "tenant",
+                "tpm",
+            )
         }
         status = {r["name"]: r["status"] for r in rows}
         assert status == {"admin": "active", "alice": "revoked"}

@@ -21,9 +21,10 @@ from gateway.errors import (
 )
 from gateway.identity import Caller
 from gateway.keys import ApiKeyStore
+from gateway.limits import LimitsConfig, LimitValues
 from gateway.pipeline import Pipeline, RequestContext, translate
 from gateway.policy.input import RequestSummary
-from gateway.types import AuditRecord, Decision, Reason
+from gateway.types import AuditRecord, Decision, Reason, Usage
 
 SUMMARY = RequestSummary(endpoint="chat.completions", model="demo", max_tokens=16)
 
@@ -73,20 +74,22 @@ def _pipeline(store: ApiKeyStore, engine: Engine, sink: Sink) -> Pipeline:
     return Pipeline(keys=store, policy=engine, audit=sink, workers={}, digest_key=b"d" * 32)
 
 
-def test_allow_records_the_decision(store: ApiKeyStore) -> None:
+@pytest.mark.anyio
+async def test_allow_records_the_decision(store: ApiKeyStore) -> None:
     engine, sink = Engine(Decision(allow=True)), Sink()
     pipe, ctx = _pipeline(store, engine, sink), _ctx(store)
-    pipe.authorize(ctx, SUMMARY)
+    await pipe.authorize(ctx, SUMMARY)
     assert ctx.decision == "allow"
     assert engine.inputs[0]["principal"]["id"] == ctx.principal.id
     assert engine.inputs[0]["request"]["max_tokens"] == 16
 
 
-def test_deny_is_403_with_every_reason(store: ApiKeyStore) -> None:
+@pytest.mark.anyio
+async def test_deny_is_403_with_every_reason(store: ApiKeyStore) -> None:
     reasons = (Reason("a_code", "first reason"), Reason("b_code", "second reason"))
     pipe, ctx = _pipeline(store, Engine(Decision(allow=False, reasons=reasons)), Sink()), _ctx(store)
     with pytest.raises(PermissionDenied) as err:
-        pipe.authorize(ctx, SUMMARY)
+        await pipe.authorize(ctx, SUMMARY)
     assert err.value.code == "a_code"
     assert "first reason [a_code]" in err.value.message and "second reason [b_code]" in err.value.message
     assert (ctx.decision, ctx.reasons) == ("deny", ("a_code", "b_code"))
@@ -100,24 +103,98 @@ def test_deny_is_403_with_every_reason(store: ApiKeyStore) -> None:
         ("policy_malformed", PermissionDenied, 403),
     ],
 )
-def test_policy_failure_denies(store: ApiKeyStore, code: str, error: type[Exception], status: int) -> None:
+@pytest.mark.anyio
+async def test_policy_failure_denies(
+    store: ApiKeyStore, code: str, error: type[Exception], status: int
+) -> None:
     pipe, ctx = _pipeline(store, Engine(PolicyError("boom", code=code)), Sink()), _ctx(store)
     with pytest.raises(error) as err:
-        pipe.authorize(ctx, SUMMARY)
+        await pipe.authorize(ctx, SUMMARY)
     assert err.value.status == status  # type: ignore[attr-defined]
     assert ctx.decision == "error"
     assert ctx.reasons == (code,)
 
 
-def test_rate_limit_comes_before_policy(store: ApiKeyStore) -> None:
+@pytest.mark.anyio
+async def test_rate_limit_comes_before_policy(store: ApiKeyStore) -> None:
     engine = Engine(Decision(allow=True))
     pipe, ctx = _pipeline(store, engine, Sink()), _ctx(store, rpm=1)
-    pipe.authorize(ctx, SUMMARY)
+    await pipe.authorize(ctx, SUMMARY)
     with pytest.raises(RateLimited) as err:
-        pipe.authorize(ctx, SUMMARY)
+        await pipe.authorize(ctx, SUMMARY)
     assert err.value.retry_after is not None and err.value.retry_after >= 1
     assert len(engine.inputs) == 1
-    assert (ctx.decision, ctx.reasons) == ("deny", ("rate_limited",))
+    assert (ctx.decision, ctx.reasons) == ("deny", ("rate_limit_exceeded",))
+
+
+@pytest.mark.anyio
+async def test_tokens_used_are_charged_once_and_limit_the_next_request(store: ApiKeyStore) -> None:
+    _, info = store.create("budget-key", "user", "acme", daily_tokens=200)
+    pipe = _pipeline(store, Engine(Decision(allow=True)), Sink())
+
+    def ctx(rid: str) -> RequestContext:
+        return RequestContext(
+            request_id=rid, endpoint="chat.completions", caller=Caller(info.principal(), info)
+        )
+
+    first = ctx("r1")
+    await pipe.authorize(first, SUMMARY)
+    first.usage = Usage(prompt_tokens=70, completion_tokens=60)
+    await pipe.finish(first, 200)
+    await pipe.fail(first, InvalidRequest("late"))  # already recorded: not charged again
+    second = ctx("r2")
+    await pipe.authorize(second, SUMMARY)  # 130 of 200 used
+    second.usage = Usage(prompt_tokens=50, completion_tokens=50)
+    await pipe.start_stream(second)  # a stream is charged at its end, not its start
+    await pipe.end_stream(second, 200)
+    with pytest.raises(RateLimited) as err:
+        await pipe.authorize(ctx("r3"), SUMMARY)  # 230 of 200
+    assert err.value.code == "daily_budget_exceeded"
+    assert err.value.retry_after is not None and 1 <= err.value.retry_after <= 86400
+
+
+@pytest.mark.anyio
+async def test_a_token_debt_delays_the_next_request(store: ApiKeyStore) -> None:
+    _, info = store.create("tpm-key", "user", "acme", tpm=100)
+    pipe = _pipeline(store, Engine(Decision(allow=True)), Sink())
+    first = RequestContext(
+        request_id="r1", endpoint="chat.completions", caller=Caller(info.principal(), info)
+    )
+    await pipe.authorize(first, SUMMARY)
+    first.usage = Usage(prompt_tokens=70, completion_tokens=60)  # 130 > 100: the bucket goes into debt
+    await pipe.finish(first, 200)
+    second = RequestContext(
+        request_id="r2", endpoint="chat.completions", caller=Caller(info.principal(), info)
+    )
+    with pytest.raises(RateLimited) as err:
+        await pipe.authorize(second, SUMMARY)
+    assert err.value.code == "tokens_per_minute_exceeded"
+    assert err.value.retry_after is not None and 1 <= err.value.retry_after <= 60
+
+
+@pytest.mark.anyio
+async def test_a_tenant_limit_is_shared_by_its_principals(store: ApiKeyStore) -> None:
+    limits = LimitsConfig(tenants={"acme": LimitValues(rpm=2)})
+    pipe = Pipeline(
+        keys=store,
+        policy=Engine(Decision(allow=True)),
+        audit=Sink(),
+        workers={},
+        digest_key=b"d" * 32,
+        limits=limits,
+    )
+    callers = [Caller(store.create(f"t{i}", "user", "acme")[1].principal()) for i in range(3)]
+    for caller in callers[:2]:
+        await pipe.authorize(
+            RequestContext(request_id="r", endpoint="chat.completions", caller=caller), SUMMARY
+        )
+    with pytest.raises(RateLimited) as err:
+        await pipe.authorize(
+            RequestContext(request_id="r", endpoint="chat.completions", caller=callers[2]), SUMMARY
+        )
+    assert "tenant acme" in err.value.message
+    other = Caller(store.create("globex-key", "user", "globex")[1].principal())
+    await pipe.authorize(RequestContext(request_id="r", endpoint="chat.completions", caller=other), SUMMARY)
 
 
 @pytest.mark.anyio
@@ -146,7 +223,7 @@ async def test_a_stream_is_refused_when_its_start_cannot_be_recorded(store: ApiK
 async def test_a_stream_has_a_start_and_an_end_entry(store: ApiKeyStore) -> None:
     sink = Sink()
     pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), sink), _ctx(store)
-    pipe.authorize(ctx, SUMMARY)
+    await pipe.authorize(ctx, SUMMARY)
     await pipe.start_stream(ctx)
     assert await pipe.end_stream(ctx, 200) is True
     await pipe.fail(ctx, InvalidRequest("late"))  # already complete: nothing more
@@ -229,7 +306,7 @@ def test_generation_failure_hides_worker_detail() -> None:
 async def test_the_digest_recorded_is_the_one_that_decided(store: ApiKeyStore) -> None:
     engine, sink = Engine(Decision(allow=True)), Sink()
     pipe, ctx = _pipeline(store, engine, sink), _ctx(store)
-    pipe.authorize(ctx, SUMMARY)
+    await pipe.authorize(ctx, SUMMARY)
     engine.digest = "sha256:refreshed-later"  # a remote engine refreshed in place mid-request
     pipe.policy = Engine(Decision(allow=True))  # and a reload swapped in another engine
     await pipe.finish(ctx, 200)
