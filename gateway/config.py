@@ -26,6 +26,7 @@ from pydantic import (
 
 from gateway.errors import ConfigError
 from gateway.limits.config import LimitsConfig
+from gateway.oidc.config import OidcConfig
 
 DEFAULT_STATE_DIR = ".llmos"
 DEMO_MODEL_NAME = "demo"
@@ -160,6 +161,7 @@ class Config(_Section):
     models: list[ModelConfig] | None = None
     workers: WorkersConfig = WorkersConfig()
     limits: LimitsConfig = LimitsConfig()  # rate limits and token budgets (docs/limits.md)
+    oidc: OidcConfig = OidcConfig()  # trusted identity providers for bearer JWTs (docs/oidc.md)
 
     _resolve = field_validator("state_dir")(_resolve)
 

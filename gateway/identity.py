@@ -22,6 +22,7 @@ from typing import Protocol
 from gateway.auth import INVALID, bearer_token
 from gateway.errors import AuthenticationFailed
 from gateway.keys import KEY_PREFIX, ApiKeyStore, KeyInfo
+from gateway.oidc.compact import looks_like_jwt
 from gateway.types import Principal
 
 TOKEN_INVALID = "Invalid or expired bearer token."  # noqa: S105 (a message, not a secret)
@@ -77,7 +78,7 @@ class Authenticator:
             token = bearer_token(authorization)
         except AuthenticationFailed as exc:
             raise AuthFailure(exc.message, reason="missing", method="none", code=exc.code) from None
-        if token.startswith(KEY_PREFIX) or self.tokens is None:
+        if token.startswith(KEY_PREFIX) or self.tokens is None or not looks_like_jwt(token):
             info = self.keys.authenticate(token)
             if info is None:
                 raise AuthFailure(INVALID, reason="invalid_api_key", method="api_key")

@@ -3,6 +3,7 @@ model workers."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from gateway.config import Config
 from gateway.identity import Authenticator
 from gateway.limits import build_store
 from gateway.mtls import CertMapper
+from gateway.oidc import TokenVerifier
 from gateway.pipeline import Pipeline, Worker
 from gateway.policy.reload import PolicyReloader, close_engine, describe_source, load_policy
 from gateway.secretfile import read_secret
@@ -30,8 +32,14 @@ class Runtime:
     workers: dict[str, ModelWorker]
     audit: AuditLog
     reloader: PolicyReloader
+    tokens: TokenVerifier | None = None
 
     async def start(self) -> None:
+        if self.tokens is not None:
+            # Fetch the issuers' keys now, not on the first request; one that is down is retried
+            # on demand (its callers get 503 idp_unavailable meanwhile).
+            for issuer in await asyncio.to_thread(self.tokens.warm):
+                log.warning("OIDC issuer %s: no signing keys yet (unreachable); will retry on demand", issuer)
         for worker in self.workers.values():
             await worker.start()
         await self.reloader.start()  # last: a failed start above leaves nothing running
@@ -66,7 +74,10 @@ def build_runtime(config: Config) -> Runtime:
     }
     worker_view: dict[str, Worker] = dict(workers)
     mtls = config.auth.mtls
-    authenticator = Authenticator(keys, certs=CertMapper(mtls.clients) if mtls.enabled else None)
+    tokens = TokenVerifier(config.oidc) if config.oidc.issuers else None
+    authenticator = Authenticator(
+        keys, tokens=tokens, certs=CertMapper(mtls.clients) if mtls.enabled else None
+    )
     pipeline = Pipeline(
         authenticator=authenticator,
         limits=config.limits,
@@ -91,4 +102,5 @@ def build_runtime(config: Config) -> Runtime:
         workers=workers,
         audit=audit,
         reloader=PolicyReloader(config, pipeline),
+        tokens=tokens,
     )
