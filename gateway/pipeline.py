@@ -327,6 +327,7 @@ class Pipeline:
             request_id=ctx.request_id,
             time=ctx.time,
             principal_id=ctx.principal.id,
+            auth_method=ctx.principal.auth_method,
             tenant=ctx.principal.tenant,
             endpoint=ctx.endpoint,
             model=ctx.model,

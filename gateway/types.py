@@ -169,3 +169,4 @@ class AuditRecord:
     output_policy_input: str | None = None  # JSON of the output-phase document, when asked
     obligations: str | None = None  # JSON of the input decision's obligations
     output_obligations: str | None = None  # JSON of the (last) output decision's obligations
+    auth_method: str = "none"  # how the principal authenticated: api_key, oidc, mtls (none: refused)

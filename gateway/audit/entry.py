@@ -26,11 +26,12 @@ from gateway.audit.canonical import JsonValue, canonical_json
 from gateway.errors import AuditError
 from gateway.types import AUDIT_PHASES, AuditRecord
 
-FORMAT_VERSION = 2  # 2: phase, policy_input, output_policy_input, obligations
+FORMAT_VERSION = 3  # 2: phase, policy_input, output_policy_input, obligations; 3: auth_method
+READABLE_VERSIONS = (2, 3)  # format-2 entries (written before auth_method) still verify
 GENESIS_HASH = "0" * 64
 
-# The exact member set of a format-1 entry.
-ENTRY_FIELDS: frozenset[str] = frozenset(
+# The exact member set of a format-2 entry.
+ENTRY_FIELDS_V2: frozenset[str] = frozenset(
     {
         "v",
         "seq",
@@ -57,6 +58,9 @@ ENTRY_FIELDS: frozenset[str] = frozenset(
         "output_obligations",
     }
 )
+# The exact member set of a format-3 entry (what is written now).
+ENTRY_FIELDS: frozenset[str] = ENTRY_FIELDS_V2 | {"auth_method"}
+_FIELDS_BY_VERSION = {2: ENTRY_FIELDS_V2, 3: ENTRY_FIELDS}
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -67,7 +71,7 @@ def is_entry_hash(value: object) -> bool:
 
 
 def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonValue]:
-    """The format-1 entry for ``record`` at position ``seq`` chained to ``prev``."""
+    """The current-format entry for ``record`` at position ``seq`` chained to ``prev``."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
         raise AuditError(f"audit entry seq must be a positive integer, got {seq!r}")
     if not is_entry_hash(prev):
@@ -83,6 +87,7 @@ def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonVa
         "request_id": record.request_id,
         "time": record.time,
         "principal_id": record.principal_id,
+        "auth_method": record.auth_method,
         "tenant": record.tenant,
         "endpoint": record.endpoint,
         "model": record.model,
@@ -145,7 +150,7 @@ def _refuse_float(text: str) -> JsonValue:
 
 
 def parse_entry(body: bytes) -> dict[str, JsonValue]:
-    """Parse an entry body; raise AuditError saying why it is not a well-formed format-1 entry."""
+    """Parse an entry body; raise AuditError saying why it is not a well-formed entry."""
     try:
         value = json.loads(
             body.decode("utf-8"),
@@ -159,10 +164,12 @@ def parse_entry(body: bytes) -> dict[str, JsonValue]:
         raise AuditError(f"body is not canonical JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise AuditError("body is not a JSON object")
-    if value.get("v") != FORMAT_VERSION or isinstance(value.get("v"), bool):
-        raise AuditError(f"unsupported entry format v={value.get('v')!r} (expected {FORMAT_VERSION})")
-    missing = ENTRY_FIELDS - value.keys()
-    extra = value.keys() - ENTRY_FIELDS
+    version = value.get("v")
+    if isinstance(version, bool) or version not in _FIELDS_BY_VERSION:
+        raise AuditError(f"unsupported entry format v={version!r} (expected one of {READABLE_VERSIONS})")
+    fields = _FIELDS_BY_VERSION[version]
+    missing = fields - value.keys()
+    extra = value.keys() - fields
     if missing or extra:
         raise AuditError(f"entry fields wrong: missing {sorted(missing)}, unexpected {sorted(extra)}")
     seq = value["seq"]
@@ -172,6 +179,8 @@ def parse_entry(body: bytes) -> dict[str, JsonValue]:
         raise AuditError("entry prev is not a lowercase hex SHA-256 digest")
     if not isinstance(value["request_id"], str) or not value["request_id"]:
         raise AuditError("entry request_id is not a non-empty string")
+    if version >= 3 and not isinstance(value["auth_method"], str):
+        raise AuditError("entry auth_method is not a string")
     if value["phase"] not in AUDIT_PHASES:
         raise AuditError(f"entry phase {value['phase']!r} is not one of {', '.join(AUDIT_PHASES)}")
     if canonical_json(value) != body:

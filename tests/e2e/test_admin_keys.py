@@ -72,7 +72,11 @@ def test_key_scopes_limit_models_and_endpoints(gateway: Gateway) -> None:
 def test_only_admins_manage_keys(gateway: Gateway) -> None:
     user = gateway.create_key("not-an-admin", "user")
     with gateway.http() as http:
-        for method, path in (("GET", "/admin/keys"), ("POST", "/admin/keys"), ("DELETE", "/admin/keys/admin")):
+        for method, path in (
+            ("GET", "/admin/keys"),
+            ("POST", "/admin/keys"),
+            ("DELETE", "/admin/keys/admin"),
+        ):
             r = http.request(method, path, headers=_auth(user), json={"name": "x", "role": "admin"})
             assert r.status_code == 403, (method, r.text)
             assert r.json()["error"]["code"] == "role_not_permitted"
@@ -100,7 +104,9 @@ def test_bad_key_requests_get_clear_errors_and_create_nothing(
     with gateway.http() as http:
         before = http.get("/admin/keys", headers=_auth(gateway.admin_key)).json()["data"]
         r = http.post(
-            "/admin/keys", content=body, headers={**_auth(gateway.admin_key), "content-type": "application/json"}
+            "/admin/keys",
+            content=body,
+            headers={**_auth(gateway.admin_key), "content-type": "application/json"},
         )
         assert r.status_code == status, r.text
         assert r.json()["error"]["code"] == code

@@ -129,12 +129,12 @@ def test_bad_input_is_a_clean_4xx_and_audited(
 def test_unauthenticated_requests_are_refused_and_audited_without_the_credential(gateway: Gateway) -> None:
     bogus = "sk-llmos-0123456789abcdef-" + "x" * 43
     cases = [
-        ({}, "auth_missing"),
-        ({"authorization": "Basic abc"}, "auth_missing"),
-        ({"authorization": f"Bearer {bogus}"}, "auth_invalid_api_key"),
+        ({}, "auth_missing", "none"),
+        ({"authorization": "Basic abc"}, "auth_missing", "none"),
+        ({"authorization": f"Bearer {bogus}"}, "auth_invalid_api_key", "api_key"),
     ]
     with gateway.http() as http:
-        for headers, reason in cases:
+        for headers, reason, method in cases:
             r = http.post("/v1/chat/completions", json=OK, headers=headers)
             assert r.status_code == 401
             assert r.json()["error"]["type"] == "authentication_error"
@@ -144,7 +144,7 @@ def test_unauthenticated_requests_are_refused_and_audited_without_the_credential
                 time.sleep(0.05)  # refusals are written off the request path
             assert entry is not None
             assert (entry["status"], entry["decision"], entry["reasons"]) == (401, "deny", [reason])
-            assert entry["principal_id"] == "anonymous"
+            assert (entry["principal_id"], entry["auth_method"]) == ("anonymous", method)
             assert bogus not in json.dumps(entry) and "abc" not in json.dumps(entry)
 
 

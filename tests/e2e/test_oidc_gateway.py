@@ -60,7 +60,7 @@ def test_a_client_credentials_token_calls_the_gateway(idp: LocalIdp, gateway_wit
     entry = audit_reader.entry(gateway_with_idp.home, raw.headers["x-request-id"])
     assert entry is not None and entry["decision"] == "allow"
     assert entry["principal_id"].startswith("oidc:") and entry["principal_id"].endswith(":reporting")
-    assert entry["tenant"] == "acme"
+    assert (entry["tenant"], entry["auth_method"]) == ("acme", "oidc")
     policy_input = json.loads(entry["policy_input"])
     assert policy_input["principal"]["auth_method"] == "oidc"
     assert policy_input["principal"]["roles"] == ["user"]

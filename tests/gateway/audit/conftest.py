@@ -34,6 +34,7 @@ def make_record(n: int = 1, **overrides: Any) -> AuditRecord:
         "request_id": f"req-{n:04d}",
         "time": "2025-01-01T00:00:00Z",
         "principal_id": "key:3f2a9c0d1e4b5a69",
+        "auth_method": "api_key",
         "tenant": "acme",
         "endpoint": "/v1/chat/completions",
         "model": "tiny",

@@ -24,7 +24,8 @@ from .conftest import KeyPair, make_record
 def test_build_holds_record_fields_and_chain() -> None:
     entry = build_entry(make_record(1, reasons=("pii.email", "quota")), seq=1, prev=GENESIS_HASH)
     assert set(entry) == ENTRY_FIELDS
-    assert entry["v"] == 2
+    assert entry["v"] == 3
+    assert entry["auth_method"] == "api_key"
     assert entry["seq"] == 1
     assert entry["prev"] == "0" * 64
     assert entry["request_id"] == "req-0001"
@@ -37,6 +38,19 @@ def test_body_round_trips_through_parse() -> None:
     assert parsed["seq"] == 3
     assert parsed["model"] is None
     assert canonical_json(parsed) == body
+
+
+def test_a_format_2_entry_still_parses_and_a_format_3_one_needs_auth_method() -> None:
+    old = dict(build_entry(make_record(), seq=1, prev=GENESIS_HASH))
+    del old["auth_method"]
+    old["v"] = 2
+    assert parse_entry(canonical_json(old))["v"] == 2  # written before auth_method existed
+    with pytest.raises(AuditError, match="missing"):
+        parse_entry(canonical_json({**old, "v": 3}))
+    with pytest.raises(AuditError, match="unexpected"):
+        parse_entry(canonical_json({**old, "auth_method": "api_key"}))  # v2 with a v3 field
+    with pytest.raises(AuditError, match="auth_method"):
+        parse_entry(canonical_json({**old, "v": 3, "auth_method": 7}))
 
 
 def test_hash_is_sha256_of_body() -> None:
