@@ -67,7 +67,7 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None, peer_cert: dict[str, object] | None = None) -> Caller:
         """The caller behind these credentials; raises ``AuthFailure`` (401) otherwise."""
-        if authorization is None and peer_cert is not None and self.certs is not None:
+        if not authorization and peer_cert is not None and self.certs is not None:
             principal = self.certs(peer_cert)
             if principal is None:
                 raise AuthFailure(

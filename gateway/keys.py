@@ -20,6 +20,7 @@ import logging
 import re
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -161,6 +162,12 @@ class ApiKeyStore:
     def __init__(self, db_path: Path, pepper: bytes) -> None:
         self._db_path = db_path
         self._pepper = pepper
+        # Key lookups reuse one read connection per thread: opening one costs ~0.2 ms, the
+        # lookup itself ~5 us. In autocommit mode each SELECT reads the latest committed state,
+        # so a revocation made by the CLI or the admin API applies to the very next request.
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         try:
             with self._connect() as db:
                 # WAL: readers (every request's key lookup) never wait for a writer.
@@ -301,9 +308,9 @@ class ApiKeyStore:
         match = _KEY_RE.match(presented)
         key_id = match.group(1) if match else ""
         try:
-            with self._connect(timeout=2.0) as db:
-                row = db.execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            row = self._reader().execute("SELECT * FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         except sqlite3.Error as exc:
+            self._drop_reader()
             raise ServiceUnavailable(
                 "Authentication is temporarily unavailable.", code="auth_unavailable", retry_after=1
             ) from exc
@@ -318,6 +325,32 @@ class ApiKeyStore:
         if info.last_used_at is None or datetime.fromisoformat(info.last_used_at) <= now - LAST_USED_EVERY:
             self._touch(info.id, now)
         return info
+
+    def _reader(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._db_path, timeout=2.0, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+            with self._readers_lock:
+                self._readers.append(db)
+        return db
+
+    def _drop_reader(self) -> None:
+        db = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            with self._readers_lock:
+                self._readers.remove(db)
+            db.close()
+
+    def close(self) -> None:
+        """Close the read connections (each thread opens its own again if used later)."""
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for db in readers:
+            db.close()
+        self._local = threading.local()
 
     def _touch(self, key_id: str, now: datetime) -> None:
         try:

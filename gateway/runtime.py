@@ -50,6 +50,7 @@ class Runtime:
             await worker.stop()
         self.audit.close()
         self.pipeline.limit_store.close()
+        self.pipeline.keys.close()
         close_engine(self.pipeline.policy)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ class Gateway:
     log_path: Path
     _clients: dict[str, openai.OpenAI] = field(default_factory=dict)
     exit_code: int | None = None
+    ca: Path | None = None  # served over HTTPS with a certificate from this CA
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "LLMOS_HOME": str(self.home)}
@@ -87,7 +89,10 @@ class Gateway:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited early:\n{self.log_path.read_text()}")
             try:
-                if httpx.get(self.base_url + "/readyz", timeout=2).status_code == 200:
+                verify: ssl.SSLContext | bool = (
+                    ssl.create_default_context(cafile=str(self.ca)) if self.ca is not None else True
+                )
+                if httpx.get(self.base_url + "/readyz", timeout=2, verify=verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -96,15 +101,19 @@ class Gateway:
 
 
 @contextmanager
-def serve_config(config: Path, port: int, home: Path) -> Iterator[Gateway]:
+def serve_config(config: Path, port: int, home: Path, *, ca: Path | None = None) -> Iterator[Gateway]:
     """`llmos serve --config config` (which listens on ``port`` over state dir ``home``), ready;
-    stopped with SIGTERM on exit. ``gateway.exit_code`` then holds its exit status."""
+    stopped with SIGTERM on exit. ``gateway.exit_code`` then holds its exit status. With ``ca``,
+    the gateway serves HTTPS with a certificate that CA issued."""
     log_path = config.parent / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([LLMOS, "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=log)
     assert proc.stdout is not None
     key = proc.stdout.readline().decode().strip()
-    gw = Gateway(home=home, base_url=f"http://127.0.0.1:{port}", admin_key=key, proc=proc, log_path=log_path)
+    scheme = "https" if ca is not None else "http"
+    gw = Gateway(
+        home=home, base_url=f"{scheme}://127.0.0.1:{port}", admin_key=key, proc=proc, log_path=log_path, ca=ca
+    )
     try:
         gw.wait_ready()
         yield gw
