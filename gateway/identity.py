@@ -25,6 +25,7 @@ from gateway.keys import KEY_PREFIX, ApiKeyStore, KeyInfo
 from gateway.oidc.compact import looks_like_jwt
 from gateway.types import Principal
 
+MAX_AUTHORIZATION_BYTES = 16 * 1024  # longer headers are refused before any parsing or hashing
 TOKEN_INVALID = "Invalid or expired bearer token."  # noqa: S105 (a message, not a secret)
 
 
@@ -74,6 +75,8 @@ class Authenticator:
                     "Client certificate not recognised.", reason="unknown_certificate", method="mtls"
                 )
             return Caller(principal)
+        if authorization is not None and len(authorization) > MAX_AUTHORIZATION_BYTES:
+            raise AuthFailure(INVALID, reason="too_large", method="none")
         try:
             token = bearer_token(authorization)
         except AuthenticationFailed as exc:

@@ -15,7 +15,14 @@ Role = Literal["admin", "user", "auditor"]
 ROLES: tuple[Role, ...] = ("admin", "user", "auditor")
 
 # The endpoints a request can be for (the policy input's request.endpoint; API key scopes).
-ENDPOINTS: tuple[str, ...] = ("chat.completions", "completions", "models.list", "admin.policy", "admin.keys")
+ENDPOINTS: tuple[str, ...] = (
+    "chat.completions",
+    "completions",
+    "models.list",
+    "admin.policy",
+    "admin.keys",
+    "admin.auth",
+)
 
 FinishReason = Literal["stop", "length"]
 

@@ -10,6 +10,7 @@ endpoint_roles := {
 	"models.list": {"admin", "user", "auditor", "contractor"},
 	"admin.policy": {"admin"},
 	"admin.keys": {"admin"},
+	"admin.auth": {"admin"},
 }
 
 role_permitted if {

@@ -1,4 +1,4 @@
-"""Administration API: ``/admin/keys`` (API key lifecycle) and ``/admin/policy``.
+"""Administration API: ``/admin/keys`` (API key lifecycle), ``/admin/policy`` and ``/admin/auth``.
 
 Both need the ``admin`` role *and* an allow from the policy (``admin.keys`` and
 ``admin.policy`` endpoints in the policy input), so a policy can narrow administration
@@ -80,6 +80,26 @@ async def policy_status(request: Request) -> Response:
         }
 
     return await _admin(request, "admin.policy", act)
+
+
+@router.get("/admin/auth")
+async def auth_status(request: Request) -> Response:
+    """Refused credentials by reason, and rate-limit store failures, since start."""
+
+    async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
+        failures = pipeline.limit_store.failures
+        return 200, {
+            "auth_failures": dict(sorted(pipeline.auth_failures.items())),
+            "auth_failures_unaudited": pipeline.auth_failures_unaudited,
+            "limits_backend": pipeline.limits.backend,
+            "limits_store_failures": {
+                "admit_errors": failures.admit_errors,
+                "admitted_unlimited": failures.admitted_unlimited,
+                "charge_errors": failures.charge_errors,
+            },
+        }
+
+    return await _admin(request, "admin.auth", act)
 
 
 @router.get("/admin/keys")

@@ -123,6 +123,7 @@ def test_bad_tokens_get_a_generic_401_and_an_audited_reason(
         time.sleep(0.05)
     assert entry is not None and entry["reasons"] == [reason]
     assert token not in json.dumps(entry)
+    assert token.split(".")[2] not in gateway_with_idp.log_path.read_text()  # nor in the server log
 
 
 def test_a_tenant_rate_limit_applies_to_token_callers(idp: LocalIdp, gateway_with_idp: Gateway) -> None:
