@@ -42,6 +42,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python bench/components.py
 	$(BIN)/python bench/policy.py
+	$(BIN)/python bench/auth.py
 	$(BIN)/python bench/limits.py
 	$(BIN)/python bench/overhead.py
 

@@ -1,4 +1,6 @@
-"""Authentication: turn an ``Authorization`` header into a ``Principal`` or refuse with 401.
+"""The bearer token of an ``Authorization`` header, and the 401 messages for API keys.
+
+``gateway.identity`` decides what a token is (API key or JWT) and how to check it.
 
 Every failure gives the same message for a wrong, revoked or expired key, so a caller learns
 nothing about which keys exist.
@@ -7,7 +9,6 @@ nothing about which keys exist.
 from __future__ import annotations
 
 from gateway.errors import AuthenticationFailed
-from gateway.keys import ApiKeyStore, KeyInfo
 
 MISSING = "You didn't provide an API key. Send it in the Authorization header: 'Authorization: Bearer <key>'."
 INVALID = "Incorrect, expired or revoked API key."
@@ -22,11 +23,3 @@ def bearer_token(header: str | None) -> str:
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationFailed(MISSING, code="missing_api_key")
     return token
-
-
-def authenticate(header: str | None, store: ApiKeyStore) -> KeyInfo:
-    """The active key behind ``header``; raises ``AuthenticationFailed`` otherwise."""
-    info = store.authenticate(bearer_token(header))
-    if info is None:
-        raise AuthenticationFailed(INVALID)
-    return info

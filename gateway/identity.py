@@ -23,10 +23,10 @@ from gateway.auth import INVALID, bearer_token
 from gateway.errors import AuthenticationFailed
 from gateway.keys import KEY_PREFIX, ApiKeyStore, KeyInfo
 from gateway.oidc.compact import looks_like_jwt
+from gateway.oidc.errors import INVALID_TOKEN
 from gateway.types import Principal
 
 MAX_AUTHORIZATION_BYTES = 16 * 1024  # longer headers are refused before any parsing or hashing
-TOKEN_INVALID = "Invalid or expired bearer token."  # noqa: S105 (a message, not a secret)
 
 
 class AuthFailure(AuthenticationFailed):
@@ -93,5 +93,5 @@ class Authenticator:
         except AuthenticationFailed as exc:
             reason = getattr(exc, "reason", "invalid_token")
             raise AuthFailure(
-                TOKEN_INVALID, reason=str(reason), method="oidc", code="invalid_token"
+                INVALID_TOKEN, reason=str(reason), method="oidc", code="invalid_token"
             ) from None

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth import INVALID, MISSING, authenticate, bearer_token
+from gateway.auth import INVALID, MISSING, bearer_token
 from gateway.errors import AuthenticationFailed
+from gateway.identity import Authenticator
 from gateway.keys import ApiKeyStore
 from tests.gateway.conftest import make_expired_key
 
@@ -57,19 +58,19 @@ def test_missing_or_wrong_scheme_is_missing_api_key(header: str | None) -> None:
 def test_authenticate_returns_the_key(store: ApiKeyStore) -> None:
     key, info = store.create("alice", "user", "acme")
 
-    assert authenticate(f"Bearer {key}", store) == info
+    assert Authenticator(store).authenticate(f"Bearer {key}").key == info
 
 
 def test_authenticate_without_header_is_missing_api_key(store: ApiKeyStore) -> None:
     with pytest.raises(AuthenticationFailed) as info:
-        authenticate(None, store)
+        Authenticator(store).authenticate(None)
 
     assert info.value.code == "missing_api_key"
 
 
 def _failure(header: str, store: ApiKeyStore) -> AuthenticationFailed:
     with pytest.raises(AuthenticationFailed) as info:
-        authenticate(header, store)
+        Authenticator(store).authenticate(header)
     return info.value
 
 
