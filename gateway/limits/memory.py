@@ -28,7 +28,8 @@ def _bucket_key(check: Check) -> _BucketKey:
 class MemoryLimitStore:
     """Thread-safe in-process store: every admit and charge runs under one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sweep_interval_s: float = SWEEP_INTERVAL_S) -> None:
+        self._sweep_interval_s = sweep_interval_s
         self._lock = threading.Lock()
         self._buckets: dict[_BucketKey, bucket.Bucket] = {}
         self._daily: dict[_DailyKey, tuple[str, int]] = {}  # (day, tokens used that day)
@@ -96,7 +97,7 @@ class MemoryLimitStore:
 
     def _maybe_sweep(self, now: float) -> None:
         """Forget buckets that are full again and counters of other days (caller holds the lock)."""
-        if now - self._swept < SWEEP_INTERVAL_S:
+        if now - self._swept < self._sweep_interval_s:
             return
         self._swept = now
         day = bucket.utc_day(now)

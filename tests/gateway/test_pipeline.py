@@ -19,10 +19,10 @@ from gateway.errors import (
     WorkerRequestError,
     WorkerUnavailable,
 )
-from gateway.identity import Caller
+from gateway.identity import AuthFailure, Caller
 from gateway.keys import ApiKeyStore
 from gateway.limits import LimitsConfig, LimitValues
-from gateway.pipeline import Pipeline, RequestContext, translate
+from gateway.pipeline import AUTH_FAILURE_AUDIT_PER_MIN, Pipeline, RequestContext, translate
 from gateway.policy.input import RequestSummary
 from gateway.types import AuditRecord, Decision, Reason, Usage
 
@@ -311,3 +311,35 @@ async def test_the_digest_recorded_is_the_one_that_decided(store: ApiKeyStore) -
     pipe.policy = Engine(Decision(allow=True))  # and a reload swapped in another engine
     await pipe.finish(ctx, 200)
     assert sink.records[0].policy_digest == "sha256:test"
+
+
+@pytest.mark.anyio
+async def test_refused_credentials_are_audited_within_a_budget(store: ApiKeyStore) -> None:
+    sink = Sink()
+    pipe = _pipeline(store, Engine(Decision(allow=True)), sink)
+    refused = AUTH_FAILURE_AUDIT_PER_MIN + 5
+
+    class FakeRequest:
+        def __init__(self, rid: str) -> None:
+            self.state = type("State", (), {"request_id": rid})()
+            self.headers = {"authorization": "Bearer sk-llmos-0123456789abcdef-" + "z" * 43}
+            self.scope: dict[str, object] = {}
+
+    for i in range(refused):
+        with pytest.raises(AuthFailure):
+            await pipe.begin(FakeRequest(f"r{i}"), "chat.completions")  # type: ignore[arg-type]
+    while pipe._detached:  # the entries are written off the request path
+        await asyncio.sleep(0.01)
+
+    assert len(sink.records) == AUTH_FAILURE_AUDIT_PER_MIN
+    assert pipe.auth_failures == {"invalid_api_key": refused}
+    assert pipe.auth_failures_unaudited == 5
+    first = sink.records[0]
+    assert (first.status, first.decision, first.reasons, first.principal_id, first.auth_method) == (
+        401,
+        "deny",
+        ("auth_invalid_api_key",),
+        "anonymous",
+        "api_key",
+    )
+    assert "zzzz" not in repr(sink.records)

@@ -10,7 +10,7 @@ from gateway.limits.memory import MemoryLimitStore
 from gateway.limits.redis_store import RedisLimitStore
 from gateway.limits.store import LimitStore
 from gateway.limits.values import OnStoreError
-from tests.gateway.limits.redis_server import INSTALL_HINT, RedisServer, redis_binary
+from tests.gateway.limits.redis_server import RedisServer, running_redis
 
 _prefixes = itertools.count()
 
@@ -18,10 +18,7 @@ _prefixes = itertools.count()
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One real redis-server for the session (loopback, free port, no persistence)."""
-    binary = redis_binary()
-    if binary is None:
-        pytest.fail(INSTALL_HINT, pytrace=False)
-    with RedisServer(binary, tmp_path_factory.mktemp("redis")) as server:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
 
 

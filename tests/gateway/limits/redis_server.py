@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import pytest
 import redis
 
 INSTALL_HINT = (
@@ -98,3 +99,11 @@ class RedisServer:
 
 def redis_binary() -> str | None:
     return shutil.which("redis-server")
+
+
+def running_redis(workdir: Path) -> RedisServer:
+    """A server to use in a ``with`` block; fails the test (never skips) without redis-server."""
+    binary = redis_binary()
+    if binary is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    return RedisServer(binary, workdir)
