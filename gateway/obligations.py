@@ -14,11 +14,16 @@ from gateway.errors import PermissionDenied
 from gateway.types import ChatMessage, Finding, GenerateRequest, Obligations, Redaction
 
 
-def scan_request(request: GenerateRequest) -> list[list[Finding]]:
-    """Findings per prompt text: one list per message, or one for a raw prompt."""
+def request_texts(request: GenerateRequest) -> list[str]:
+    """The texts a request sends to the model: one per message, or the raw prompt."""
     if request.messages is not None:
-        return [F.find(m.content) for m in request.messages]
-    return [F.find(request.prompt or "")]
+        return [m.content for m in request.messages]
+    return [request.prompt or ""]
+
+
+def scan_request(request: GenerateRequest) -> list[list[Finding]]:
+    """Findings per prompt text with the pattern detectors (the pipeline uses its scanner)."""
+    return [F.find(t) for t in request_texts(request)]
 
 
 def finding_counts(per_text: list[list[Finding]]) -> dict[str, int]:

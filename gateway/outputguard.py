@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 from gateway import findings as F
 from gateway.obligations import apply_output
+from gateway.scanner import ScanFailed
 from gateway.types import Finding, Obligations
 
 # decide(findings by type, completion tokens so far, finish reason or None while streaming)
 Decide = Callable[[dict[str, int], int, str | None], Obligations]
+Find = Callable[[str], list[Finding]]
 
 _SEPARATORS = frozenset(" -")  # with any Unicode decimal digit: what a card number is written with
 _KEY_HEADER = "-----BEGIN"
@@ -47,9 +50,11 @@ def safe_boundary(text: str, start: int) -> int:
 
 
 class OutputGuard:
-    def __init__(self, decide: Decide, key: bytes) -> None:
+    def __init__(self, decide: Decide, key: bytes, find: Find = F.find) -> None:
         self._decide = decide
         self._key = key
+        self._find = find
+        self.findings: list[Finding] = []  # released findings, offsets in the whole text (audit)
         self._text = ""
         self._emitted = 0  # characters of _text already released
         self._released_counts: Counter[str] = Counter()  # findings inside released text
@@ -71,19 +76,21 @@ class OutputGuard:
     def _release(self, *, final: bool, finish: str | None) -> str:
         start = self._emitted
         tail = self._text[start:]
+        boundary = len(self._text) if final else safe_boundary(self._text, start)
+        if boundary <= start:
+            return ""  # nothing could be released yet: no need to scan (a scan per word, not per token)
         # Only the unreleased tail needs scanning (released text is settled); one character of
         # context keeps word-boundary matching as it is on the whole text.
         ctx = 1 if start else 0
-        found = [
-            Finding(f.type, f.start - ctx, f.end - ctx)
-            for f in F.find(self._text[start - ctx :])
-            if f.start >= ctx
-        ]
+        try:
+            scanned = self._find(self._text[start - ctx :])
+        except Exception as exc:  # never release text that could not be scanned
+            raise ScanFailed(f"output scan failed: {exc.__class__.__name__}") from exc
+        found = [replace(f, start=f.start - ctx, end=f.end - ctx) for f in scanned if f.start >= ctx]
         counts = dict(sorted((self._released_counts + Counter(f.type for f in found)).items()))
         if final or counts != self._asked_with:
             self._obligations = self._decide(counts, self._tokens, finish)  # raises on deny
             self._asked_with = counts
-        boundary = len(self._text) if final else safe_boundary(self._text, start)
         local = boundary - start
         for f in found:
             if f.start < local < f.end:
@@ -93,12 +100,15 @@ class OutputGuard:
         inside = [f for f in found if f.end <= local]
         out = apply_output(tail[:local], inside, self._obligations, self._key)
         self._released_counts.update(f.type for f in inside)
+        self.findings.extend(replace(f, start=start + f.start, end=start + f.end) for f in inside)
         self._emitted = start + local
         return out
 
 
-def guard_all(decide: Decide, key: bytes, text: str, completion_tokens: int, finish_reason: str) -> str:
-    """A whole (non-streamed) response through the guard."""
-    guard = OutputGuard(decide, key)
+def guard_all(
+    decide: Decide, key: bytes, text: str, completion_tokens: int, finish_reason: str, find: Find = F.find
+) -> tuple[str, list[Finding]]:
+    """A whole (non-streamed) response through the guard: the text to deliver, and its findings."""
+    guard = OutputGuard(decide, key, find)
     guard.feed(text, release=False)
-    return guard.finish(completion_tokens, finish_reason)
+    return guard.finish(completion_tokens, finish_reason), guard.findings

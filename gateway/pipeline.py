@@ -20,7 +20,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -46,10 +46,12 @@ from gateway.mtls import peer_certificate
 from gateway.outputguard import Decide
 from gateway.policy.engine import Phase, PolicyEngine
 from gateway.policy.input import ModelInfo, RequestSummary, for_audit, input_document, output_document
+from gateway.scanner import PatternScanner, ScanFailed, Scanner, scan_texts
 from gateway.types import (
     AuditPhase,
     AuditRecord,
     Decision,
+    Finding,
     GenerateEvent,
     GenerateRequest,
     Obligations,
@@ -101,6 +103,8 @@ class RequestContext:
     policy: PolicyEngine | None = None
     policy_digest: str | None = None  # read once too: a remote engine's digest can change
     # The rate-limit subjects this request was admitted against; charged its tokens once, at the end.
+    input_findings: list[list[Finding]] = field(default_factory=list)  # per prompt text (audit)
+    output_findings: list[Finding] = field(default_factory=list)  # in the delivered text (audit)
     limit_subjects: tuple[Subject, ...] = ()
     charged: bool = False
 
@@ -127,6 +131,9 @@ class Pipeline:
     workers: dict[str, Worker]
     digest_key: bytes
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    scanner: Scanner = field(default_factory=PatternScanner)
+    scan_timeout_s: float = 2.0
+    scan_fail_open: frozenset[str] = frozenset()  # endpoints that go unscanned if the scanner fails
     limit_store: LimitStore = field(default_factory=MemoryLimitStore)
     policy_failures: int = 0  # decisions denied because the engine failed (fail-closed count)
     authenticator: Authenticator | None = None  # default: API keys only
@@ -279,6 +286,24 @@ class Pipeline:
         except Exception:  # the store counts and logs its own errors; never fail a finished request
             log.exception("charging %d tokens failed (request %s)", tokens, ctx.request_id)
 
+    async def scan(self, ctx: RequestContext, texts: Sequence[str]) -> list[list[Finding]]:
+        """Findings per text from the configured scanner. A scanner failure denies (503), unless
+        the endpoint is one ``pii.fail_open_endpoints`` names: then the texts go unscanned and
+        the audit entry says so (reason ``pii_unscanned``)."""
+        try:
+            ctx.input_findings = await scan_texts(self.scanner, texts, self.scan_timeout_s)
+            return ctx.input_findings
+        except ScanFailed as exc:
+            if ctx.endpoint in self.scan_fail_open:
+                log.warning("request %s sent unscanned (fail-open endpoint): %s", ctx.request_id, exc)
+                ctx.reasons = (*ctx.reasons, "pii_unscanned")
+                return [[] for _ in texts]
+            log.error("request %s denied: %s", ctx.request_id, exc)
+            ctx.decision, ctx.reasons = "error", ("pii_unavailable",)
+            raise ServiceUnavailable(
+                "Request denied: the sensitive-data scanner failed.", code="pii_unavailable", retry_after=1
+            ) from exc
+
     def output_decider(self, ctx: RequestContext) -> Decide | None:
         """The output decision for this request's generated text, or None when no output
         policy is configured. The returned callable raises on deny (403) or engine failure."""
@@ -328,6 +353,7 @@ class Pipeline:
             time=ctx.time,
             principal_id=ctx.principal.id,
             auth_method=ctx.principal.auth_method,
+            findings=findings_document(ctx.input_findings, ctx.output_findings),
             tenant=ctx.principal.tenant,
             endpoint=ctx.endpoint,
             model=ctx.model,
@@ -415,6 +441,19 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def findings_document(per_text: list[list[Finding]], output: list[Finding]) -> str | None:
+    """The findings of a request for its audit entry: where, what, who found it; never the value."""
+
+    def row(f: Finding) -> dict[str, Any]:
+        return {"type": f.type, "start": f.start, "end": f.end, "recognizer": f.recognizer, "score": f.score}
+
+    inputs = [{"text": i, **row(f)} for i, found in enumerate(per_text) for f in found]
+    outputs = [row(f) for f in output]
+    if not inputs and not outputs:
+        return None
+    return _json({"input": inputs, "output": outputs})
+
+
 def obligations_document(o: Obligations) -> dict[str, Any]:
     """Obligations in the decision contract's JSON shape (for the audit trail and replay)."""
     return {
@@ -437,9 +476,13 @@ def _withheld() -> ServiceUnavailable:
 
 
 def translate(exc: Exception) -> ApiError:
-    """Map worker errors to API errors; ApiErrors pass through."""
+    """Map worker and scanner errors to API errors; ApiErrors pass through."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, ScanFailed):  # the output could not be scanned: withhold it
+        return ServiceUnavailable(
+            "Response withheld: the sensitive-data scanner failed.", code="pii_unavailable", retry_after=1
+        )
     if isinstance(exc, WorkerRequestError):
         if exc.code == "generation_failed":  # the worker's fault, not the client's
             return InternalError("The model failed while generating.", code=exc.code)

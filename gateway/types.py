@@ -87,11 +87,14 @@ class Decision:
 
 @dataclass(frozen=True)
 class Finding:
-    """A sensitive span found in a text: its entity type and position (never its value)."""
+    """A sensitive span found in a text: its entity type and position (never its value), and
+    which recogniser found it with what confidence (for the audit trail)."""
 
     type: str
     start: int
     end: int
+    recognizer: str = "pattern"
+    score: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -177,3 +180,4 @@ class AuditRecord:
     obligations: str | None = None  # JSON of the input decision's obligations
     output_obligations: str | None = None  # JSON of the (last) output decision's obligations
     auth_method: str = "none"  # how the principal authenticated: api_key, oidc, mtls (none: refused)
+    findings: str | None = None  # JSON of the sensitive-data findings: type, offsets, recogniser, score

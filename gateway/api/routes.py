@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -22,10 +23,11 @@ from gateway.api.schemas import (
     parse_completion_request,
 )
 from gateway.errors import ApiError, InternalError, PermissionDenied, ServiceUnavailable, WorkerError
-from gateway.obligations import apply_input, finding_counts, scan_request
+from gateway.obligations import apply_input, finding_counts, request_texts
 from gateway.outputguard import OutputGuard, guard_all
 from gateway.pipeline import Pipeline, RequestContext, Worker, translate
 from gateway.policy.input import ModelInfo, RequestSummary, estimate_tokens
+from gateway.scanner import ScanFailed
 from gateway.types import DoneEvent, GenerateEvent, GenerateRequest, TokenEvent, Usage
 
 log = logging.getLogger("llmos.gateway")
@@ -163,7 +165,7 @@ async def _serve(
         worker = pipeline.worker_for(ctx, req.model)
         # Policy sees the max_tokens that will actually be used, defaults included.
         gen = req.generate_request(ctx.request_id, req.params(limits.default_max_tokens.get(req.model, 256)))
-        found = scan_request(gen)
+        found = await pipeline.scan(ctx, request_texts(gen))
         summary = RequestSummary(
             endpoint=endpoint,
             model=req.model,
@@ -197,7 +199,7 @@ async def _serve(
             )
         gen = apply_input(gen, found, obligations, pipeline.digest_key)
         return await _run(pipeline, ctx, worker, gen, fmt, stream=req.stream, include_usage=req.include_usage)
-    except (ApiError, WorkerError) as exc:
+    except (ApiError, WorkerError, ScanFailed) as exc:
         api = translate(exc)
         await pipeline.fail(ctx, api)
         raise api from exc
@@ -236,7 +238,7 @@ async def _run(
         except ApiError:
             await events.aclose()
             raise
-        guard = OutputGuard(decide, pipeline.digest_key) if decide else None
+        guard = OutputGuard(decide, pipeline.digest_key, pipeline.scanner.find) if decide else None
         return StreamingResponse(
             _sse(pipeline, ctx, first, events, fmt, include_usage, guard),
             media_type="text/event-stream",
@@ -248,7 +250,15 @@ async def _run(
         await events.aclose()
     ctx.usage = Usage(done.prompt_tokens, done.completion_tokens)
     if decide is not None:  # the output decision sees all of it before any is delivered
-        text = guard_all(decide, pipeline.digest_key, text, done.completion_tokens, done.finish_reason)
+        text, ctx.output_findings = await asyncio.to_thread(
+            guard_all,
+            decide,
+            pipeline.digest_key,
+            text,
+            done.completion_tokens,
+            done.finish_reason,
+            pipeline.scanner.find,
+        )
     ctx.response_digest = pipeline.digest(text.encode("utf-8"))
     await pipeline.finish(ctx, 200)
     return JSONResponse(fmt.complete(ctx.request_id, model, ctx.created, text, done.finish_reason, ctx.usage))
@@ -286,12 +296,16 @@ async def _sse(
             yield R.sse(start)
         event = first
         while isinstance(event, TokenEvent):
-            text = guard.feed(event.text) if guard else event.text
+            # The guard scans in a thread: a scanner (Presidio) must not stall the event loop.
+            text = await asyncio.to_thread(guard.feed, event.text) if guard else event.text
             if text:
                 yield chunk(text)
             event = await anext(events)
-        if guard is not None and (rest := guard.finish(event.completion_tokens, event.finish_reason)):
-            yield chunk(rest)
+        if guard is not None:
+            rest = await asyncio.to_thread(guard.finish, event.completion_tokens, event.finish_reason)
+            ctx.output_findings = guard.findings
+            if rest:
+                yield chunk(rest)
         ctx.usage = Usage(event.prompt_tokens, event.completion_tokens)
         ctx.response_digest = "hmac-sha256:" + digest.hexdigest()
         yield R.sse(fmt.chunk_final(rid, model, created, event.finish_reason))
@@ -302,7 +316,7 @@ async def _sse(
             yield R.sse(error_body(_STREAM_END_UNRECORDED))
             return
         yield R.SSE_DONE
-    except (ApiError, WorkerError) as exc:  # worker died, or the output policy withheld the rest
+    except (ApiError, WorkerError, ScanFailed) as exc:  # worker died, output withheld, scan failed
         api = translate(exc)
         await pipeline.fail(ctx, api)
         yield R.sse(error_body(api))

@@ -26,8 +26,9 @@ from gateway.audit.canonical import JsonValue, canonical_json
 from gateway.errors import AuditError
 from gateway.types import AUDIT_PHASES, AuditRecord
 
-FORMAT_VERSION = 3  # 2: phase, policy_input, output_policy_input, obligations; 3: auth_method
-READABLE_VERSIONS = (2, 3)  # format-2 entries (written before auth_method) still verify
+# 2: phase, policy_input, output_policy_input, obligations; 3: auth_method; 4: findings
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)  # entries written by earlier formats still verify
 GENESIS_HASH = "0" * 64
 
 # The exact member set of a format-2 entry.
@@ -58,9 +59,10 @@ ENTRY_FIELDS_V2: frozenset[str] = frozenset(
         "output_obligations",
     }
 )
-# The exact member set of a format-3 entry (what is written now).
-ENTRY_FIELDS: frozenset[str] = ENTRY_FIELDS_V2 | {"auth_method"}
-_FIELDS_BY_VERSION = {2: ENTRY_FIELDS_V2, 3: ENTRY_FIELDS}
+ENTRY_FIELDS_V3: frozenset[str] = ENTRY_FIELDS_V2 | {"auth_method"}
+# The exact member set of a format-4 entry (what is written now).
+ENTRY_FIELDS: frozenset[str] = ENTRY_FIELDS_V3 | {"findings"}
+_FIELDS_BY_VERSION = {2: ENTRY_FIELDS_V2, 3: ENTRY_FIELDS_V3, 4: ENTRY_FIELDS}
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -88,6 +90,7 @@ def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonVa
         "time": record.time,
         "principal_id": record.principal_id,
         "auth_method": record.auth_method,
+        "findings": record.findings,
         "tenant": record.tenant,
         "endpoint": record.endpoint,
         "model": record.model,
@@ -181,6 +184,8 @@ def parse_entry(body: bytes) -> dict[str, JsonValue]:
         raise AuditError("entry request_id is not a non-empty string")
     if version >= 3 and not isinstance(value["auth_method"], str):
         raise AuditError("entry auth_method is not a string")
+    if version >= 4 and not (value["findings"] is None or isinstance(value["findings"], str)):
+        raise AuditError("entry findings is neither null nor a string")
     if value["phase"] not in AUDIT_PHASES:
         raise AuditError(f"entry phase {value['phase']!r} is not one of {', '.join(AUDIT_PHASES)}")
     if canonical_json(value) != body:

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from gateway.errors import PermissionDenied
 from gateway.findings import find, redact
 from gateway.outputguard import OutputGuard, guard_all, safe_boundary
-from gateway.types import Obligations, Redaction
+from gateway.scanner import ScanFailed
+from gateway.types import Finding, Obligations, Redaction
 
 REDACT_ALL = Obligations(
     redact=Redaction(entities=("US_SSN", "CREDIT_CARD", "EMAIL_ADDRESS", "API_KEY"), operator="placeholder")
@@ -88,7 +89,42 @@ def test_hold_back_is_bounded() -> None:
 
 def test_whole_responses_go_through_the_same_rules() -> None:
     text = "mail me at jane@example.com or call"
-    assert guard_all(Policy(), b"k", text, 5, "stop") == "mail me at <EMAIL_ADDRESS> or call"
+    out, found = guard_all(Policy(), b"k", text, 5, "stop")
+    assert out == "mail me at <EMAIL_ADDRESS> or call"
+    assert [(f.type, f.start, f.end) for f in found] == [("EMAIL_ADDRESS", 11, 27)]  # in the original text
+
+
+def test_streamed_findings_keep_their_offsets_in_the_whole_text() -> None:
+    guard = OutputGuard(Policy(), b"k")
+    out = "".join(guard.feed(p) for p in ["call ", "555 ", "or mail ", "jane@exa", "mple.com ", "bye"])
+    out += guard.finish(6, "stop")
+    text = "call 555 or mail jane@example.com bye"
+    assert out == "call 555 or mail <EMAIL_ADDRESS> bye"
+    assert [(f.type, text[f.start : f.end]) for f in guard.findings] == [("EMAIL_ADDRESS", "jane@example.com")]
+
+
+def test_a_scanner_failure_withholds_the_text() -> None:
+    def broken(text: str) -> list[Finding]:
+        raise RuntimeError("analyzer crashed")
+
+    guard = OutputGuard(Policy(), b"k", broken)
+    with pytest.raises(ScanFailed):
+        guard.feed("some text ")
+    assert guard.findings == []
+
+
+def test_nothing_is_scanned_until_something_could_be_released() -> None:
+    calls: list[str] = []
+
+    def counting(text: str) -> list[Finding]:
+        calls.append(text)
+        return []
+
+    guard = OutputGuard(Policy(), b"k", counting)
+    assert guard.feed("abc") == "" and guard.feed("def") == ""  # one word still growing
+    assert calls == []
+    assert guard.feed(" ") == "abcdef "
+    assert len(calls) == 1
 
 
 ALPHABET = st.sampled_from(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from gateway.keys import ApiKeyStore
 from gateway.limits import LimitsConfig, LimitValues
 from gateway.pipeline import AUTH_FAILURE_AUDIT_PER_MIN, Pipeline, RequestContext, translate
 from gateway.policy.input import RequestSummary
-from gateway.types import AuditRecord, Decision, Reason, Usage
+from gateway.types import AuditRecord, Decision, Finding, Reason, Usage
 
 SUMMARY = RequestSummary(endpoint="chat.completions", model="demo", max_tokens=16)
 
@@ -343,3 +345,72 @@ async def test_refused_credentials_are_audited_within_a_budget(store: ApiKeyStor
         "api_key",
     )
     assert "zzzz" not in repr(sink.records)
+
+
+class BrokenScanner:
+    name = "broken"
+
+    def find(self, text: str) -> list[Finding]:
+        raise RuntimeError("analyzer crashed")
+
+
+class SlowScanner:
+    name = "slow"
+
+    def find(self, text: str) -> list[Finding]:
+        time.sleep(0.5)
+        return []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scanner", [BrokenScanner(), SlowScanner()], ids=["error", "timeout"])
+async def test_a_scanner_failure_denies_with_503(store: ApiKeyStore, scanner: object) -> None:
+    pipe = Pipeline(
+        keys=store,
+        policy=Engine(Decision(allow=True)),
+        audit=Sink(),
+        workers={},
+        digest_key=b"d" * 32,
+        scanner=scanner,  # type: ignore[arg-type]
+        scan_timeout_s=0.1,
+    )
+    ctx = _ctx(store)
+    with pytest.raises(ServiceUnavailable) as err:
+        await pipe.scan(ctx, ["my card is 4111 1111 1111 1111"])
+    assert (err.value.code, err.value.status) == ("pii_unavailable", 503)
+    assert (ctx.decision, ctx.reasons) == ("error", ("pii_unavailable",))
+
+
+@pytest.mark.anyio
+async def test_a_fail_open_endpoint_goes_unscanned_and_says_so(store: ApiKeyStore) -> None:
+    pipe = Pipeline(
+        keys=store,
+        policy=Engine(Decision(allow=True)),
+        audit=Sink(),
+        workers={},
+        digest_key=b"d" * 32,
+        scanner=BrokenScanner(),
+        scan_fail_open=frozenset({"chat.completions"}),
+    )
+    ctx = _ctx(store)
+    assert await pipe.scan(ctx, ["a", "b"]) == [[], []]
+    assert ctx.reasons == ("pii_unscanned",)
+
+
+@pytest.mark.anyio
+async def test_findings_are_audited_without_their_values(store: ApiKeyStore) -> None:
+    sink = Sink()
+    pipe, ctx = _pipeline(store, Engine(Decision(allow=True)), sink), _ctx(store)
+    texts = ["hello", "mail jane@example.com or 123-45-6789"]
+    await pipe.scan(ctx, texts)
+    ctx.output_findings = [Finding("PERSON", 0, 4, "SpacyRecognizer", 0.85)]
+    await pipe.finish(ctx, 200)
+    recorded = json.loads(sink.records[0].findings or "null")
+    assert recorded["input"] == [
+        {"text": 1, "type": "EMAIL_ADDRESS", "start": 5, "end": 21, "recognizer": "pattern", "score": 1.0},
+        {"text": 1, "type": "US_SSN", "start": 25, "end": 36, "recognizer": "pattern", "score": 1.0},
+    ]
+    assert recorded["output"] == [
+        {"type": "PERSON", "start": 0, "end": 4, "recognizer": "SpacyRecognizer", "score": 0.85}
+    ]
+    assert "jane" not in sink.records[0].findings  # type: ignore[operator]

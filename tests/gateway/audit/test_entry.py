@@ -24,8 +24,9 @@ from .conftest import KeyPair, make_record
 def test_build_holds_record_fields_and_chain() -> None:
     entry = build_entry(make_record(1, reasons=("pii.email", "quota")), seq=1, prev=GENESIS_HASH)
     assert set(entry) == ENTRY_FIELDS
-    assert entry["v"] == 3
+    assert entry["v"] == 4
     assert entry["auth_method"] == "api_key"
+    assert entry["findings"] is None
     assert entry["seq"] == 1
     assert entry["prev"] == "0" * 64
     assert entry["request_id"] == "req-0001"
@@ -42,7 +43,7 @@ def test_body_round_trips_through_parse() -> None:
 
 def test_a_format_2_entry_still_parses_and_a_format_3_one_needs_auth_method() -> None:
     old = dict(build_entry(make_record(), seq=1, prev=GENESIS_HASH))
-    del old["auth_method"]
+    del old["auth_method"], old["findings"]
     old["v"] = 2
     assert parse_entry(canonical_json(old))["v"] == 2  # written before auth_method existed
     with pytest.raises(AuditError, match="missing"):
@@ -51,6 +52,17 @@ def test_a_format_2_entry_still_parses_and_a_format_3_one_needs_auth_method() ->
         parse_entry(canonical_json({**old, "auth_method": "api_key"}))  # v2 with a v3 field
     with pytest.raises(AuditError, match="auth_method"):
         parse_entry(canonical_json({**old, "v": 3, "auth_method": 7}))
+
+
+def test_format_3_and_4_entries() -> None:
+    current = dict(build_entry(make_record(findings='{"input":[],"output":[]}'), seq=1, prev=GENESIS_HASH))
+    assert parse_entry(canonical_json(current))["findings"] == '{"input":[],"output":[]}'
+    v3 = {k: v for k, v in current.items() if k != "findings"} | {"v": 3}
+    assert parse_entry(canonical_json(v3))["v"] == 3
+    with pytest.raises(AuditError, match="missing"):
+        parse_entry(canonical_json({**v3, "v": 4}))
+    with pytest.raises(AuditError, match="findings"):
+        parse_entry(canonical_json({**current, "findings": 5}))
 
 
 def test_hash_is_sha256_of_body() -> None:

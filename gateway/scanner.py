@@ -1,0 +1,52 @@
+"""Finding sensitive data in texts, off the event loop, failing closed.
+
+A ``Scanner`` is anything with ``find(text) -> list[Finding]`` that is safe to call from a
+worker thread: the built-in pattern detectors (``gateway.findings``) or the Presidio engine
+(``gateway.pii``). ``scan_texts`` runs one over a request's texts in a thread with a time
+limit; any error or timeout raises ``ScanFailed``, which the pipeline turns into a denial
+(503) unless configuration names the endpoint as allowed to go unscanned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway import findings as F
+from gateway.errors import LlmosError
+from gateway.types import Finding
+
+
+class ScanFailed(LlmosError):
+    """The scanner failed or took too long; the text was not scanned."""
+
+
+class Scanner(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def find(self, text: str) -> list[Finding]: ...
+
+
+class PatternScanner:
+    """The regular-expression detectors of ``gateway.findings``."""
+
+    name = "patterns"
+
+    def find(self, text: str) -> list[Finding]:
+        return F.find(text)
+
+
+def _find_all(scanner: Scanner, texts: Sequence[str]) -> list[list[Finding]]:
+    return [scanner.find(t) for t in texts]
+
+
+async def scan_texts(scanner: Scanner, texts: Sequence[str], timeout_s: float) -> list[list[Finding]]:
+    """Findings per text; ``ScanFailed`` on any scanner error or after ``timeout_s``."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(_find_all, scanner, list(texts)), timeout_s)
+    except TimeoutError as exc:
+        raise ScanFailed(f"{scanner.name} scanner timed out after {timeout_s} s") from exc
+    except Exception as exc:  # any failure of the scanner: never treat the text as clean
+        raise ScanFailed(f"{scanner.name} scanner failed: {exc.__class__.__name__}") from exc
