@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
+from gateway.pseudonym import Pseudonymizer
 from gateway.types import Finding, RedactOperator
 
 _PATTERNS: dict[str, re.Pattern[str]] = {
@@ -90,11 +91,18 @@ def counts(findings: Iterable[Finding]) -> dict[str, int]:
 
 
 def redact(
-    text: str, findings: Iterable[Finding], entities: Iterable[str], operator: RedactOperator, key: bytes
+    text: str,
+    findings: Iterable[Finding],
+    entities: Iterable[str],
+    operator: RedactOperator,
+    key: bytes,
+    pseudo: Pseudonymizer | None = None,
 ) -> str:
     """``text`` with the findings of ``entities`` replaced per ``operator``.
 
-    placeholder: ``<US_SSN>``; mask: ``*`` for every character; hash: ``<US_SSN:1a2b3c4d>``
+    placeholder: ``<US_SSN>``, or with ``pseudo`` a numbered one that can be restored
+    (``<US_SSN_1>``, the same for the same value; see ``gateway.pseudonym``);
+    mask: ``*`` for every character; hash: ``<US_SSN:1a2b3c4d>``
     (keyed, so equal values map to equal tags without revealing them); remove: nothing.
     ``block`` is the caller's business (it refuses the text); here it redacts like placeholder.
     """
@@ -113,6 +121,8 @@ def redact(
             out.append(f"<{f.type}:{tag}>")
         elif operator == "remove":
             pass
+        elif pseudo is not None:
+            out.append(pseudo.placeholder(f.type, value))
         else:
             out.append(f"<{f.type}>")
         pos = f.end

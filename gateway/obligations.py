@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from gateway import findings as F
 from gateway.errors import PermissionDenied
+from gateway.pseudonym import Pseudonymizer
 from gateway.types import ChatMessage, Finding, GenerateRequest, Obligations, Redaction
 
 
@@ -41,9 +42,14 @@ def _blocked(redaction: Redaction, found: list[Finding], where: str) -> None:
 
 
 def apply_input(
-    request: GenerateRequest, per_text: list[list[Finding]], obligations: Obligations, key: bytes
+    request: GenerateRequest,
+    per_text: list[list[Finding]],
+    obligations: Obligations,
+    key: bytes,
+    pseudo: Pseudonymizer | None = None,
 ) -> GenerateRequest:
-    """The request as the model will see it: max_tokens capped, sensitive spans redacted."""
+    """The request as the model will see it: max_tokens capped, sensitive spans redacted
+    (numbered, restorable placeholders when ``pseudo`` is given)."""
     params = request.params
     if obligations.max_tokens is not None and params.max_tokens > obligations.max_tokens:
         params = replace(params, max_tokens=obligations.max_tokens)
@@ -52,12 +58,13 @@ def apply_input(
         return replace(request, params=params)
     _blocked(redaction, [f for found in per_text for f in found], "prompt")
     if request.messages is not None:
+        entities, operator = redaction.entities, redaction.operator
         messages = tuple(
-            ChatMessage(m.role, F.redact(m.content, found, redaction.entities, redaction.operator, key))
+            ChatMessage(m.role, F.redact(m.content, found, entities, operator, key, pseudo))
             for m, found in zip(request.messages, per_text, strict=True)
         )
         return replace(request, params=params, messages=messages)
-    prompt = F.redact(request.prompt or "", per_text[0], redaction.entities, redaction.operator, key)
+    prompt = F.redact(request.prompt or "", per_text[0], redaction.entities, redaction.operator, key, pseudo)
     return replace(request, params=params, prompt=prompt)
 
 

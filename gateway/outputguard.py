@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from gateway import findings as F
 from gateway.obligations import apply_output
+from gateway.pseudonym import partial_placeholder_start
 from gateway.scanner import ScanFailed
 from gateway.types import Finding, Obligations
 
@@ -30,8 +31,10 @@ _SEPARATORS = frozenset(" -")  # with any Unicode decimal digit: what a card num
 _KEY_HEADER = "-----BEGIN"
 
 
-def safe_boundary(text: str, start: int) -> int:
-    """How far ``text`` may be released, given ``text[:start]`` already was."""
+def safe_boundary(text: str, start: int, *, placeholders: bool = False) -> int:
+    """How far ``text`` may be released, given ``text[:start]`` already was. With
+    ``placeholders``, a placeholder still being written (``<PERSO``) is held back too, so that
+    it can be restored whole."""
     i = len(text) - 1
     while i >= start and not text[i].isspace():
         i -= 1
@@ -45,15 +48,22 @@ def safe_boundary(text: str, start: int) -> int:
     header = text.rfind(_KEY_HEADER, max(start, boundary - 64), boundary)
     if header != -1:
         boundary = header
+    if placeholders:
+        partial = partial_placeholder_start(text[:boundary], start)
+        if partial is not None:
+            boundary = partial
     # Bounded hold-back: no finding is longer than MAX_MATCH_CHARS.
     return max(boundary, len(text) - F.MAX_MATCH_CHARS, start)
 
 
 class OutputGuard:
-    def __init__(self, decide: Decide, key: bytes, find: Find = F.find) -> None:
+    def __init__(
+        self, decide: Decide, key: bytes, find: Find = F.find, restore: Callable[[str], str] | None = None
+    ) -> None:
         self._decide = decide
         self._key = key
         self._find = find
+        self._restore = restore  # placeholders -> values, applied to released text
         self.findings: list[Finding] = []  # released findings, offsets in the whole text (audit)
         self._text = ""
         self._emitted = 0  # characters of _text already released
@@ -76,7 +86,11 @@ class OutputGuard:
     def _release(self, *, final: bool, finish: str | None) -> str:
         start = self._emitted
         tail = self._text[start:]
-        boundary = len(self._text) if final else safe_boundary(self._text, start)
+        boundary = (
+            len(self._text)
+            if final
+            else safe_boundary(self._text, start, placeholders=self._restore is not None)
+        )
         if boundary <= start:
             return ""  # nothing could be released yet: no need to scan (a scan per word, not per token)
         # Only the unreleased tail needs scanning (released text is settled); one character of
@@ -102,13 +116,21 @@ class OutputGuard:
         self._released_counts.update(f.type for f in inside)
         self.findings.extend(replace(f, start=start + f.start, end=start + f.end) for f in inside)
         self._emitted = start + local
-        return out
+        # Restored values are the caller's own input: restored after the output decision and
+        # redaction, which judge what the model produced.
+        return self._restore(out) if self._restore is not None else out
 
 
 def guard_all(
-    decide: Decide, key: bytes, text: str, completion_tokens: int, finish_reason: str, find: Find = F.find
+    decide: Decide,
+    key: bytes,
+    text: str,
+    completion_tokens: int,
+    finish_reason: str,
+    find: Find = F.find,
+    restore: Callable[[str], str] | None = None,
 ) -> tuple[str, list[Finding]]:
     """A whole (non-streamed) response through the guard: the text to deliver, and its findings."""
-    guard = OutputGuard(decide, key, find)
+    guard = OutputGuard(decide, key, find, restore)
     guard.feed(text, release=False)
     return guard.finish(completion_tokens, finish_reason), guard.findings

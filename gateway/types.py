@@ -63,6 +63,8 @@ class Redaction:
 
     entities: tuple[str, ...]
     operator: RedactOperator = "placeholder"
+    # With "placeholder": put the original values back into the model's answer for the caller.
+    restore: bool = False
 
 
 @dataclass(frozen=True)

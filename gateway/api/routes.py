@@ -24,11 +24,12 @@ from gateway.api.schemas import (
 )
 from gateway.errors import ApiError, InternalError, PermissionDenied, ServiceUnavailable, WorkerError
 from gateway.obligations import apply_input, finding_counts, request_texts
-from gateway.outputguard import OutputGuard, guard_all
+from gateway.outputguard import Decide, OutputGuard, guard_all
 from gateway.pipeline import Pipeline, RequestContext, Worker, translate
 from gateway.policy.input import ModelInfo, RequestSummary, estimate_tokens
+from gateway.pseudonym import Pseudonymizer
 from gateway.scanner import ScanFailed
-from gateway.types import DoneEvent, GenerateEvent, GenerateRequest, TokenEvent, Usage
+from gateway.types import DoneEvent, GenerateEvent, GenerateRequest, Obligations, TokenEvent, Usage
 
 log = logging.getLogger("llmos.gateway")
 
@@ -197,8 +198,25 @@ async def _serve(
                 " [model_not_allowed]",
                 code="model_not_allowed",
             )
-        gen = apply_input(gen, found, obligations, pipeline.digest_key)
-        return await _run(pipeline, ctx, worker, gen, fmt, stream=req.stream, include_usage=req.include_usage)
+        # Numbered placeholders for this request only; the mapping stays in this function's memory.
+        pseudo = Pseudonymizer(request_texts(gen))
+        gen = apply_input(gen, found, obligations, pipeline.digest_key, pseudo)
+        redaction = obligations.redact
+        restore = (
+            pseudo.restore
+            if redaction is not None and redaction.restore and redaction.operator == "placeholder"
+            else None
+        )
+        return await _run(
+            pipeline,
+            ctx,
+            worker,
+            gen,
+            fmt,
+            stream=req.stream,
+            include_usage=req.include_usage,
+            restore=restore,
+        )
     except (ApiError, WorkerError, ScanFailed) as exc:
         api = translate(exc)
         await pipeline.fail(ctx, api)
@@ -219,6 +237,7 @@ async def _run(
     *,
     stream: bool,
     include_usage: bool,
+    restore: Callable[[str], str] | None = None,
 ) -> Response:
     events = worker.generate(gen)
     # Wait for the first event before answering, so that a worker that is down or refuses the
@@ -231,14 +250,20 @@ async def _run(
         await events.aclose()
         raise
     model = ctx.model or ""
-    decide = pipeline.output_decider(ctx)
+    decide: Decide | None = pipeline.output_decider(ctx)
+    if decide is None and restore is not None:  # no output policy, but placeholders to restore
+        decide = _no_output_policy
     if stream:
         try:
             await pipeline.start_stream(ctx)  # durable before the first byte, or 503
         except ApiError:
             await events.aclose()
             raise
-        guard = OutputGuard(decide, pipeline.digest_key, pipeline.scanner.find) if decide else None
+        guard = (
+            OutputGuard(decide, pipeline.digest_key, pipeline.scanner.find, restore)
+            if decide is not None
+            else None
+        )
         return StreamingResponse(
             _sse(pipeline, ctx, first, events, fmt, include_usage, guard),
             media_type="text/event-stream",
@@ -258,10 +283,15 @@ async def _run(
             done.completion_tokens,
             done.finish_reason,
             pipeline.scanner.find,
+            restore,
         )
     ctx.response_digest = pipeline.digest(text.encode("utf-8"))
     await pipeline.finish(ctx, 200)
     return JSONResponse(fmt.complete(ctx.request_id, model, ctx.created, text, done.finish_reason, ctx.usage))
+
+
+def _no_output_policy(findings: dict[str, int], completion_tokens: int, finish: str | None) -> Obligations:
+    return Obligations()
 
 
 async def _collect(

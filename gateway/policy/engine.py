@@ -145,13 +145,16 @@ def parse_obligations(value: Any) -> Obligations:
     redact = None
     raw_redact = value.get("redact")
     if raw_redact is not None:
-        if not isinstance(raw_redact, dict) or set(raw_redact) - {"entities", "operator"}:
-            raise _malformed("obligations.redact must be {entities, operator}")
+        if not isinstance(raw_redact, dict) or set(raw_redact) - {"entities", "operator", "restore"}:
+            raise _malformed("obligations.redact must be {entities, operator, restore}")
         operator = raw_redact.get("operator", "placeholder")
         if operator not in REDACT_OPERATORS:
             raise _malformed(f"obligations.redact.operator must be one of {', '.join(REDACT_OPERATORS)}")
         entities = _str_list(raw_redact.get("entities", []), "obligations.redact.entities")
-        redact = Redaction(entities=entities, operator=operator) if entities else None
+        restore = raw_redact.get("restore", False)
+        if not isinstance(restore, bool):
+            raise _malformed("obligations.redact.restore must be a boolean")
+        redact = Redaction(entities=entities, operator=operator, restore=restore) if entities else None
     route = value.get("route")
     route_model: str | None = None
     if route is not None:

@@ -94,7 +94,7 @@ def test_obligations_reach_the_model_and_denials_read_well(gateway: Gateway) -> 
 
     # The model sees the placeholder, not the address: both prompts tokenise the same.
     assert prompt_tokens("write to jane.doe@example.com today") == prompt_tokens(
-        "write to <EMAIL_ADDRESS> today"
+        "write to <EMAIL_ADDRESS_1> today"  # the numbered placeholder the model is sent
     )
     with pytest.raises(openai.PermissionDeniedError) as err:
         client.chat.completions.create(

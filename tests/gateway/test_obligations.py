@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gateway.errors import PermissionDenied
@@ -62,3 +64,27 @@ def test_output_redaction_and_block() -> None:
     with pytest.raises(PermissionDenied):
         apply_output(text, find(text), Obligations(redact=Redaction(("US_SSN",), "block")), b"k")
     assert apply_output(text, find(text), Obligations(), b"k") == text
+
+
+def test_numbered_placeholders_are_stable_across_messages() -> None:
+    from gateway.pseudonym import Pseudonymizer
+    from gateway.types import ChatMessage
+
+    req = replace(
+        CHAT,
+        messages=(
+            ChatMessage("user", "I am jane@example.com"),
+            ChatMessage("assistant", "Hello!"),
+            ChatMessage("user", "again: jane@example.com, and bob@example.org"),
+        ),
+    )
+    ob = Obligations(redact=Redaction(("EMAIL_ADDRESS",), "placeholder", restore=True))
+    pseudo = Pseudonymizer()
+    out = apply_input(req, scan_request(req), ob, b"k", pseudo)
+    assert out.messages is not None
+    assert [m.content for m in out.messages] == [
+        "I am <EMAIL_ADDRESS_1>",
+        "Hello!",
+        "again: <EMAIL_ADDRESS_1>, and <EMAIL_ADDRESS_2>",
+    ]
+    assert pseudo.restore(out.messages[2].content) == req.messages[2].content  # type: ignore[index]

@@ -100,7 +100,9 @@ def test_streamed_findings_keep_their_offsets_in_the_whole_text() -> None:
     out += guard.finish(6, "stop")
     text = "call 555 or mail jane@example.com bye"
     assert out == "call 555 or mail <EMAIL_ADDRESS> bye"
-    assert [(f.type, text[f.start : f.end]) for f in guard.findings] == [("EMAIL_ADDRESS", "jane@example.com")]
+    assert [(f.type, text[f.start : f.end]) for f in guard.findings] == [
+        ("EMAIL_ADDRESS", "jane@example.com")
+    ]
 
 
 def test_a_scanner_failure_withholds_the_text() -> None:
@@ -155,3 +157,31 @@ def test_any_chunking_releases_exactly_the_redacted_whole(parts: list[str], cuts
     # Released chunks are consecutive pieces of the redacted whole: no entity is ever released
     # in part, whatever the chunking.
     assert "".join(out) == whole
+
+
+def test_placeholders_are_restored_whole_even_when_split_across_chunks() -> None:
+    from gateway.pseudonym import Pseudonymizer
+
+    pseudo = Pseudonymizer()
+    pseudo.placeholder("EMAIL_ADDRESS", "jane@example.com")
+    guard = OutputGuard(Policy(), b"k", restore=pseudo.restore)
+    pieces = ["Write ", "to <EMAIL", "_ADDRE", "SS_1> now", " please"]
+    released = [guard.feed(p) for p in pieces]
+    released.append(guard.finish(5, "stop"))
+    assert "".join(released) == "Write to jane@example.com now please"
+    assert all(
+        "<EMAIL" not in r or r.count("<") == r.count(">") for r in released
+    )  # never half a placeholder
+
+
+def test_output_redaction_judges_the_model_text_before_restoring() -> None:
+    from gateway.pseudonym import Pseudonymizer
+
+    pseudo = Pseudonymizer()
+    pseudo.placeholder("EMAIL_ADDRESS", "jane@example.com")
+    # The model wrote a new e-mail address itself: redacted. The placeholder: restored.
+    out, found = guard_all(
+        Policy(), b"k", "mail <EMAIL_ADDRESS_1> or bob@example.org", 5, "stop", restore=pseudo.restore
+    )
+    assert out == "mail jane@example.com or <EMAIL_ADDRESS>"
+    assert [f.type for f in found] == ["EMAIL_ADDRESS"]
