@@ -113,18 +113,23 @@ def redact(
         if f.type not in wanted or f.start < pos:
             continue
         out.append(text[pos : f.start])
-        value = text[f.start : f.end]
-        if operator == "mask":
-            out.append("*" * len(value))
-        elif operator == "hash":
-            tag = hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:8]
-            out.append(f"<{f.type}:{tag}>")
-        elif operator == "remove":
-            pass
-        elif pseudo is not None:
-            out.append(pseudo.placeholder(f.type, value))
-        else:
-            out.append(f"<{f.type}>")
+        out.append(replacement(f.type, text[f.start : f.end], operator, key, pseudo))
         pos = f.end
     out.append(text[pos:])
     return "".join(out)
+
+
+def replacement(
+    entity: str, value: str, operator: RedactOperator, key: bytes, pseudo: Pseudonymizer | None = None
+) -> str:
+    """What ``redact`` puts in place of ``value``, a finding of type ``entity``."""
+    if operator == "mask":
+        return "*" * len(value)
+    if operator == "hash":
+        tag = hmac.new(key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:8]
+        return f"<{entity}:{tag}>"
+    if operator == "remove":
+        return ""
+    if pseudo is not None:
+        return pseudo.placeholder(entity, value)
+    return f"<{entity}>"

@@ -1,6 +1,7 @@
 """Applying a decision's obligations to requests and responses. Pure.
 
-Input: cap ``max_tokens``, redact (or block) sensitive findings in prompts.
+Input: cap ``max_tokens``, redact (or block) sensitive findings in prompts: message contents
+and tool-call arguments (JSON stays valid JSON, see ``gateway.toolargs``).
 Output: redact (or block) sensitive findings in the generated text.
 Routing and model visibility are applied by the pipeline and routes.
 """
@@ -10,16 +11,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gateway import findings as F
+from gateway import toolargs
 from gateway.errors import PermissionDenied
 from gateway.pseudonym import Pseudonymizer
 from gateway.types import ChatMessage, Finding, GenerateRequest, Obligations, Redaction
 
 
 def request_texts(request: GenerateRequest) -> list[str]:
-    """The texts a request sends to the model: one per message, or the raw prompt."""
-    if request.messages is not None:
-        return [m.content for m in request.messages]
-    return [request.prompt or ""]
+    """The texts a request sends to the model, flat: per message its content, then each of its
+    tool calls' arguments; or the raw prompt. Findings are reported per text in this order (the
+    audit trail's ``findings.input[].text`` indexes it)."""
+    return request.texts()
 
 
 def scan_request(request: GenerateRequest) -> list[list[Finding]]:
@@ -56,13 +58,26 @@ def apply_input(
     redaction = obligations.redact
     if redaction is None:
         return replace(request, params=params)
+    texts = len(request.texts())
+    if len(per_text) != texts:
+        raise ValueError(f"{len(per_text)} findings lists for {texts} texts")
     _blocked(redaction, [f for found in per_text for f in found], "prompt")
     if request.messages is not None:
         entities, operator = redaction.entities, redaction.operator
-        messages = tuple(
-            ChatMessage(m.role, F.redact(m.content, found, entities, operator, key, pseudo))
-            for m, found in zip(request.messages, per_text, strict=True)
-        )
+        found_next = iter(per_text)
+
+        def redacted(m: ChatMessage) -> ChatMessage:
+            content = F.redact(m.content, next(found_next), entities, operator, key, pseudo)
+            calls = tuple(
+                replace(
+                    c,
+                    arguments=toolargs.redact(c.arguments, next(found_next), entities, operator, key, pseudo),
+                )
+                for c in m.tool_calls
+            )
+            return replace(m, content=content, tool_calls=calls)
+
+        messages = tuple(redacted(m) for m in request.messages)
         return replace(request, params=params, messages=messages)
     prompt = F.redact(request.prompt or "", per_text[0], redaction.entities, redaction.operator, key, pseudo)
     return replace(request, params=params, prompt=prompt)

@@ -100,9 +100,45 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A function call an assistant message made (OpenAI ``tool_calls[]``). ``arguments`` is the
+    text the model sees: JSON in canonical form when it is JSON (``gateway.toolargs``)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant messages only
+    tool_call_id: str | None = None  # tool messages: the call this result answers
+    name: str | None = None  # the participant's name (OpenAI ``name``)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the model may call (OpenAI ``tools[].function``). ``parameters`` is its JSON
+    Schema as JSON text, so that the value stays immutable; None when the client sent none."""
+
+    name: str
+    description: str | None = None
+    parameters: str | None = None
+    strict: bool | None = None
+
+
+ToolChoiceMode = Literal["none", "auto", "required", "function"]
+TOOL_CHOICE_MODES: tuple[ToolChoiceMode, ...] = ("none", "auto", "required", "function")
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """OpenAI ``tool_choice``: a mode, or (mode ``function``) the one function to call."""
+
+    mode: ToolChoiceMode
+    function: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,12 +158,24 @@ class GenerateRequest:
     params: GenerationParams
     messages: tuple[ChatMessage, ...] | None = None
     prompt: str | None = None
+    # Chat only: the functions the model may call (rendered by the chat template), and how.
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+
+    def texts(self) -> list[str]:
+        """The client's texts the model sees, in order: per message its content, then each of its
+        tool calls' arguments; or the raw prompt. Tool definitions are not among them (they are
+        the application's schemas; see docs/pii.md)."""
+        if self.messages is None:
+            return [self.prompt or ""]
+        return [t for m in self.messages for t in (m.content, *(c.arguments for c in m.tool_calls))]
 
     @property
     def text_chars(self) -> int:
-        if self.messages is not None:
-            return sum(len(m.content) for m in self.messages)
-        return len(self.prompt or "")
+        """Characters of text the model sees from the request, tool definitions included."""
+        tools = sum(len(t.name) + len(t.description or "") + len(t.parameters or "") for t in self.tools)
+        return sum(len(t) for t in self.texts()) + tools
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# One line per message; an assistant message's tool calls follow its content as
+# `[call NAME ARGUMENTS-AS-JSON]`, and the names of the tools offered come first, so that the
+# model sees everything the gateway scanned (tool schemas are not shown: the context is small).
 CHAT_TEMPLATE = (
-    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if tools %}<s>tools: {{ tools | map(attribute='function') | map(attribute='name') | join(', ') }}"
+    "{{ '\n' }}{% endif %}"
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}"
+    "{% if m['tool_calls'] is defined %}{% for c in m['tool_calls'] %}"
+    " [call {{ c['function']['name'] }} {{ c['function']['arguments'] | tojson }}]"
+    "{% endfor %}{% endif %}{{ '\n' }}{% endfor %}"
     "{% if add_generation_prompt %}assistant:{% endif %}"
 )
 

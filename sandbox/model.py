@@ -9,11 +9,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jinja2.exceptions import TemplateError
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers.utils import logging as hf_logging
 
 from gateway.errors import WorkerRequestError
-from gateway.types import DoneEvent, FinishReason, GenerateEvent, GenerateRequest, TokenEvent
+from gateway.jsonsafe import JsonRejected, loads_strict
+from gateway.types import (
+    ChatMessage,
+    DoneEvent,
+    FinishReason,
+    GenerateEvent,
+    GenerateRequest,
+    TokenEvent,
+    ToolSpec,
+)
 from sandbox.modeldir import ModelLoadError, check_model_dir
 from sandbox.sampling import make_generator, sample_next_token
 from sandbox.textstream import StopTextStream
@@ -76,6 +86,62 @@ def _as_id_list(encoded: Any) -> list[int]:
     return [int(i) for i in encoded]
 
 
+def _json_or_text(text: str) -> Any:
+    """Tool-call arguments as chat templates expect them: the decoded JSON value when the text is
+    strict JSON (templates serialise it with ``tojson``), else the text itself."""
+    try:
+        return loads_strict(text)
+    except JsonRejected:
+        return text
+
+
+def chat_message(m: ChatMessage) -> dict[str, Any]:
+    """A message in the Hugging Face chat format (keys without a value are left out)."""
+    message: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": _json_or_text(c.arguments)},
+            }
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id is not None:
+        message["tool_call_id"] = m.tool_call_id
+    if m.name is not None:
+        message["name"] = m.name
+    return message
+
+
+def chat_tool(t: ToolSpec) -> dict[str, Any]:
+    """A tool in the JSON Schema form ``apply_chat_template(tools=...)`` takes."""
+    function: dict[str, Any] = {"name": t.name}
+    if t.description is not None:
+        function["description"] = t.description
+    if t.parameters is not None:
+        function["parameters"] = loads_strict(t.parameters)  # checked by the protocol
+    return {"type": "function", "function": function}
+
+
+def chat_template_kwargs(request: GenerateRequest) -> dict[str, Any]:
+    """``tools`` and, when the client set them, ``tool_choice`` (in OpenAI's shape) and
+    ``parallel_tool_calls`` as template variables; templates that do not use them ignore them."""
+    kwargs: dict[str, Any] = {}
+    if request.tools:
+        kwargs["tools"] = [chat_tool(t) for t in request.tools]
+    choice = request.tool_choice
+    if choice is not None:
+        kwargs["tool_choice"] = (
+            {"type": "function", "function": {"name": choice.function}}
+            if choice.mode == "function"
+            else choice.mode
+        )
+    if request.parallel_tool_calls is not None:
+        kwargs["parallel_tool_calls"] = request.parallel_tool_calls
+    return kwargs
+
+
 def encode_prompt(loaded: LoadedModel, request: GenerateRequest) -> list[int]:
     tokenizer = loaded.tokenizer
     if request.messages is not None:
@@ -84,12 +150,20 @@ def encode_prompt(loaded: LoadedModel, request: GenerateRequest) -> list[int]:
                 "this model has no chat template; send a raw prompt (completions) instead",
                 code="invalid_request",
             )
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
-        ids = _as_id_list(
-            tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        messages = [chat_message(m) for m in request.messages]
+        try:
+            encoded = tokenizer.apply_chat_template(
+                messages,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
+                **chat_template_kwargs(request),
             )
-        )
+        except TemplateError as exc:  # the template refused the conversation (raise_exception)
+            raise WorkerRequestError(
+                f"this model's chat template refused the conversation: {exc}", code="invalid_request"
+            ) from exc
+        ids = _as_id_list(encoded)
     else:
         ids = _as_id_list(tokenizer(request.prompt or "", add_special_tokens=True)["input_ids"])
     if not ids and tokenizer.bos_token_id is not None:

@@ -11,10 +11,20 @@ an object. Messages:
         {"type": "error", "id": str, "code": str, "message": str}
         {"type": "fatal", "message": str}                      loading failed; the worker exits
     gateway -> worker
-        {"type": "generate", "id": str, "messages": [{"role", "content"}] | null,
-         "prompt": str | null, "params": {max_tokens, temperature, top_p, stop, seed}}
+        {"type": "generate", "id": str, "messages": [message] | null, "prompt": str | null,
+         "params": {max_tokens, temperature, top_p, stop, seed},
+         "tools": [{"name": str, "description": str | null, "parameters": str | null,
+                    "strict": bool | null}],                      (parameters: JSON Schema text)
+         "tool_choice": {"mode": "none"|"auto"|"required"|"function", "function": str | null} | null,
+         "parallel_tool_calls": bool | null}
+        message = {"role": str, "content": str, "name": str | null, "tool_call_id": str | null,
+                   "tool_calls": [{"id": str, "name": str, "arguments": str}]}
         {"type": "cancel", "id": str}
         {"type": "shutdown"}
+
+Tools, a tool choice and ``parallel_tool_calls`` come only with messages (a chat). The tool
+fields (per request and per message) may be absent, which means none; when present they are
+checked as strictly as the others.
 
 Every generate is answered by exactly one terminal frame (done or error, including error code
 ``cancelled`` for a cancelled request), so both sides can count outstanding requests.
@@ -31,7 +41,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway.errors import WorkerError
+from gateway.jsonsafe import JsonRejected, loads_strict
 from gateway.types import (
+    TOOL_CHOICE_MODES,
     ChatMessage,
     DoneEvent,
     FinishReason,
@@ -39,6 +51,9 @@ from gateway.types import (
     GenerateRequest,
     GenerationParams,
     TokenEvent,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
 )
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -158,16 +173,91 @@ def _field(frame: Frame, key: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
+def _optional(frame: Frame, key: str, kind: type) -> Any:
+    """A field that is absent or null (None) or of ``kind`` (a boolean only where ``kind`` is bool)."""
+    value = frame.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ProtocolError(f"field {key!r} is mistyped")
+    return value
+
+
+def _message_to_frame(m: ChatMessage) -> Frame:
+    return {
+        "role": m.role,
+        "content": m.content,
+        "name": m.name,
+        "tool_call_id": m.tool_call_id,
+        "tool_calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls],
+    }
+
+
+def _message_from_frame(m: Any) -> ChatMessage:
+    if not isinstance(m, dict):
+        raise ProtocolError("each message must be an object")
+    calls = _optional(m, "tool_calls", list) or []
+    for c in calls:
+        if not isinstance(c, dict):
+            raise ProtocolError("each tool call must be an object")
+    return ChatMessage(
+        role=_field(m, "role", str),
+        content=_field(m, "content", str),
+        tool_calls=tuple(
+            ToolCall(
+                id=_field(c, "id", str), name=_field(c, "name", str), arguments=_field(c, "arguments", str)
+            )
+            for c in calls
+        ),
+        tool_call_id=_optional(m, "tool_call_id", str),
+        name=_optional(m, "name", str),
+    )
+
+
+def _tool_from_frame(t: Any) -> ToolSpec:
+    if not isinstance(t, dict):
+        raise ProtocolError("each tool must be an object")
+    name = _field(t, "name", str)
+    parameters = _optional(t, "parameters", str)
+    if not name:
+        raise ProtocolError("a tool needs a name")
+    if parameters is not None:
+        try:
+            schema = loads_strict(parameters)
+        except JsonRejected as exc:
+            raise ProtocolError(f"tool parameters are not strict JSON: {exc}") from exc
+        if not isinstance(schema, dict):
+            raise ProtocolError("tool parameters must be a JSON object")
+    return ToolSpec(
+        name=name,
+        description=_optional(t, "description", str),
+        parameters=parameters,
+        strict=_optional(t, "strict", bool),
+    )
+
+
+def _tool_choice_from_frame(frame: Frame, tools: tuple[ToolSpec, ...]) -> ToolChoice | None:
+    raw = _optional(frame, "tool_choice", dict)
+    if raw is None:
+        return None
+    mode = raw.get("mode")
+    function = _optional(raw, "function", str)
+    if mode not in TOOL_CHOICE_MODES:
+        raise ProtocolError(f"unknown tool_choice mode {mode!r}")
+    if (mode == "function") != (function is not None):
+        raise ProtocolError("tool_choice names a function exactly when its mode is 'function'")
+    if function is not None and function not in {t.name for t in tools}:
+        raise ProtocolError("tool_choice names a function that is not among the tools")
+    return ToolChoice(mode=mode, function=function)
+
+
 def request_to_frame(wire_id: str, request: GenerateRequest) -> Frame:
     params = request.params
+    choice = request.tool_choice
     return {
         "type": "generate",
         "id": wire_id,
-        "messages": (
-            None
-            if request.messages is None
-            else [{"role": m.role, "content": m.content} for m in request.messages]
-        ),
+        "messages": (None if request.messages is None else [_message_to_frame(m) for m in request.messages]),
         "prompt": request.prompt,
         "params": {
             "max_tokens": params.max_tokens,
@@ -176,6 +266,12 @@ def request_to_frame(wire_id: str, request: GenerateRequest) -> Frame:
             "stop": list(params.stop),
             "seed": params.seed,
         },
+        "tools": [
+            {"name": t.name, "description": t.description, "parameters": t.parameters, "strict": t.strict}
+            for t in request.tools
+        ],
+        "tool_choice": None if choice is None else {"mode": choice.mode, "function": choice.function},
+        "parallel_tool_calls": request.parallel_tool_calls,
     }
 
 
@@ -206,14 +302,16 @@ def request_from_frame(frame: Frame) -> GenerateRequest:
     if messages is not None:
         if not isinstance(messages, list) or not messages:
             raise ProtocolError("messages must be a non-empty list")
-        items = []
-        for m in messages:
-            if not isinstance(m, dict):
-                raise ProtocolError("each message must be an object")
-            items.append(ChatMessage(role=_field(m, "role", str), content=_field(m, "content", str)))
-        chat = tuple(items)
+        chat = tuple(_message_from_frame(m) for m in messages)
     elif not isinstance(prompt, str):
         raise ProtocolError("prompt must be a string")
+    tools = tuple(_tool_from_frame(t) for t in _optional(frame, "tools", list) or [])
+    if len({t.name for t in tools}) != len(tools):
+        raise ProtocolError("tool names must be unique")
+    choice = _tool_choice_from_frame(frame, tools)
+    parallel = _optional(frame, "parallel_tool_calls", bool)
+    if chat is None and (tools or choice is not None or parallel is not None):
+        raise ProtocolError("tools, tool_choice and parallel_tool_calls come only with messages")
     return GenerateRequest(
         id=request_id,
         params=GenerationParams(
@@ -221,6 +319,9 @@ def request_from_frame(frame: Frame) -> GenerateRequest:
         ),
         messages=chat,
         prompt=prompt,
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
     )
 
 

@@ -3,6 +3,12 @@
 ``parse_chat_request`` and ``parse_completion_request`` take the raw body bytes and either
 return a typed request or raise ``InvalidRequest`` naming the offending parameter.
 Unknown parameters are refused (as OpenAI does) rather than silently ignored.
+
+Chat requests may use OpenAI tool calling: assistant messages with ``tool_calls``, ``tool``
+messages with ``tool_call_id``, and the request's ``tools``, ``tool_choice`` and
+``parallel_tool_calls``, which go to the worker's chat template. Message content is a string or
+an array of ``text`` parts (joined); other part types (images, audio, files) are refused as
+not supported. Responses are text only: the gateway never returns ``tool_calls``.
 """
 
 from __future__ import annotations
@@ -20,12 +26,32 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from gateway import toolargs
+from gateway.errors import InvalidRequest
+from gateway.jsonsafe import MAX_DEPTH, deeper_than
+from gateway.types import (
+    ChatMessage,
+    GenerateRequest,
+    GenerationParams,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
 )
 
-from gateway.errors import InvalidRequest
-from gateway.types import ChatMessage, GenerateRequest, GenerationParams
-
 Number = StrictFloat | StrictInt
+
+# Function and participant names, as OpenAI restricts them.
+NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+# Tool-call ids: OpenAI's "call_...", and the dotted or colon forms other servers generate.
+TOOL_CALL_ID_PATTERN = r"^[a-zA-Z0-9_.:-]{1,128}$"
+MAX_TOOLS = 128  # OpenAI's limit on functions per request
+MAX_TOOL_CALLS = 128  # tool calls in one assistant message
+# OpenAI content part types that this gateway (text-only models) does not take.
+_UNSUPPORTED_PARTS = frozenset({"image_url", "input_audio", "file", "refusal"})
 
 
 class _Strict(BaseModel):
@@ -36,12 +62,36 @@ class TextPart(_Strict):
     type: Literal["text"]
     text: StrictStr
 
+    @field_validator("type", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in _UNSUPPORTED_PARTS:
+            raise PydanticCustomError(
+                "unsupported_value",
+                "Content parts of type '{part}' are not supported: only text is accepted "
+                "(a string, or parts of type 'text').",
+                {"part": value},
+            )
+        return value
+
+
+class FunctionCall(_Strict):
+    name: StrictStr = Field(pattern=NAME_PATTERN)
+    arguments: StrictStr  # JSON text, as the model wrote it (not necessarily valid JSON)
+
+
+class ToolCallParam(_Strict):
+    id: StrictStr = Field(pattern=TOOL_CALL_ID_PATTERN)
+    type: Literal["function"]
+    function: FunctionCall
+
 
 class Message(_Strict):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StrictStr | list[TextPart] | None = None
-    name: StrictStr | None = None
-    tool_call_id: StrictStr | None = None
+    name: StrictStr | None = Field(default=None, pattern=NAME_PATTERN)
+    tool_call_id: StrictStr | None = Field(default=None, pattern=TOOL_CALL_ID_PATTERN)
+    tool_calls: list[ToolCallParam] | None = Field(default=None, max_length=MAX_TOOL_CALLS)
 
     def text(self) -> str:
         if self.content is None:
@@ -49,6 +99,54 @@ class Message(_Strict):
         if isinstance(self.content, str):
             return self.content
         return "".join(p.text for p in self.content)
+
+    def chat_message(self) -> ChatMessage:
+        calls = tuple(
+            ToolCall(id=c.id, name=c.function.name, arguments=toolargs.canonical(c.function.arguments))
+            for c in self.tool_calls or ()
+        )
+        return ChatMessage(
+            role=self.role,
+            content=self.text(),
+            tool_calls=calls,
+            tool_call_id=self.tool_call_id,
+            name=self.name,
+        )
+
+
+class FunctionDefinition(_Strict):
+    name: StrictStr = Field(pattern=NAME_PATTERN)
+    description: StrictStr | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema object
+    strict: StrictBool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _json_numbers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError as exc:  # Python's decoder reads NaN, Infinity and 1e400; JSON has none
+            raise PydanticCustomError("json_number", "it holds NaN or Infinity, which are not JSON") from exc
+        return value
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+    def spec(self) -> ToolSpec:
+        f = self.function
+        parameters = None if f.parameters is None else json.dumps(f.parameters, ensure_ascii=False)
+        return ToolSpec(name=f.name, description=f.description, parameters=parameters, strict=f.strict)
+
+
+class FunctionName(_Strict):
+    name: StrictStr = Field(pattern=NAME_PATTERN)
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class StreamOptions(_Strict):
@@ -102,14 +200,30 @@ class _GenerationFields(_Strict):
 class ChatCompletionRequest(_GenerationFields):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(default=None, ge=1, le=2**31 - 1)
+    tools: list[Tool] | None = Field(default=None, min_length=1, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: StrictBool | None = None
 
     @property
     def message_count(self) -> int:
         return len(self.messages)
 
     def generate_request(self, request_id: str, params: GenerationParams) -> GenerateRequest:
-        messages = tuple(ChatMessage(role=m.role, content=m.text()) for m in self.messages)
-        return GenerateRequest(id=request_id, params=params, messages=messages)
+        choice = self.tool_choice
+        return GenerateRequest(
+            id=request_id,
+            params=params,
+            messages=tuple(m.chat_message() for m in self.messages),
+            tools=tuple(t.spec() for t in self.tools or ()),
+            tool_choice=(
+                None
+                if choice is None
+                else ToolChoice(choice)
+                if isinstance(choice, str)
+                else ToolChoice("function", choice.function.name)
+            ),
+            parallel_tool_calls=self.parallel_tool_calls,
+        )
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -145,18 +259,29 @@ def decode_json_body(body: bytes) -> Any:
             f"The request body is not valid UTF-8 (bad byte at offset {exc.start}).", code="invalid_encoding"
         ) from exc
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
             code="invalid_json",
         ) from exc
     except RecursionError as exc:
-        raise InvalidRequest("The request body is nested too deeply.", code="invalid_json") from exc
+        raise _too_deep() from exc
     except ValueError as exc:  # e.g. an integer longer than Python's digit limit
         raise InvalidRequest(
             "The request body holds a number that is too large.", code="invalid_json"
         ) from exc
+    # Only a body with more brackets than the limit can nest past it: skip the walk otherwise.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and deeper_than(value, MAX_DEPTH):
+        raise _too_deep()
+    return value
+
+
+def _too_deep() -> InvalidRequest:
+    return InvalidRequest(
+        f"The request body is nested too deeply: at most {MAX_DEPTH} levels of arrays and objects.",
+        code="invalid_json",
+    )
 
 
 def _check_surrogates(value: Any) -> None:
@@ -190,11 +315,7 @@ def _parse(model: type[_R], body: bytes) -> _R:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"]]
-        # Drop pydantic's union-branch labels such as "str" or "list[TextPart]".
-        loc = [p for p in loc if not (p[:1].isalpha() and ("[" in p or p in {"str", "int", "float", "bool"}))]
-        param = ".".join(loc) or None
+        err, param = _first_error(data, exc)
         if err["type"] == "extra_forbidden":
             raise InvalidRequest(
                 f"Unrecognized request argument supplied: {param}", code="unknown_parameter", param=param
@@ -203,9 +324,41 @@ def _parse(model: type[_R], body: bytes) -> _R:
             raise InvalidRequest(
                 f"Missing required parameter: '{param}'.", code="missing_required_parameter", param=param
             ) from exc
+        if err["type"] == "unsupported_value":
+            raise InvalidRequest(err["msg"], code="unsupported_value", param=param) from exc
         raise InvalidRequest(
             f"Invalid value for '{param}': {err['msg']}.", code="invalid_value", param=param
         ) from exc
+
+
+def _param(data: Any, loc: tuple[int | str, ...], keep_last: bool) -> list[str]:
+    """The parameter path of an error location, as the client wrote it: pydantic's union-branch
+    labels ("str", "list[TextPart]", "NamedToolChoice") are not keys or indexes of the body, so
+    they drop out. ``keep_last``: the last part names what is missing, so it is not in the body."""
+    path: list[str] = []
+    node = data
+    for i, part in enumerate(loc):
+        in_dict = isinstance(node, dict) and isinstance(part, str) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+        elif not (keep_last and i == len(loc) - 1):
+            continue
+        path.append(str(part))
+    return path
+
+
+def _first_error(data: Any, exc: ValidationError) -> tuple[Any, str | None]:
+    """The error to report, with its parameter path: an ``unsupported_value`` if there is one,
+    else the most specific error of the first failing parameter (a value that fails every
+    branch of a union gets one error per branch; the deepest says most)."""
+    errors = exc.errors()
+    paths = [_param(data, e["loc"], e["type"] == "missing") for e in errors]
+    chosen = next((i for i, e in enumerate(errors) if e["type"] == "unsupported_value"), None)
+    if chosen is None:
+        top = paths[0][:1]
+        chosen = max((i for i, p in enumerate(paths) if p[:1] == top), key=lambda i: len(paths[i]))
+    return errors[chosen], ".".join(paths[chosen]) or None
 
 
 def _check_common(req: _GenerationFields) -> None:
@@ -222,6 +375,63 @@ def _check_common(req: _GenerationFields) -> None:
         )
 
 
+def _check_tool_messages(messages: list[Message]) -> None:
+    for i, m in enumerate(messages):
+        if m.tool_calls is not None and m.role != "assistant":
+            raise InvalidRequest(
+                f"Only assistant messages may carry 'tool_calls'; this one has role '{m.role}'.",
+                code="invalid_value",
+                param=f"messages.{i}.tool_calls",
+            )
+        if m.role == "tool" and m.tool_call_id is None:
+            raise InvalidRequest(
+                "Missing required parameter: a tool message needs 'tool_call_id'.",
+                code="missing_required_parameter",
+                param=f"messages.{i}.tool_call_id",
+            )
+        if m.role != "tool" and m.tool_call_id is not None:
+            raise InvalidRequest(
+                f"Only tool messages carry 'tool_call_id'; this one has role '{m.role}'.",
+                code="invalid_value",
+                param=f"messages.{i}.tool_call_id",
+            )
+        seen: set[str] = set()
+        for j, call in enumerate(m.tool_calls or ()):
+            if call.id in seen:
+                raise InvalidRequest(
+                    "Duplicate tool call id in one message.",
+                    code="invalid_value",
+                    param=f"messages.{i}.tool_calls.{j}.id",
+                )
+            seen.add(call.id)
+
+
+def _check_tools(req: ChatCompletionRequest) -> None:
+    if req.tools is None:
+        for name in ("tool_choice", "parallel_tool_calls"):
+            if getattr(req, name) is not None:
+                raise InvalidRequest(
+                    f"'{name}' is only allowed when 'tools' are specified.", code="invalid_value", param=name
+                )
+        return
+    names: set[str] = set()
+    for j, tool in enumerate(req.tools):
+        if tool.function.name in names:
+            raise InvalidRequest(
+                f"Duplicate function name '{tool.function.name}' in 'tools'.",
+                code="invalid_value",
+                param=f"tools.{j}.function.name",
+            )
+        names.add(tool.function.name)
+    choice = req.tool_choice
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+        raise InvalidRequest(
+            f"'tool_choice' names function '{choice.function.name}', which is not among 'tools'.",
+            code="invalid_value",
+            param="tool_choice.function.name",
+        )
+
+
 def parse_chat_request(body: bytes, *, max_messages: int) -> ChatCompletionRequest:
     req = _parse(ChatCompletionRequest, body)
     _check_common(req)
@@ -231,6 +441,8 @@ def parse_chat_request(body: bytes, *, max_messages: int) -> ChatCompletionReque
             code="too_many_messages",
             param="messages",
         )
+    _check_tool_messages(req.messages)
+    _check_tools(req)
     return req
 
 

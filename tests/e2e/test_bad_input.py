@@ -84,6 +84,55 @@ CASES = [
         None,
     ),
     (
+        "image content part",
+        json.dumps(
+            {
+                **OK,
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            }
+        ).encode(),
+        400,
+        "unsupported_value",
+        "messages.0.content.0.type",
+    ),
+    (
+        "nested past the depth limit",
+        b'{"model": "demo", "messages": [{"role": "user", "content": "hi"}], "x": '
+        + b"[" * 64
+        + b"]" * 64
+        + b"}",
+        400,
+        "invalid_json",
+        None,
+    ),
+    (
+        "tool_calls on a user message",
+        json.dumps(
+            {
+                **OK,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": "x",
+                        "tool_calls": [
+                            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                        ],
+                    }
+                ],
+            }
+        ).encode(),
+        400,
+        "invalid_value",
+        "messages.0.tool_calls",
+    ),
+    (
+        "tool_choice without tools",
+        json.dumps({**OK, "tool_choice": "auto"}).encode(),
+        400,
+        "invalid_value",
+        "tool_choice",
+    ),
+    (
         "tiny temperature is greedy, not a crash",
         json.dumps({**OK, "temperature": 1e-45}).encode(),
         200,

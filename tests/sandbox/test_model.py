@@ -8,8 +8,25 @@ import pytest
 import torch
 
 from gateway.errors import WorkerRequestError
-from gateway.types import ChatMessage, DoneEvent, GenerateEvent, GenerateRequest, GenerationParams, TokenEvent
-from sandbox.model import LoadedModel, encode_prompt, generate, load_model
+from gateway.types import (
+    ChatMessage,
+    DoneEvent,
+    GenerateEvent,
+    GenerateRequest,
+    GenerationParams,
+    TokenEvent,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
+from sandbox.model import (
+    LoadedModel,
+    chat_message,
+    chat_template_kwargs,
+    encode_prompt,
+    generate,
+    load_model,
+)
 from sandbox.modeldir import PICKLE_WEIGHT_SUFFIXES, ModelLoadError, check_model_dir
 from sandbox.textstream import REPLACEMENT_CHAR
 
@@ -99,6 +116,102 @@ def test_chat_messages_go_through_the_chat_template(loaded: LoadedModel) -> None
     ids = encode_prompt(loaded, request(messages=(ChatMessage("user", "hi"),)))
     rendered = "<s>user: hi\nassistant:"
     assert ids == loaded.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+TOOL_MESSAGES = (
+    ChatMessage("user", "mail <EMAIL_ADDRESS_1>"),
+    ChatMessage(
+        "assistant",
+        "",
+        tool_calls=(
+            ToolCall("call_1", "send", '{"to": "<EMAIL_ADDRESS_1>", "n": 2}'),
+            ToolCall("call_2", "note", "not json"),
+        ),
+    ),
+    ChatMessage("tool", "sent", tool_call_id="call_1", name="send"),
+)
+TOOLS = (ToolSpec("send", "Send mail", '{"type": "object"}', strict=True), ToolSpec("note"))
+
+
+def test_messages_take_the_hugging_face_tool_format() -> None:
+    assert [chat_message(m) for m in TOOL_MESSAGES] == [
+        {"role": "user", "content": "mail <EMAIL_ADDRESS_1>"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "send", "arguments": {"to": "<EMAIL_ADDRESS_1>", "n": 2}},
+                },
+                {"id": "call_2", "type": "function", "function": {"name": "note", "arguments": "not json"}},
+            ],
+        },
+        {"role": "tool", "content": "sent", "tool_call_id": "call_1", "name": "send"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "parallel", "expected"),
+    [
+        (None, None, {}),
+        (ToolChoice("auto"), None, {"tool_choice": "auto"}),
+        (
+            ToolChoice("function", "send"),
+            False,
+            {"tool_choice": {"type": "function", "function": {"name": "send"}}, "parallel_tool_calls": False},
+        ),
+    ],
+)
+def test_tools_go_to_the_template(
+    choice: ToolChoice | None, parallel: bool | None, expected: dict[str, object]
+) -> None:
+    req = dataclasses.replace(
+        request(messages=TOOL_MESSAGES), tools=TOOLS, tool_choice=choice, parallel_tool_calls=parallel
+    )
+    assert chat_template_kwargs(req) == {
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "send", "description": "Send mail", "parameters": {"type": "object"}},
+            },
+            {"type": "function", "function": {"name": "note"}},
+        ],
+        **expected,
+    }
+    assert chat_template_kwargs(request(messages=TOOL_MESSAGES)) == {}
+
+
+def test_the_demo_template_shows_tool_calls_and_tool_names(loaded: LoadedModel) -> None:
+    req = dataclasses.replace(
+        request(messages=TOOL_MESSAGES), tools=TOOLS, tool_choice=ToolChoice("required")
+    )
+    rendered = (
+        "<s>tools: send, note\n"
+        "<s>user: mail <EMAIL_ADDRESS_1>\n"
+        '<s>assistant:  [call send {"to": "<EMAIL_ADDRESS_1>", "n": 2}] [call note "not json"]\n'
+        "<s>tool: sent\n"
+        "assistant:"
+    )
+    assert encode_prompt(loaded, req) == loaded.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    _, done = run(loaded, dataclasses.replace(req, params=GenerationParams(max_tokens=3, temperature=0.0)))
+    assert done.completion_tokens == 3
+
+
+def test_a_template_that_refuses_the_conversation_is_a_request_error(
+    demo_model_dir: Path, tmp_path: Path
+) -> None:
+    model_dir = tmp_path / "m"
+    shutil.copytree(demo_model_dir, model_dir)
+    (model_dir / "chat_template.jinja").write_text(
+        "{% if messages[0]['role'] == 'tool' %}{{ raise_exception('a tool result needs a call first') }}{% endif %}"
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    strict = load_model(model_dir)
+    with pytest.raises(WorkerRequestError, match="a tool result needs a call first") as info:
+        encode_prompt(strict, request(messages=(ChatMessage("tool", "x", tool_call_id="c"),)))
+    assert info.value.code == "invalid_request"
 
 
 def test_empty_prompt_starts_from_bos(loaded: LoadedModel) -> None:

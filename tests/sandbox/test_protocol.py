@@ -12,7 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.errors import WorkerError
-from gateway.types import ChatMessage, DoneEvent, GenerateRequest, GenerationParams, TokenEvent
+from gateway.types import (
+    ChatMessage,
+    DoneEvent,
+    GenerateRequest,
+    GenerationParams,
+    TokenEvent,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
+)
 from sandbox.protocol import (
     MAX_FRAME_BYTES,
     FrameDecoder,
@@ -126,8 +135,145 @@ def test_generate_request_round_trips(params: GenerationParams, body: tuple[Any,
     assert request_from_frame(next(wire)) == request
 
 
+names = st.from_regex(r"[a-zA-Z0-9_-]{1,8}", fullmatch=True)
+tool_messages_strategy = st.lists(
+    st.builds(
+        ChatMessage,
+        role=st.sampled_from(["user", "assistant", "tool"]),
+        content=st.text(),
+        tool_calls=st.lists(st.builds(ToolCall, id=names, name=names, arguments=st.text()), max_size=3).map(
+            tuple
+        ),
+        tool_call_id=st.none() | names,
+        name=st.none() | names,
+    ),
+    min_size=1,
+    max_size=4,
+).map(tuple)
+tools_strategy = st.lists(
+    st.builds(
+        ToolSpec,
+        name=names,
+        description=st.none() | st.text(),
+        parameters=st.none() | json_objects.map(json.dumps),
+        strict=st.none() | st.booleans(),
+    ),
+    max_size=3,
+    unique_by=lambda t: t.name,
+).map(tuple)
+
+
+@st.composite
+def tool_requests(draw: st.DrawFn) -> GenerateRequest:
+    tools = draw(tools_strategy)
+    modes = [ToolChoice("none"), ToolChoice("auto"), ToolChoice("required")]
+    choice = draw(st.none() | st.sampled_from(modes + [ToolChoice("function", t.name) for t in tools]))
+    return GenerateRequest(
+        id="wire-1",
+        params=GenerationParams(max_tokens=5),
+        messages=draw(tool_messages_strategy),
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=draw(st.none() | st.booleans()),
+    )
+
+
+@given(tool_requests())
+def test_tool_calling_requests_round_trip(request: GenerateRequest) -> None:
+    wire = FrameDecoder().feed(encode_frame(request_to_frame("wire-1", request)))
+    assert request_from_frame(next(wire)) == request
+
+
 def good_generate() -> dict[str, Any]:
     return request_to_frame("r", GenerateRequest(id="r", params=GenerationParams(max_tokens=5), prompt="hi"))
+
+
+def good_tool_generate() -> dict[str, Any]:
+    request = GenerateRequest(
+        id="r",
+        params=GenerationParams(max_tokens=5),
+        messages=(
+            ChatMessage("user", "hi"),
+            ChatMessage("assistant", "", tool_calls=(ToolCall("c1", "f", '{"a": 1}'),)),
+            ChatMessage("tool", "ok", tool_call_id="c1", name="f"),
+        ),
+        tools=(ToolSpec("f", "does f", '{"type": "object"}', strict=True), ToolSpec("g")),
+        tool_choice=ToolChoice("function", "f"),
+        parallel_tool_calls=True,
+    )
+    return request_to_frame("r", request)
+
+
+def test_a_tool_frame_is_accepted() -> None:
+    assert request_from_frame(good_tool_generate()).tool_choice == ToolChoice("function", "f")
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("messages", 1, "tool_calls"), {"id": "c1"}),
+        (("messages", 1, "tool_calls", 0), "c1"),
+        (("messages", 1, "tool_calls", 0, "arguments"), {"a": 1}),
+        (("messages", 1, "tool_calls", 0, "id"), 5),
+        (("messages", 1, "tool_calls", 0, "name"), True),
+        (("messages", 2, "tool_call_id"), 5),
+        (("messages", 2, "name"), ["f"]),
+        (("tools",), None),
+        (("tools",), {"name": "f"}),
+        (("tools", 0), "f"),
+        (("tools", 0, "name"), ""),
+        (("tools", 0, "name"), "g"),  # duplicate
+        (("tools", 0, "description"), 5),
+        (("tools", 0, "parameters"), {"type": "object"}),  # JSON text, not an object
+        (("tools", 0, "parameters"), "{bad"),
+        (("tools", 0, "parameters"), "[1]"),
+        (("tools", 0, "parameters"), '{"a": NaN}'),
+        (("tools", 0, "strict"), "yes"),
+        (("tool_choice",), "auto"),
+        (("tool_choice", "mode"), "always"),
+        (("tool_choice", "mode"), "auto"),  # with a function
+        (("tool_choice", "function"), None),  # mode function without one
+        (("tool_choice", "function"), "h"),  # not among the tools
+        (("parallel_tool_calls",), "yes"),
+        (("parallel_tool_calls",), 1),
+    ],
+)
+def test_tool_fields_are_checked(path: tuple[str | int, ...], value: object) -> None:
+    frame = good_tool_generate()
+    target: Any = frame
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ProtocolError):
+        request_from_frame(frame)
+
+
+def test_absent_tool_fields_mean_none() -> None:
+    frame = good_tool_generate()
+    for key in ("tools", "tool_choice", "parallel_tool_calls"):
+        del frame[key]
+    for message in frame["messages"]:
+        for key in ("tool_calls", "tool_call_id", "name"):
+            del message[key]
+    request = request_from_frame(frame)
+    assert (request.tools, request.tool_choice, request.parallel_tool_calls) == ((), None, None)
+    assert request.messages is not None
+    assert all((m.tool_calls, m.tool_call_id, m.name) == ((), None, None) for m in request.messages)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("tools", [{"name": "f", "description": None, "parameters": None, "strict": None}]),
+        ("tool_choice", {"mode": "auto", "function": None}),
+        ("parallel_tool_calls", False),
+    ],
+)
+def test_tools_come_only_with_messages(key: str, value: object) -> None:
+    frame = good_generate()
+    frame[key] = value
+    with pytest.raises(ProtocolError, match="only with messages"):
+        request_from_frame(frame)
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.api.schemas import (
+    MAX_TOOL_CALLS,
+    MAX_TOOLS,
     ChatCompletionRequest,
     CompletionRequest,
     parse_chat_request,
     parse_completion_request,
 )
 from gateway.errors import InvalidRequest
-from gateway.types import ChatMessage, GenerationParams
+from gateway.jsonsafe import MAX_DEPTH
+from gateway.types import ChatMessage, GenerationParams, ToolCall, ToolChoice, ToolSpec
 
 MSGS = [{"role": "user", "content": "hi"}]
 MAX_MESSAGES = 4
@@ -96,7 +99,7 @@ CHAT_ERRORS = [
     ("top_p 1.5", chat(top_p=1.5), "invalid_value", "top_p"),
     ("seed float", chat(seed=1.0), "invalid_value", "seed"),
     ("user too long", chat(user="u" * 257), "invalid_value", "user"),
-    ("unknown parameter", chat(tools=[]), "unknown_parameter", "tools"),
+    ("unknown parameter", chat(functions=[]), "unknown_parameter", "functions"),
     (
         "unknown message field",
         chat(messages=[{"role": "user", "content": "x", "foo": 1}]),
@@ -135,14 +138,32 @@ CHAT_ERRORS = [
         chat(
             messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x"}}]}]
         ),
-        "invalid_value",
-        "messages.0.content",
+        "unsupported_value",
+        "messages.0.content.0.type",
     ),
     (
         "text and image parts",
         chat(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url"}]}]),
+        "unsupported_value",
+        "messages.0.content.1.type",
+    ),
+    (
+        "unknown content part type",
+        chat(messages=[{"role": "user", "content": [{"type": "video", "text": "a"}]}]),
         "invalid_value",
-        "messages.0.content",
+        "messages.0.content.0.type",
+    ),
+    (
+        "text part without text",
+        chat(messages=[{"role": "user", "content": [{"type": "text"}]}]),
+        "missing_required_parameter",
+        "messages.0.content.0.text",
+    ),
+    (
+        "text part with an extra field",
+        chat(messages=[{"role": "user", "content": [{"type": "text", "text": "a", "cache": 1}]}]),
+        "unknown_parameter",
+        "messages.0.content.0.cache",
     ),
     ("content int", chat(messages=[{"role": "user", "content": 5}]), "invalid_value", "messages.0.content"),
     ("lone surrogate", chat(model="\ud800"), "invalid_encoding", None),
@@ -238,7 +259,7 @@ def test_content_parts_are_joined() -> None:
         ChatMessage("user", "Hello, world"),
         ChatMessage("assistant", ""),
         ChatMessage("developer", ""),
-        ChatMessage("tool", "42"),
+        ChatMessage("tool", "42", tool_call_id="call_1", name="calc"),
     )
 
 
@@ -276,7 +297,7 @@ COMPLETION_ERRORS = [
     ("missing model", json.dumps({"prompt": "x"}).encode(), "missing_required_parameter", "model"),
     ("prompt list of 2", completion(prompt=["a", "b"]), "invalid_request", "prompt"),
     ("prompt empty list", completion(prompt=[]), "invalid_request", "prompt"),
-    ("prompt tokens", completion(prompt=[1, 2, 3]), "invalid_value", "prompt"),
+    ("prompt tokens", completion(prompt=[1, 2, 3]), "invalid_value", "prompt.0"),
     ("prompt int", completion(prompt=5), "invalid_value", "prompt"),
     ("echo", completion(echo=True), "unsupported_value", "echo"),
     ("echo str", completion(echo="true"), "invalid_value", "echo"),
@@ -328,6 +349,16 @@ FIELDS = [
     "model",
     "messages",
     "prompt",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "tool_calls",
+    "tool_call_id",
+    "function",
+    "name",
+    "arguments",
+    "parameters",
+    "id",
     "max_tokens",
     "max_completion_tokens",
     "temperature",
@@ -361,11 +392,13 @@ PROPERTY_SETTINGS = settings(
 def _only_invalid_request(body: bytes) -> None:
     for parse in (lambda b: parse_chat_request(b, max_messages=3), parse_completion_request):
         try:
-            parse(body)
+            req = parse(body)
         except InvalidRequest as exc:
             assert exc.status == 400
             assert exc.code
             assert isinstance(exc.message, str)
+        else:  # what parses also converts
+            req.generate_request("r", req.params(16))
 
 
 @PROPERTY_SETTINGS
@@ -439,3 +472,399 @@ def test_escaped_surrogate_pairs_are_text() -> None:
     body = b'{"model": "demo", "messages": [{"role": "user", "content": "smile \\ud83d\\ude00"}]}'
     req = parse_chat_request(body, max_messages=8)
     assert req.messages[0].text() == "smile \U0001f600"
+
+
+# --- tool calling -------------------------------------------------------------------------------
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "send_mail",
+            "description": "Send an e-mail",
+            "parameters": {"type": "object", "properties": {"to": {"type": "string"}}},
+            "strict": True,
+        },
+    },
+    {"type": "function", "function": {"name": "get-time"}},
+]
+
+
+def call(args: str = '{"to": "a"}', call_id: str = "call_1", name: str = "send_mail") -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+def assistant(*calls: dict[str, Any], content: Any = None) -> dict[str, Any]:
+    return {"role": "assistant", "content": content, "tool_calls": list(calls)}
+
+
+def tool_result(content: str = "sent", call_id: str = "call_1") -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": content}
+
+
+def tools_chat(**fields: Any) -> bytes:
+    return chat(messages=[*MSGS, assistant(call()), tool_result()], tools=TOOLS, **fields)
+
+
+def test_a_tool_conversation_becomes_a_generate_request() -> None:
+    body = chat(
+        messages=[
+            *MSGS,
+            assistant(call('{"to": "jane@example.com"}'), call("{}", "call_2", "get-time")),
+            tool_result("sent", "call_1"),
+            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "noon"}]},
+        ],
+        tools=TOOLS,
+        tool_choice={"type": "function", "function": {"name": "get-time"}},
+        parallel_tool_calls=False,
+    )
+
+    req = parse_chat_request(body, max_messages=MAX_MESSAGES)
+    gen = req.generate_request("r", req.params(16))
+
+    assert gen.messages == (
+        ChatMessage("user", "hi"),
+        ChatMessage(
+            "assistant",
+            "",
+            tool_calls=(
+                ToolCall("call_1", "send_mail", '{"to": "jane@example.com"}'),
+                ToolCall("call_2", "get-time", "{}"),
+            ),
+        ),
+        ChatMessage("tool", "sent", tool_call_id="call_1"),
+        ChatMessage("tool", "noon", tool_call_id="call_2"),
+    )
+    assert gen.tools == (
+        ToolSpec(
+            "send_mail",
+            "Send an e-mail",
+            '{"type": "object", "properties": {"to": {"type": "string"}}}',
+            strict=True,
+        ),
+        ToolSpec("get-time"),
+    )
+    assert gen.tool_choice == ToolChoice("function", "get-time")
+    assert gen.parallel_tool_calls is False
+    assert gen.texts() == ["hi", "", '{"to": "jane@example.com"}', "{}", "sent", "noon"]
+
+
+@pytest.mark.parametrize("choice", ["none", "auto", "required"])
+def test_tool_choice_modes(choice: str) -> None:
+    req = parse_chat_request(tools_chat(tool_choice=choice), max_messages=MAX_MESSAGES)
+    assert req.generate_request("r", req.params(16)).tool_choice == ToolChoice(choice)  # type: ignore[arg-type]
+
+
+def test_without_tools_nothing_is_passed_on() -> None:
+    req = parse_chat_request(chat(), max_messages=MAX_MESSAGES)
+    gen = req.generate_request("r", req.params(16))
+    assert (gen.tools, gen.tool_choice, gen.parallel_tool_calls) == ((), None, None)
+
+
+@pytest.mark.parametrize(
+    ("sent", "seen"),
+    [
+        ('{"to":"jane\\u0040example.com"}', '{"to": "jane@example.com"}'),  # escapes cannot hide text
+        ('{ "a" : [1, 2.50, true, null] }', '{"a": [1, 2.5, true, null]}'),
+        ('"\\u00e9"', '"é"'),
+        ("not json {", "not json {"),  # kept as it is, scanned as plain text
+        ('{"a": NaN}', '{"a": NaN}'),  # not JSON
+        ('{"a": 1e400}', '{"a": 1e400}'),  # out of range: not kept as Infinity
+        ('{"a": "\\ud800"}', '{"a": "\\ud800"}'),  # an unpaired surrogate: kept as written
+        ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)),
+        ("", ""),
+    ],
+)
+def test_arguments_are_canonical_json_or_kept_as_text(sent: str, seen: str) -> None:
+    req = parse_chat_request(chat(messages=[assistant(call(sent))]), max_messages=MAX_MESSAGES)
+    messages = req.generate_request("r", req.params(16)).messages
+    assert messages is not None
+    assert messages[0].tool_calls[0].arguments == seen
+
+
+TOOL_ERRORS = [
+    # (name, body, code, param)
+    (
+        "tool_calls on a user message",
+        chat(messages=[{"role": "user", "content": "x", "tool_calls": [call()]}]),
+        "invalid_value",
+        "messages.0.tool_calls",
+    ),
+    (
+        "tool message without tool_call_id",
+        chat(messages=[{"role": "tool", "content": "x"}]),
+        "missing_required_parameter",
+        "messages.0.tool_call_id",
+    ),
+    (
+        "tool_call_id on a user message",
+        chat(messages=[{"role": "user", "content": "x", "tool_call_id": "call_1"}]),
+        "invalid_value",
+        "messages.0.tool_call_id",
+    ),
+    (
+        "tool_call_id with a space",
+        chat(messages=[tool_result(call_id="call 1")]),
+        "invalid_value",
+        "messages.0.tool_call_id",
+    ),
+    (
+        "tool call id empty",
+        chat(messages=[assistant(call(call_id=""))]),
+        "invalid_value",
+        "messages.0.tool_calls.0.id",
+    ),
+    (
+        "tool call id too long",
+        chat(messages=[assistant(call(call_id="c" * 129))]),
+        "invalid_value",
+        "messages.0.tool_calls.0.id",
+    ),
+    (
+        "function name with a dot",
+        chat(messages=[assistant(call(name="send.mail"))]),
+        "invalid_value",
+        "messages.0.tool_calls.0.function.name",
+    ),
+    (
+        "function name of 65 characters",
+        chat(messages=[assistant(call(name="f" * 65))]),
+        "invalid_value",
+        "messages.0.tool_calls.0.function.name",
+    ),
+    (
+        "function name with a newline",
+        chat(messages=[assistant(call(name="f\n"))]),
+        "invalid_value",
+        "messages.0.tool_calls.0.function.name",
+    ),
+    (
+        "arguments as an object",
+        chat(
+            messages=[assistant({"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}})]
+        ),
+        "invalid_value",
+        "messages.0.tool_calls.0.function.arguments",
+    ),
+    (
+        "arguments missing",
+        chat(messages=[assistant({"id": "c", "type": "function", "function": {"name": "f"}})]),
+        "missing_required_parameter",
+        "messages.0.tool_calls.0.function.arguments",
+    ),
+    (
+        "tool call of another type",
+        chat(messages=[assistant({**call(), "type": "custom"})]),
+        "invalid_value",
+        "messages.0.tool_calls.0.type",
+    ),
+    (
+        "unknown tool call field",
+        chat(messages=[assistant({**call(), "index": 0})]),
+        "unknown_parameter",
+        "messages.0.tool_calls.0.index",
+    ),
+    (
+        "tool_calls not a list",
+        chat(messages=[{"role": "assistant", "tool_calls": call()}]),
+        "invalid_value",
+        "messages.0.tool_calls",
+    ),
+    (
+        "too many tool calls",
+        chat(messages=[assistant(*(call(call_id=f"c{i}") for i in range(MAX_TOOL_CALLS + 1)))]),
+        "invalid_value",
+        "messages.0.tool_calls",
+    ),
+    (
+        "duplicate tool call ids",
+        chat(messages=[assistant(call(), call())]),
+        "invalid_value",
+        "messages.0.tool_calls.1.id",
+    ),
+    (
+        "participant name with a space",
+        chat(messages=[{"role": "user", "content": "x", "name": "Jane Doe"}]),
+        "invalid_value",
+        "messages.0.name",
+    ),
+    ("tools empty", chat(tools=[]), "invalid_value", "tools"),
+    ("tools not a list", chat(tools=TOOLS[0]), "invalid_value", "tools"),
+    (
+        "too many tools",
+        chat(tools=[{"type": "function", "function": {"name": f"f{i}"}} for i in range(MAX_TOOLS + 1)]),
+        "invalid_value",
+        "tools",
+    ),
+    (
+        "tool of another type",
+        chat(tools=[{**TOOLS[1], "type": "web_search"}]),
+        "invalid_value",
+        "tools.0.type",
+    ),
+    (
+        "tool without function",
+        chat(tools=[{"type": "function"}]),
+        "missing_required_parameter",
+        "tools.0.function",
+    ),
+    (
+        "tool without a name",
+        chat(tools=[{"type": "function", "function": {"description": "x"}}]),
+        "missing_required_parameter",
+        "tools.0.function.name",
+    ),
+    (
+        "tool name with a space",
+        chat(tools=[{"type": "function", "function": {"name": "send mail"}}]),
+        "invalid_value",
+        "tools.0.function.name",
+    ),
+    (
+        "tool parameters not an object",
+        chat(tools=[{"type": "function", "function": {"name": "f", "parameters": ["x"]}}]),
+        "invalid_value",
+        "tools.0.function.parameters",
+    ),
+    (
+        "tool strict not a boolean",
+        chat(tools=[{"type": "function", "function": {"name": "f", "strict": "yes"}}]),
+        "invalid_value",
+        "tools.0.function.strict",
+    ),
+    (
+        "tool description not a string",
+        chat(tools=[{"type": "function", "function": {"name": "f", "description": 5}}]),
+        "invalid_value",
+        "tools.0.function.description",
+    ),
+    (
+        "unknown function field",
+        chat(tools=[{"type": "function", "function": {"name": "f", "returns": {}}}]),
+        "unknown_parameter",
+        "tools.0.function.returns",
+    ),
+    (
+        "NaN in tool parameters",
+        b'{"model": "demo", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function",'
+        b' "function": {"name": "f", "parameters": {"maximum": NaN}}}]}',
+        "invalid_value",
+        "tools.0.function.parameters",
+    ),
+    (
+        "duplicate tool names",
+        chat(tools=[TOOLS[1], TOOLS[0], TOOLS[1]]),
+        "invalid_value",
+        "tools.2.function.name",
+    ),
+    ("tool_choice unknown mode", tools_chat(tool_choice="always"), "invalid_value", "tool_choice"),
+    ("tool_choice a number", tools_chat(tool_choice=1), "invalid_value", "tool_choice"),
+    (
+        "tool_choice without a function name",
+        tools_chat(tool_choice={"type": "function", "function": {}}),
+        "missing_required_parameter",
+        "tool_choice.function.name",
+    ),
+    (
+        "tool_choice of an unknown function",
+        tools_chat(tool_choice={"type": "function", "function": {"name": "other"}}),
+        "invalid_value",
+        "tool_choice.function.name",
+    ),
+    (
+        "tool_choice with an extra field",
+        tools_chat(tool_choice={"type": "function", "function": {"name": "get-time"}, "x": 1}),
+        "unknown_parameter",
+        "tool_choice.x",
+    ),
+    ("tool_choice without tools", chat(tool_choice="auto"), "invalid_value", "tool_choice"),
+    (
+        "parallel_tool_calls without tools",
+        chat(parallel_tool_calls=True),
+        "invalid_value",
+        "parallel_tool_calls",
+    ),
+    (
+        "parallel_tool_calls a string",
+        tools_chat(parallel_tool_calls="yes"),
+        "invalid_value",
+        "parallel_tool_calls",
+    ),
+    ("legacy functions", chat(functions=[TOOLS[0]["function"]]), "unknown_parameter", "functions"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"), [c[1:] for c in TOOL_ERRORS], ids=[c[0] for c in TOOL_ERRORS]
+)
+def test_tool_calling_errors(body: bytes, code: str, param: str) -> None:
+    err = _chat_error(body)
+
+    assert (err.code, err.param, err.status) == (code, param, 400)
+
+
+@pytest.mark.parametrize("part", ["image_url", "input_audio", "file", "refusal"])
+def test_non_text_parts_are_not_supported(part: str) -> None:
+    err = _chat_error(chat(messages=[{"role": "user", "content": [{"type": part, part: {}}]}]))
+
+    assert (err.code, err.param) == ("unsupported_value", "messages.0.content.0.type")
+    assert err.message == (
+        f"Content parts of type '{part}' are not supported: only text is accepted "
+        "(a string, or parts of type 'text')."
+    )
+
+
+def test_the_limits_themselves_are_accepted() -> None:
+    calls = [call(call_id=f"c{i}") for i in range(MAX_TOOL_CALLS)]
+    tools = [{"type": "function", "function": {"name": f"f{i}"}} for i in range(MAX_TOOLS)]
+    body = chat(
+        messages=[assistant(*calls)],
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "f0"}},
+    )
+    req = parse_chat_request(body, max_messages=MAX_MESSAGES)
+    assert len(req.messages[0].tool_calls or ()) == MAX_TOOL_CALLS
+    assert len(req.tools or ()) == MAX_TOOLS
+
+
+# --- nesting depth ------------------------------------------------------------------------------
+
+
+def _nested_parameters(levels: int) -> bytes:
+    """A tools request whose body nests exactly ``levels`` arrays and objects deep."""
+    # body 1, tools 2, tool 3, function 4, parameters 5, then one object per further level.
+    parameters = '{"a": ' * (levels - 5) + "{}" + "}" * (levels - 5)
+    tools = '[{"type": "function", "function": {"name": "f", "parameters": ' + parameters + "}}]"
+    return chat()[:-1] + b', "tools": ' + tools.encode() + b"}"
+
+
+def test_bodies_nest_up_to_the_limit() -> None:
+    req = parse_chat_request(_nested_parameters(MAX_DEPTH), max_messages=MAX_MESSAGES)
+    assert req.generate_request("r", req.params(16)).tools[0].name == "f"
+
+
+@pytest.mark.parametrize("levels", [MAX_DEPTH + 1, 500, 990])
+def test_bodies_nested_deeper_are_invalid_json(levels: int) -> None:
+    for err in (_chat_error(_nested_parameters(levels)), _completion_error(_nested_parameters(levels))):
+        assert (err.code, err.param) == ("invalid_json", None)
+        assert (
+            err.message
+            == f"The request body is nested too deeply: at most {MAX_DEPTH} levels of arrays and objects."
+        )
+
+
+def test_a_deep_body_with_a_surrogate_escape_is_a_clean_error() -> None:
+    # The surrogate check walks the body: the depth limit comes first, so it never recurses far.
+    body = (
+        b'{"x": '
+        + b"[" * 995
+        + b"]" * 995
+        + b', "model": "demo", "messages": [{"role": "user", "content": "\\ud800"}]}'
+    )
+    assert _chat_error(body).code == "invalid_json"
+
+
+def test_many_shallow_brackets_are_not_deep() -> None:
+    content = [{"type": "text", "text": "[{"}] * 200
+    req = parse_chat_request(chat(messages=[{"role": "user", "content": content}]), max_messages=MAX_MESSAGES)
+    assert req.messages[0].text() == "[{" * 200
