@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from sandbox.backend import ModelKind
 from sandbox.isolation import build_worker_env
 from sandbox.protocol import Frame, encode_frame
 
@@ -26,7 +27,9 @@ from sandbox.protocol import Frame, encode_frame
 @dataclass(frozen=True)
 class WorkerSpec:
     name: str
-    model_dir: Path
+    model_dir: Path | None = None  # required for kind "transformers"; none for "echo"
+    kind: ModelKind = "transformers"
+    canary_file: Path | None = None  # values that must never reach the model (sandbox.canaries)
     log_path: Path | None = None
     restart_backoff_initial_s: float = 0.5
     restart_backoff_max_s: float = 30.0
@@ -50,6 +53,17 @@ class WorkerSpec:
             raise ValueError("WorkerSpec.threads must be >= 1")
         if not self.name or "\x00" in self.name:
             raise ValueError("WorkerSpec.name must be a non-empty string")
+        if (self.kind == "transformers") != (self.model_dir is not None):
+            raise ValueError("WorkerSpec.model_dir is required for kind transformers and unused for echo")
+
+    def worker_args(self, fd: int) -> list[str]:
+        """The ``sandbox.worker`` arguments (paths absolute: the worker runs in its own temp dir)."""
+        args = ["--fd", str(fd), "--name", self.name, "--kind", self.kind]
+        if self.model_dir is not None:
+            args += ["--model-dir", str(self.model_dir.resolve())]
+        if self.canary_file is not None:
+            args += ["--canaries", str(self.canary_file.resolve())]
+        return args
 
 
 @dataclass
@@ -89,12 +103,7 @@ async def spawn_worker(spec: WorkerSpec) -> WorkerProcess:
             spec.python,
             "-m",
             "sandbox.worker",
-            "--fd",
-            str(fd),
-            "--model-dir",
-            str(spec.model_dir.resolve()),
-            "--name",
-            spec.name,
+            *spec.worker_args(fd),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

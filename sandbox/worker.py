@@ -1,10 +1,13 @@
-"""The model worker process: ``python -m sandbox.worker --fd N --model-dir DIR --name NAME``.
+"""The model worker process: ``python -m sandbox.worker --fd N --name NAME [--kind KIND]
+[--model-dir DIR] [--canaries FILE]``.
 
-It applies isolation, loads the model, sends ``ready`` and then serves generate requests one at
-a time over the inherited socket. A reader thread takes frames off the channel (generate ->
-queue, cancel -> flag); the main thread generates and writes frames under a lock. It exits on
-``shutdown`` or when the channel closes (the gateway is gone). Logs go to stderr and never
-contain prompt or completion text.
+It reads the canary file (if any), applies isolation, loads the model (``sandbox.backend``),
+sends ``ready`` and then serves generate requests one at a time over the inherited socket. A
+request in which a canary value occurs is refused with ``canary_tripped`` before generation.
+A reader thread takes frames off the channel (generate -> queue, cancel -> flag); the main
+thread generates and writes frames under a lock. It exits on ``shutdown`` or when the channel
+closes (the gateway is gone). Logs go to stderr and never contain prompt or completion text,
+nor a canary value.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gateway.errors import WorkerError, WorkerRequestError
 from gateway.types import DoneEvent, GenerateRequest
+from sandbox.backend import MODEL_KINDS, Backend, load_backend
+from sandbox.canaries import CANARY_TRIPPED, CANARY_TRIPPED_MESSAGE, Canaries, CanaryFileError, load_canaries
 from sandbox.isolation import apply_isolation
-from sandbox.modeldir import check_model_dir
 from sandbox.protocol import (
     Frame,
     ProtocolError,
@@ -34,12 +37,10 @@ from sandbox.protocol import (
     request_from_frame,
 )
 
-if TYPE_CHECKING:
-    from sandbox.model import LoadedModel
-
 log = logging.getLogger("llmos.sandbox.worker")
 
 _SHUTDOWN = None
+NO_CANARIES = Canaries()
 
 
 class Channel:
@@ -101,20 +102,27 @@ def read_loop(channel: Channel, inbox: Inbox) -> None:
         inbox.queue.put(_SHUTDOWN)
 
 
-def serve_one(channel: Channel, inbox: Inbox, loaded: LoadedModel, wire_id: str, frame: Frame) -> None:
-    from sandbox.model import generate
-
+def serve_one(
+    channel: Channel, inbox: Inbox, model: Backend, canaries: Canaries, wire_id: str, frame: Frame
+) -> None:
     try:
         request: GenerateRequest = request_from_frame(frame)
     except ProtocolError as exc:
         channel.send(error_frame(wire_id, "invalid_request", str(exc)))
+        return
+    line = canaries.tripped_by(request)
+    if line is not None:  # never log or send the value itself
+        log.warning(
+            "request %s refused: a canary value reached the worker (canary file line %d)", wire_id, line
+        )
+        channel.send(error_frame(wire_id, CANARY_TRIPPED, CANARY_TRIPPED_MESSAGE))
         return
     if inbox.is_cancelled(wire_id):
         channel.send(error_frame(wire_id, "cancelled", "request cancelled"))
         return
     finished = False
     try:
-        for event in generate(loaded, request, lambda: inbox.is_cancelled(wire_id)):
+        for event in model.generate(request, lambda: inbox.is_cancelled(wire_id)):
             channel.send(event_to_frame(wire_id, event))
             if isinstance(event, DoneEvent):
                 finished = True
@@ -140,14 +148,14 @@ def serve_one(channel: Channel, inbox: Inbox, loaded: LoadedModel, wire_id: str,
         channel.send(error_frame(wire_id, "cancelled", "request cancelled"))
 
 
-def serve(channel: Channel, loaded: LoadedModel) -> None:
+def serve(channel: Channel, model: Backend, canaries: Canaries = NO_CANARIES) -> None:
     inbox = Inbox()
     reader = threading.Thread(target=read_loop, args=(channel, inbox), name="channel-reader", daemon=True)
     reader.start()
     while (item := inbox.queue.get()) is not _SHUTDOWN:
         wire_id, frame = item
         try:
-            serve_one(channel, inbox, loaded, wire_id, frame)
+            serve_one(channel, inbox, model, canaries, wire_id, frame)
         except OSError as exc:
             log.error("could not write to the gateway: %s", exc)
             break
@@ -158,9 +166,16 @@ def serve(channel: Channel, loaded: LoadedModel) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sandbox.worker", description=__doc__)
     parser.add_argument("--fd", type=int, required=True, help="inherited Unix socket to the gateway")
-    parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--name", required=True, help="model name, for the ready frame and logs")
-    return parser.parse_args(argv)
+    parser.add_argument("--kind", choices=MODEL_KINDS, default="transformers", help="what to serve")
+    parser.add_argument("--model-dir", type=Path, help="the checkpoint directory (kind transformers only)")
+    parser.add_argument("--canaries", type=Path, help="file of values that must never reach the model")
+    args = parser.parse_args(argv)
+    if args.kind == "transformers" and args.model_dir is None:
+        parser.error("--model-dir is required with --kind transformers")
+    if args.kind == "echo" and args.model_dir is not None:
+        parser.error("--model-dir is not used with --kind echo")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -170,15 +185,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s worker[{args.name} pid={os.getpid()}] %(levelname)s %(message)s",
     )
+    # Read before isolation, so later filesystem restrictions need not allow it; kept in memory only.
+    canaries: Canaries | CanaryFileError = NO_CANARIES
+    if args.canaries is not None:
+        try:
+            canaries = load_canaries(args.canaries)
+        except CanaryFileError as exc:
+            canaries = exc
     report = apply_isolation(args.fd)
     sock = socket.socket(fileno=args.fd)
     channel = Channel(sock)
     try:
+        if isinstance(canaries, CanaryFileError):
+            log.error("canary file refused: %s", canaries)
+            channel.send({"type": "fatal", "message": str(canaries)})
+            return 2
         try:
-            check_model_dir(args.model_dir)  # fail fast, before the slow torch import
-            from sandbox.model import load_model
-
-            loaded = load_model(args.model_dir)
+            model = load_backend(args.kind, args.model_dir)
         except WorkerError as exc:
             log.error("model load failed: %s", exc)
             channel.send({"type": "fatal", "message": str(exc)})
@@ -187,13 +210,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             {
                 "type": "ready",
                 "model": args.name,
-                "context_length": loaded.context_length,
+                "context_length": model.context_length,
                 "pid": os.getpid(),
                 "isolation": report.to_dict(),
             }
         )
-        log.info("ready (context length %d); isolation %s", loaded.context_length, report.to_dict())
-        serve(channel, loaded)
+        log.info(
+            "ready (%s model, context length %d, %d canaries); isolation %s",
+            args.kind,
+            model.context_length,
+            len(canaries),
+            report.to_dict(),
+        )
+        serve(channel, model, canaries)
         return 0
     except OSError as exc:
         log.error("channel to the gateway failed: %s", exc)

@@ -125,6 +125,24 @@ def test_values_are_read(write_config) -> None:
     assert [(m.name, m.default_max_tokens) for m in config.model_list] == [("a", 32), ("b", 256)]
 
 
+def test_model_kind_and_canary_file(write_config, tmp_path: Path) -> None:
+    config = Config.load(
+        write_config(
+            "models:\n"
+            "  - name: echo\n    kind: echo\n    canary_file: canaries.txt\n"
+            "  - name: tiny\n    path: models/tiny\n"
+        )
+    )
+    echo, tiny = config.model_list
+    assert (echo.kind, echo.path, echo.canary_file) == ("echo", None, tmp_path / "canaries.txt")
+    assert (tiny.kind, tiny.path, tiny.canary_file) == ("transformers", tmp_path / "models" / "tiny", None)
+
+
+def test_the_default_model_is_still_the_transformers_demo(tmp_path: Path) -> None:
+    (model,) = Config.embedded(tmp_path).model_list
+    assert (model.name, model.kind, model.canary_file) == (DEMO_MODEL_NAME, "transformers", None)
+
+
 def test_explicit_empty_model_list_is_kept(write_config) -> None:
     assert Config.load(write_config("models: []\n")).model_list == []
 
@@ -144,6 +162,12 @@ INVALID = [
     ("models:\n  - path: /m\n", "models.0.name: Field required"),
     ("models:\n  - name: ../up\n    path: /m\n", "models.0.name: "),
     ("models:\n  - name: a\n    path: /m\n    max_queue: -1\n", "models.0.max_queue: "),
+    ("models:\n  - name: a\n    kind: gguf\n", "models.0.kind: Input should be 'transformers' or 'echo'"),
+    (
+        "models:\n  - name: a\n    kind: echo\n    path: /m\n",
+        "models.0.path: Value error, must not be set for kind echo",
+    ),
+    ("models:\n  - name: a\n    kind: echo\n    canary_file: [x]\n", "models.0.canary_file: "),
     (
         "models:\n  - name: a\n    path: /m\n  - name: a\n    path: /n\n",
         "models: Value error, duplicate model names: a",

@@ -47,3 +47,26 @@ def test_a_worker_that_stayed_ready_starts_the_sequence_over() -> None:
 def test_spec_refuses_unusable_values(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"WorkerSpec.{field}"):
         WorkerSpec(**{"name": "m", "model_dir": Path("m"), field: value})  # type: ignore[arg-type]
+
+
+def test_spec_needs_a_model_dir_exactly_for_transformers() -> None:
+    with pytest.raises(ValueError, match=r"WorkerSpec\.model_dir"):
+        WorkerSpec(name="m")
+    with pytest.raises(ValueError, match=r"WorkerSpec\.model_dir"):
+        WorkerSpec(name="m", kind="echo", model_dir=Path("m"))
+
+
+def test_worker_args_carry_kind_model_dir_and_canaries(tmp_path: Path) -> None:
+    canaries = tmp_path / "canaries.txt"
+    assert WorkerSpec(name="e", kind="echo", canary_file=canaries).worker_args(7) == [
+        "--fd",
+        "7",
+        "--name",
+        "e",
+        "--kind",
+        "echo",
+        "--canaries",
+        str(canaries),
+    ]
+    args = WorkerSpec(name="t", model_dir=tmp_path).worker_args(7)
+    assert args[4:] == ["--kind", "transformers", "--model-dir", str(tmp_path)]

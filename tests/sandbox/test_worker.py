@@ -112,10 +112,20 @@ def test_serves_cancels_refuses_and_exits_when_the_gateway_goes(demo_model_dir: 
     assert b"PROMPT-MARKER" not in stderr
 
 
-@pytest.mark.parametrize("argv", [[], ["--fd", "x", "--model-dir", ".", "--name", "n"]])
-def test_bad_arguments_exit_with_usage(argv: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        ([], b"required"),
+        (["--fd", "x", "--model-dir", ".", "--name", "n"], b"--fd"),
+        (["--fd", "3", "--name", "n"], b"--model-dir is required with --kind transformers"),
+        (["--fd", "3", "--name", "n", "--kind", "echo", "--model-dir", "."], b"not used with --kind echo"),
+        (["--fd", "3", "--name", "n", "--kind", "gpt"], b"--kind"),
+    ],
+)
+def test_bad_arguments_exit_with_usage(argv: list[str], says: bytes) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "sandbox.worker", *argv], capture_output=True, timeout=30, cwd=PROJECT_ROOT
     )
     assert out.returncode == 2
     assert b"usage:" in out.stderr
+    assert says in out.stderr

@@ -1,0 +1,65 @@
+"""What the worker serves requests with: one interface over the kinds of model it can run.
+
+``Backend`` is the seam between the worker's request loop and a model. ``load_backend`` picks the
+implementation for a model kind; only ``transformers`` imports torch (lazily, after the model
+directory passed its checks), so an ``echo`` worker never loads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from gateway.types import GenerateEvent, GenerateRequest
+from sandbox.echo_model import EchoModel
+from sandbox.modeldir import ModelLoadError, check_model_dir
+
+if TYPE_CHECKING:
+    from sandbox.model import LoadedModel
+
+ModelKind = Literal["transformers", "echo"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("transformers", "echo")
+
+
+class Backend(Protocol):
+    """A loaded model as the worker sees it."""
+
+    @property
+    def context_length(self) -> int: ...
+
+    def generate(self, request: GenerateRequest, cancelled: Callable[[], bool]) -> Iterator[GenerateEvent]:
+        """Stream TokenEvents then one DoneEvent; raise WorkerRequestError before the first token.
+
+        If ``cancelled()`` turns true the iterator simply ends without a DoneEvent.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class TransformersBackend:
+    """A local Hugging Face causal LM (``sandbox.model``)."""
+
+    loaded: LoadedModel
+
+    @property
+    def context_length(self) -> int:
+        return self.loaded.context_length
+
+    def generate(self, request: GenerateRequest, cancelled: Callable[[], bool]) -> Iterator[GenerateEvent]:
+        from sandbox.model import generate
+
+        return generate(self.loaded, request, cancelled)
+
+
+def load_backend(kind: ModelKind, model_dir: Path | None) -> Backend:
+    """Load the model of ``kind``; raises ModelLoadError (a WorkerError)."""
+    if kind == "echo":
+        return EchoModel()
+    if model_dir is None:
+        raise ModelLoadError("a transformers model needs a model directory")
+    check_model_dir(model_dir)  # fail fast, before the slow torch import
+    from sandbox.model import load_model
+
+    return TransformersBackend(load_model(model_dir))
