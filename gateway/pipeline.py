@@ -33,6 +33,7 @@ from gateway.errors import (
     InternalError,
     InvalidRequest,
     NotFound,
+    PayloadTooLarge,
     PermissionDenied,
     PolicyError,
     ServiceUnavailable,
@@ -46,7 +47,7 @@ from gateway.mtls import peer_certificate
 from gateway.outputguard import Decide
 from gateway.policy.engine import Phase, PolicyEngine
 from gateway.policy.input import ModelInfo, RequestSummary, for_audit, input_document, output_document
-from gateway.scanner import PatternScanner, ScanFailed, Scanner, scan_texts
+from gateway.scanner import PatternScanner, ScanFailed, Scanner, TextTooLarge, scan_texts
 from gateway.types import (
     AuditPhase,
     AuditRecord,
@@ -293,6 +294,12 @@ class Pipeline:
         try:
             ctx.input_findings = await scan_texts(self.scanner, texts, self.scan_timeout_s)
             return ctx.input_findings
+        except TextTooLarge as exc:
+            raise PayloadTooLarge(
+                f"A message is too long to be checked for sensitive data: at most {exc.limit} characters"
+                " per message.",
+                code="message_too_large",
+            ) from exc
         except ScanFailed as exc:
             if ctx.endpoint in self.scan_fail_open:
                 log.warning("request %s sent unscanned (fail-open endpoint): %s", ctx.request_id, exc)
@@ -486,6 +493,12 @@ def translate(exc: Exception) -> ApiError:
     if isinstance(exc, WorkerRequestError):
         if exc.code == "generation_failed":  # the worker's fault, not the client's
             return InternalError("The model failed while generating.", code=exc.code)
+        if exc.code == "canary_tripped":  # redaction let a canary value through: a server-side failure
+            return InternalError(
+                "Request refused inside the model worker: a configured canary value reached it; "
+                "nothing was generated.",
+                code=exc.code,
+            )
         return InvalidRequest(str(exc), code=exc.code)
     if isinstance(exc, WorkerUnavailable):
         return ServiceUnavailable(str(exc), code=exc.code, retry_after=exc.retry_after)

@@ -17,8 +17,10 @@ from gateway.mtls import CertMapper
 from gateway.oidc import TokenVerifier
 from gateway.pipeline import Pipeline, Worker
 from gateway.policy.reload import PolicyReloader, close_engine, describe_source, load_policy
+from gateway.scanner import build_scanner
 from gateway.secretfile import read_secret
 from gateway.state import open_key_store
+from sandbox.canaries import CanaryFileError, load_canaries
 from sandbox.client import ModelWorker, WorkerSpec
 
 log = logging.getLogger("llmos.gateway")
@@ -51,6 +53,7 @@ class Runtime:
         self.audit.close()
         self.pipeline.limit_store.close()
         self.pipeline.keys.close()
+        self.pipeline.scanner.close()
         close_engine(self.pipeline.policy)
 
 
@@ -58,11 +61,19 @@ def build_runtime(config: Config) -> Runtime:
     keys = open_key_store(config)
     policy = load_policy(config)
     audit = AuditLog(config.audit_db, load_private_key(config.signing_key))
+    for m in config.model_list:  # a bad canary file fails `llmos serve` now (its worker re-reads it)
+        if m.canary_file is not None:
+            try:
+                load_canaries(m.canary_file)
+            except CanaryFileError as exc:
+                raise CanaryFileError(f"model {m.name!r}: canary_file: {exc}") from exc
     workers = {
         m.name: ModelWorker(
             WorkerSpec(
                 name=m.name,
                 model_dir=m.path,
+                kind=m.kind,
+                canary_file=m.canary_file,
                 log_path=config.state_dir / "logs" / f"worker-{m.name.replace('/', '_')}.log",
                 restart_backoff_initial_s=config.workers.restart_backoff_initial_s,
                 restart_backoff_max_s=config.workers.restart_backoff_max_s,
@@ -88,7 +99,11 @@ def build_runtime(config: Config) -> Runtime:
         audit=audit,
         workers=worker_view,
         digest_key=read_secret(config.digest_key_file),
+        scanner=build_scanner(config.pii),
+        scan_timeout_s=config.pii.timeout_s,
+        scan_fail_open=frozenset(config.pii.fail_open_endpoints),
     )
+    log.info("sensitive-data detector: %s", pipeline.scanner.name)
     limits = Limits(
         max_body_bytes=config.server.max_body_bytes,
         max_messages=config.server.max_messages,

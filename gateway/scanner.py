@@ -15,6 +15,7 @@ from typing import Protocol
 
 from gateway import findings as F
 from gateway.errors import LlmosError
+from gateway.pii.config import PiiConfig
 from gateway.types import Finding
 
 
@@ -22,11 +23,23 @@ class ScanFailed(LlmosError):
     """The scanner failed or took too long; the text was not scanned."""
 
 
+class TextTooLarge(LlmosError):
+    """A text is longer than the scanner accepts (``pii.max_text_chars``): the client's error."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a text is over {limit} characters")
+        self.limit = limit
+
+
 class Scanner(Protocol):
     @property
     def name(self) -> str: ...
 
     def find(self, text: str) -> list[Finding]: ...
+
+    def find_many(self, texts: Sequence[str]) -> list[list[Finding]]: ...
+
+    def close(self) -> None: ...
 
 
 class PatternScanner:
@@ -37,15 +50,29 @@ class PatternScanner:
     def find(self, text: str) -> list[Finding]:
         return F.find(text)
 
+    def find_many(self, texts: Sequence[str]) -> list[list[Finding]]:
+        return [F.find(t) for t in texts]
 
-def _find_all(scanner: Scanner, texts: Sequence[str]) -> list[list[Finding]]:
-    return [scanner.find(t) for t in texts]
+    def close(self) -> None:
+        return None
+
+
+def build_scanner(config: PiiConfig) -> Scanner:
+    """The configured detector, loaded and warmed (Presidio takes seconds: call at startup)."""
+    if config.detector == "patterns":
+        return PatternScanner()
+    from gateway.pii.scanner import PresidioScanner  # spaCy and Presidio: only when configured
+
+    return PresidioScanner.build(config)
 
 
 async def scan_texts(scanner: Scanner, texts: Sequence[str], timeout_s: float) -> list[list[Finding]]:
-    """Findings per text; ``ScanFailed`` on any scanner error or after ``timeout_s``."""
+    """Findings per text; ``TextTooLarge`` for an oversized text; ``ScanFailed`` on any other
+    scanner error or after ``timeout_s``."""
     try:
-        return await asyncio.wait_for(asyncio.to_thread(_find_all, scanner, list(texts)), timeout_s)
+        return await asyncio.wait_for(asyncio.to_thread(scanner.find_many, list(texts)), timeout_s)
+    except TextTooLarge:
+        raise
     except TimeoutError as exc:
         raise ScanFailed(f"{scanner.name} scanner timed out after {timeout_s} s") from exc
     except Exception as exc:  # any failure of the scanner: never treat the text as clean

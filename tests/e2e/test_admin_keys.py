@@ -125,12 +125,19 @@ def test_refused_credentials_are_counted_for_admins(gateway: Gateway) -> None:
     with gateway.http() as http:
         before = http.get("/admin/auth", headers=_auth(gateway.admin_key)).json()["auth_failures"]
         for _ in range(3):
-            assert http.get("/v1/models", headers=_auth("sk-llmos-0000000000000000-" + "y" * 43)).status_code == 401
+            assert (
+                http.get("/v1/models", headers=_auth("sk-llmos-0000000000000000-" + "y" * 43)).status_code
+                == 401
+            )
         status = http.get("/admin/auth", headers=_auth(gateway.admin_key))
         assert status.status_code == 200
         after = status.json()
         assert after["auth_failures"]["invalid_api_key"] == before.get("invalid_api_key", 0) + 3
         assert after["limits_backend"] == "memory"
-        assert after["limits_store_failures"] == {"admit_errors": 0, "admitted_unlimited": 0, "charge_errors": 0}
+        assert after["limits_store_failures"] == {
+            "admit_errors": 0,
+            "admitted_unlimited": 0,
+            "charge_errors": 0,
+        }
         user = gateway.create_key("auth-status-user", "user")
         assert http.get("/admin/auth", headers=_auth(user)).status_code == 403

@@ -131,4 +131,3 @@ def test_mtls_configuration_resolves_paths(tmp_path: Path) -> None:
         base_dir=tmp_path,
     )
     assert config.server.tls is not None and config.server.tls.client_ca == tmp_path / "ca.pem"
-

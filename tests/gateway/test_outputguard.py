@@ -43,7 +43,7 @@ def stream(pieces: list[str], policy: Policy) -> list[str]:
 
 def test_plain_text_flows_word_by_word() -> None:
     out = stream(["Hello", " there", " world", "."], Policy())
-    assert out == ["", "Hello ", "there ", "", "world."]
+    assert out == ["", "", "Hello there ", "", "world."]  # a capitalised word waits for the next
 
 
 def test_an_entity_split_over_chunks_is_never_released_in_part() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from gateway.errors import (
     AuditError,
     InternalError,
     InvalidRequest,
+    PayloadTooLarge,
     PermissionDenied,
     PolicyError,
     RateLimited,
@@ -26,6 +28,7 @@ from gateway.keys import ApiKeyStore
 from gateway.limits import LimitsConfig, LimitValues
 from gateway.pipeline import AUTH_FAILURE_AUDIT_PER_MIN, Pipeline, RequestContext, translate
 from gateway.policy.input import RequestSummary
+from gateway.scanner import TextTooLarge
 from gateway.types import AuditRecord, Decision, Finding, Reason, Usage
 
 SUMMARY = RequestSummary(endpoint="chat.completions", model="demo", max_tokens=16)
@@ -288,6 +291,7 @@ def test_digests_are_keyed() -> None:
     [
         (WorkerRequestError("too long", code="context_length_exceeded"), 400, "context_length_exceeded"),
         (WorkerRequestError("oops", code="generation_failed"), 500, "generation_failed"),
+        (WorkerRequestError("refused", code="canary_tripped"), 500, "canary_tripped"),
         (WorkerUnavailable("gone", code="worker_crashed"), 503, "worker_crashed"),
         (WorkerUnavailable("busy", code="model_overloaded"), 503, "model_overloaded"),
     ],
@@ -296,6 +300,13 @@ def test_worker_errors_map_to_http(exc: Exception, status: int, code: str) -> No
     api = translate(exc)
     assert (api.status, api.code) == (status, code)
     assert api.retry_after is not None or status != 503
+
+
+def test_a_tripped_canary_is_a_server_error_that_says_nothing_was_generated() -> None:
+    api = translate(WorkerRequestError("from the worker", code="canary_tripped"))
+    assert isinstance(api, InternalError)
+    assert (api.status, api.type) == (500, "server_error")
+    assert "canary value reached it; nothing was generated" in api.message
 
 
 def test_generation_failure_hides_worker_detail() -> None:
@@ -347,19 +358,39 @@ async def test_refused_credentials_are_audited_within_a_budget(store: ApiKeyStor
     assert "zzzz" not in repr(sink.records)
 
 
-class BrokenScanner:
+class FakeScanner:
+    name = "fake"
+
+    def find(self, text: str) -> list[Finding]:
+        raise NotImplementedError
+
+    def find_many(self, texts: Sequence[str]) -> list[list[Finding]]:
+        return [self.find(t) for t in texts]
+
+    def close(self) -> None:
+        return None
+
+
+class BrokenScanner(FakeScanner):
     name = "broken"
 
     def find(self, text: str) -> list[Finding]:
         raise RuntimeError("analyzer crashed")
 
 
-class SlowScanner:
+class SlowScanner(FakeScanner):
     name = "slow"
 
     def find(self, text: str) -> list[Finding]:
         time.sleep(0.5)
         return []
+
+
+class TooLargeScanner(FakeScanner):
+    name = "strict"
+
+    def find(self, text: str) -> list[Finding]:
+        raise TextTooLarge(10)
 
 
 @pytest.mark.anyio
@@ -379,6 +410,23 @@ async def test_a_scanner_failure_denies_with_503(store: ApiKeyStore, scanner: ob
         await pipe.scan(ctx, ["my card is 4111 1111 1111 1111"])
     assert (err.value.code, err.value.status) == ("pii_unavailable", 503)
     assert (ctx.decision, ctx.reasons) == ("error", ("pii_unavailable",))
+
+
+@pytest.mark.anyio
+async def test_a_text_too_long_to_scan_is_the_clients_413(store: ApiKeyStore) -> None:
+    pipe = Pipeline(
+        keys=store,
+        policy=Engine(Decision(allow=True)),
+        audit=Sink(),
+        workers={},
+        digest_key=b"d" * 32,
+        scanner=TooLargeScanner(),
+        scan_fail_open=frozenset({"chat.completions"}),  # not a scanner failure: never fails open
+    )
+    with pytest.raises(PayloadTooLarge) as err:
+        await pipe.scan(_ctx(store), ["x" * 11])
+    assert (err.value.status, err.value.code) == (413, "message_too_large")
+    assert "10 characters" in err.value.message
 
 
 @pytest.mark.anyio

@@ -264,7 +264,20 @@ LIBRARY_ROWS: list[tuple[str, dict[str, Any], bool, tuple[str, ...], dict[str, A
         _full(findings={"EMAIL_ADDRESS": 3}),
         True,
         (),
-        {"redact_entities": ("EMAIL_ADDRESS", "CREDIT_CARD")},
+        {
+            "redact_entities": (
+                "PERSON",
+                "EMAIL_ADDRESS",
+                "PHONE_NUMBER",
+                "CREDIT_CARD",
+                "IBAN_CODE",
+                "AWS_ACCESS_KEY",
+                "PRIVATE_KEY",
+                "API_KEY",
+                "JWT",
+                "LLMOS_API_KEY",
+            )
+        },
     ),
     (
         "several problems",

@@ -82,8 +82,10 @@ def test_readonly_store_cannot_write(db_path: Path) -> None:
 def test_a_store_of_an_older_schema_is_refused_with_a_clear_error(tmp_path: Path) -> None:
     db = tmp_path / "old.db"
     conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE audit_entries (seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL UNIQUE, "
-                 "body TEXT NOT NULL, entry_hash TEXT NOT NULL, signature TEXT NOT NULL)")
+    conn.execute(
+        "CREATE TABLE audit_entries (seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL UNIQUE, "
+        "body TEXT NOT NULL, entry_hash TEXT NOT NULL, signature TEXT NOT NULL)"
+    )
     conn.execute("PRAGMA user_version = 1")
     conn.commit()
     conn.close()
