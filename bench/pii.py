@@ -520,7 +520,7 @@ def main() -> None:
         f"guard time before the first release (added time to first token): "
         f"p50 {stream['first_ms_p50']:.2f} ms, p95 {stream['first_ms_p95']:.2f} ms\n"
         f"guard time per word: p50 {stream['word_ms_p50']:.2f} ms\n"
-        f"largest hold-back: {stream['held_max']} characters (bound: 320)"
+        f"largest hold-back: {stream['held_max']} characters (bound: 320, or one longer word)"
     )
 
     # Accuracy, per corpus.

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from gateway import findings as F
 from gateway import toolargs
-from gateway.errors import PermissionDenied
+from gateway.errors import InvalidRequest, PermissionDenied
 from gateway.pseudonym import Pseudonymizer
 from gateway.types import ChatMessage, Finding, GenerateRequest, Obligations, Redaction
 
@@ -31,6 +31,21 @@ def scan_request(request: GenerateRequest) -> list[list[Finding]]:
 
 def finding_counts(per_text: list[list[Finding]]) -> dict[str, int]:
     return F.counts(f for found in per_text for f in found)
+
+
+def refuse_sensitive_identifiers(per_id: list[list[Finding]], obligations: Obligations) -> None:
+    """Names and ids cannot be redacted (tool calls and results pair by them): a finding of a
+    type the policy redacts or blocks in one refuses the request."""
+    redaction = obligations.redact
+    if redaction is None:
+        return
+    hit = sorted({f.type for found in per_id for f in found if f.type in redaction.entities})
+    if hit:
+        raise InvalidRequest(
+            f"A message name, tool name or tool call id contains {', '.join(hit)}, which policy"
+            " redacts; names and ids cannot be redacted, so the request is refused.",
+            code="sensitive_data_in_identifier",
+        )
 
 
 def _blocked(redaction: Redaction, found: list[Finding], where: str) -> None:

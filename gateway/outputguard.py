@@ -8,7 +8,8 @@ means everything up to the last whitespace, except:
   and number recognisers can still extend a match over them), held until a word that is
   neither follows, so "John" is not released before we know whether "Smith" comes next;
 - a private-key header in progress, and a placeholder being written (when restoring);
-- at most ``MAX_MATCH_CHARS`` held in all (the bound on hold-back).
+- at most ``MAX_MATCH_CHARS`` held in all (the bound on hold-back), except that a word is
+  never cut: a single word longer than that (a JWT, a base64 blob) is held whole.
 
 Each scan covers the unreleased tail plus up to ``CONTEXT_CHARS`` of released text before it
 (from a word start), so NER sees the words around a name; a finding that reaches back into
@@ -78,8 +79,14 @@ def safe_boundary(text: str, start: int, *, placeholders: bool = False) -> int:
         partial = partial_placeholder_start(text[:boundary], start)
         if partial is not None:
             boundary = partial
-    # Bounded hold-back: no finding is longer than MAX_MATCH_CHARS.
-    return max(boundary, len(text) - F.MAX_MATCH_CHARS, start)
+    # Bounded hold-back: past MAX_MATCH_CHARS held, release up to the start of the word there,
+    # never inside a word (a JWT or a key can be longer than the bound and only matches whole).
+    forced = len(text) - F.MAX_MATCH_CHARS
+    if forced > boundary:
+        while forced > boundary and not text[forced - 1].isspace():
+            forced -= 1
+        boundary = forced
+    return max(boundary, start)
 
 
 class OutputGuard:

@@ -171,6 +171,17 @@ class GenerateRequest:
             return [self.prompt or ""]
         return [t for m in self.messages for t in (m.content, *(c.arguments for c in m.tool_calls))]
 
+    def identifiers(self) -> list[str]:
+        """Names and ids the model sees: message names, tool-call ids and function names, the ids
+        tool results answer, and the offered tools' names. They cannot be redacted (calls and
+        results pair by them), so the gateway scans them and refuses sensitive data in them."""
+        out: list[str] = []
+        for m in self.messages or ():
+            out.extend(x for x in (m.name, m.tool_call_id) if x)
+            out.extend(x for c in m.tool_calls for x in (c.id, c.name))
+        out.extend(t.name for t in self.tools)
+        return out
+
     @property
     def text_chars(self) -> int:
         """Characters of text the model sees from the request, tool definitions included."""

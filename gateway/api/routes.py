@@ -23,7 +23,7 @@ from gateway.api.schemas import (
     parse_completion_request,
 )
 from gateway.errors import ApiError, InternalError, PermissionDenied, ServiceUnavailable, WorkerError
-from gateway.obligations import apply_input, finding_counts, request_texts
+from gateway.obligations import apply_input, finding_counts, refuse_sensitive_identifiers, request_texts
 from gateway.outputguard import Decide, OutputGuard, guard_all
 from gateway.pipeline import Pipeline, RequestContext, Worker, translate
 from gateway.policy.input import ModelInfo, RequestSummary, estimate_tokens
@@ -166,7 +166,9 @@ async def _serve(
         worker = pipeline.worker_for(ctx, req.model)
         # Policy sees the max_tokens that will actually be used, defaults included.
         gen = req.generate_request(ctx.request_id, req.params(limits.default_max_tokens.get(req.model, 256)))
-        found = await pipeline.scan(ctx, request_texts(gen))
+        texts, ids = request_texts(gen), gen.identifiers()
+        scanned = await pipeline.scan(ctx, texts + ids)
+        found, id_found = scanned[: len(texts)], scanned[len(texts) :]
         summary = RequestSummary(
             endpoint=endpoint,
             model=req.model,
@@ -176,7 +178,7 @@ async def _serve(
             estimated_input_tokens=estimate_tokens(gen.text_chars),
             parameters=req.policy_parameters(),
         )
-        counts, client = finding_counts(found), _client(request)
+        counts, client = finding_counts(scanned), _client(request)
         obligations = await pipeline.authorize(
             ctx, summary, model=limits.model_info(req.model), findings=counts, client_address=client
         )
@@ -198,6 +200,7 @@ async def _serve(
                 " [model_not_allowed]",
                 code="model_not_allowed",
             )
+        refuse_sensitive_identifiers(id_found, obligations)
         # Numbered placeholders for this request only; the mapping stays in this function's memory.
         pseudo = Pseudonymizer(request_texts(gen))
         gen = apply_input(gen, found, obligations, pipeline.digest_key, pseudo)

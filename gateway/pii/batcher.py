@@ -59,7 +59,8 @@ class Batcher(Generic[R]):
         return future
 
     def close(self) -> None:
-        """Stop taking work; queued submissions that have not started are cancelled."""
+        """Stop taking work. Submissions queued before the close still run; any the worker
+        finds after the close marker are cancelled."""
         with self._lock:
             if self._closed:
                 return

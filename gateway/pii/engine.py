@@ -16,6 +16,7 @@ time out too, and fail closed, until it is done.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import CancelledError as FutureCancelled
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -54,6 +55,37 @@ _BATCH_SIZE = 32  # spaCy's nlp.pipe batch size
 MAX_BATCH_TEXTS = 64  # texts of concurrent callers analysed in one go
 
 
+class _PresidioFailures(logging.Handler):
+    """Presidio logs and carries on where llmos must fail: a regex that timed out is "skipped"
+    (its matches lost), an allow-list error keeps going. Every record at WARNING or above that
+    Presidio logs while this thread analyses marks the analysis failed (fail closed). The
+    records themselves are dropped: Presidio puts matched values in some messages (the IBAN
+    recogniser), so none of them may reach the gateway's logs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._local = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._local, "watching", False):
+            self._local.failed = f"{record.module}:{record.lineno}"
+
+    def watch(self) -> None:
+        self._local.watching, self._local.failed = True, None
+
+    def done(self) -> str | None:
+        """Stop watching; where a failure was logged, if one was."""
+        self._local.watching = False
+        failed: str | None = self._local.failed
+        return failed
+
+
+_FAILURES = _PresidioFailures()
+_presidio_log = logging.getLogger("presidio-analyzer")
+_presidio_log.addHandler(_FAILURES)
+_presidio_log.propagate = False  # never to the gateway's handlers (values may be in the text)
+
+
 class PiiEngine:
     """Finds PII and secrets in texts. Thread-safe; build once, share, ``close()`` at shutdown.
 
@@ -73,13 +105,8 @@ class PiiEngine:
         nlp_engine.load()
 
         registry = RecognizerRegistry(supported_languages=[language])
-        presidio_log = logging.getLogger("presidio-analyzer")
-        level = presidio_log.level
-        presidio_log.setLevel(logging.ERROR)  # one warning per recognizer of another language
-        try:
-            registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
-        finally:
-            presidio_log.setLevel(level)
+        # (Its warnings here, one per recognizer of another language, are dropped: see above.)
+        registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
         registry.remove_recognizer("EmailRecognizer")
         registry.remove_recognizer("PhoneRecognizer")
         ours: list[EntityRecognizer] = [
@@ -144,7 +171,7 @@ class PiiEngine:
     def find_many(self, texts: Sequence[str]) -> list[list[Detection]]:
         """``find`` for each text; the uncached ones go through spaCy together (``nlp.pipe``).
 
-        The time limit is ``timeout_s`` per text that has to be analysed.
+        The time limit is ``timeout_s`` for all of them.
         """
         self._check_open()
         for text in texts:
@@ -161,7 +188,7 @@ class PiiEngine:
             else:
                 results[key] = cached
         if todo:
-            found = self._run(list(todo.values()), self._config.timeout_s * len(todo))
+            found = self._run(list(todo.values()), self._config.timeout_s)
             for key, detections in zip(todo, found, strict=True):
                 self._cache.put(key, detections)
                 results[key] = detections
@@ -227,7 +254,18 @@ class PiiEngine:
             raise PiiError(f"PII analysis failed ({type(exc).__name__})") from exc
 
     def _analyze_batch(self, texts: list[str]) -> list[tuple[Detection, ...]]:
-        """On the worker thread: normalise, run spaCy (batched), Presidio, map back."""
+        """On the worker thread: normalise, run spaCy (batched), Presidio, map back; a failure
+        Presidio only logged fails the batch."""
+        _FAILURES.watch()
+        try:
+            out = self._analyze(texts)
+        finally:
+            failed = _FAILURES.done()
+        if failed is not None:
+            raise PiiError(f"a recognizer failed during the analysis ({failed})")
+        return out
+
+    def _analyze(self, texts: list[str]) -> list[tuple[Detection, ...]]:
         language = self._config.language
         limit = self._config.max_text_chars * NORMALIZED_GROWTH_LIMIT
         normalized = [normalize(t) for t in texts]

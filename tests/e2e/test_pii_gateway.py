@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -166,6 +167,42 @@ def test_a_message_too_long_to_scan_is_413(pii_gateway: Gateway) -> None:
             model="echo", messages=[{"role": "user", "content": "word " * 1500}], max_tokens=5
         )
     assert (err.value.status_code, err.value.code) == (413, "message_too_large")
+
+
+def _tool_conversation(call_id: str) -> list[Any]:
+    arguments = json.dumps({"to": VALUES["EMAIL_ADDRESS"], "card": VALUES["CREDIT_CARD"]})
+    return [
+        {"role": "user", "content": "Pay and mail me the receipt."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": "pay", "arguments": arguments}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": "paid"},
+        {"role": "user", "content": "Thanks, now summarise."},
+    ]
+
+
+def test_tool_call_arguments_never_reach_the_model(pii_gateway: Gateway) -> None:
+    # The canary check covers every string the worker gets, arguments included.
+    answer = (
+        pii_gateway.client()
+        .chat.completions.create(model="echo", messages=_tool_conversation("call_1"), max_tokens=MAX_TOKENS)
+        .choices[0]
+        .message.content
+    )
+    assert answer == "Thanks, now summarise."
+
+
+def test_sensitive_data_in_an_identifier_is_refused(pii_gateway: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        pii_gateway.client().chat.completions.create(
+            model="echo", messages=_tool_conversation(VALUES["AWS_ACCESS_KEY"]), max_tokens=5
+        )
+    assert err.value.code == "sensitive_data_in_identifier"
+    assert VALUES["AWS_ACCESS_KEY"] not in str(err.value)
 
 
 def test_no_value_in_any_log(pii_gateway: Gateway) -> None:

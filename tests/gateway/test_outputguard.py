@@ -82,9 +82,31 @@ def test_the_decision_is_asked_only_when_findings_change_and_at_the_end() -> Non
     assert policy.calls[-1][2] == "stop"
 
 
-def test_hold_back_is_bounded() -> None:
+def test_hold_back_is_bounded_but_never_cuts_a_word() -> None:
+    # Capitalised words are held as a possible entity, but not past the bound...
+    words = "Ab " * 300
+    assert safe_boundary(words, 0) == 579  # 900 - 320 = 580 is inside a word that starts at 579
+    # ...while a single word longer than the bound is held whole: it only matches whole.
     blob = "x" * 1000
-    assert safe_boundary(blob, 0) == 1000 - 320
+    assert safe_boundary(blob, 0) == 0
+    assert safe_boundary("ok " + blob, 0) == 3
+
+
+def test_a_jwt_longer_than_the_bound_is_never_released_in_part() -> None:
+    payload = "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiYWRtaW4iOnRydWV9" * 8
+    jwt = f"eyJhbGciOiJIUzI1NiJ9.{payload}.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+    assert len(jwt) > 320
+    text = f"your token is {jwt} keep it safe"
+    found = [Finding("JWT", text.index(jwt), text.index(jwt) + len(jwt))]
+
+    def find_jwt(t: str) -> list[Finding]:
+        return [Finding("JWT", t.index(jwt), t.index(jwt) + len(jwt))] if jwt in t else []
+
+    redact_jwt = Obligations(redact=Redaction(entities=("JWT",), operator="placeholder"))
+    guard = OutputGuard(lambda f, t, r: redact_jwt, b"k", find_jwt)
+    released = "".join(guard.feed(ch) for ch in text) + guard.finish(len(text), "stop")
+    assert released == redact(text, found, ("JWT",), "placeholder", b"k")
+    assert "eyJ" not in released
 
 
 def test_whole_responses_go_through_the_same_rules() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -84,3 +85,26 @@ def test_unknown_entity_and_model_are_config_errors() -> None:
         PiiEngine(PiiConfig(entities=("PERSON", "NO_SUCH_THING")))
     with pytest.raises(ConfigError, match=r"pii\.spacy_model: .* is not installed"):
         PiiEngine(PiiConfig(spacy_model="en_core_web_sm"))
+
+
+def test_a_failure_presidio_only_logs_fails_the_analysis(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Presidio catches a regex timeout, logs "skipping" and returns what it has (nothing):
+    llmos turns the logged failure into an error, caches nothing, and logs no text."""
+    import presidio_analyzer.pattern_recognizer as pattern_recognizer
+
+    config = PiiConfig(entities=("AWS_ACCESS_KEY",), patterns=({"type": "TICKET", "regex": "(x|xx)+y"},))
+    text = "x" * 40 + "! " + SECRET
+    with build_engine(config) as engine:
+        assert [d.type for d in engine.find("xxy")] == ["TICKET"]
+        monkeypatch.setattr(pattern_recognizer, "REGEX_TIMEOUT_SECONDS", 0.01)
+        for _ in range(2):  # not cached as "nothing found"
+            with pytest.raises(PiiError) as info:
+                engine.find(text)
+            assert info.value.code == "pii_engine_error"
+        monkeypatch.setattr(pattern_recognizer, "REGEX_TIMEOUT_SECONDS", 60)
+        assert [d.type for d in engine.find(f"then {SECRET}")] == ["AWS_ACCESS_KEY"]
+    # Presidio's records never reach the gateway's handlers (its messages may quote values).
+    assert logging.getLogger("presidio-analyzer").propagate is False
+    assert not [r for r in caplog.records if r.name.startswith("llmos") and SECRET in r.getMessage()]
