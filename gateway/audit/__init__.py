@@ -2,6 +2,7 @@
 
     canonical.py   canonical JSON bytes (RFC 8785 subset), pure
     entry.py       build / hash / sign / parse one entry, pure
+    merkle.py      RFC 9162 Merkle tree: hashes, proofs, verification, compact range, pure
     keys.py        Ed25519 key files (private 0600, public 0644)
     store.py       the SQLite file (WAL, synchronous=FULL): rows in seq order, no crypto
     log.py         AuditLog: the thread-safe append path the gateway calls
