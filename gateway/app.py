@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from gateway.api.admin import router as admin_router
+from gateway.api.audit import router as audit_router
 from gateway.api.errors import install_error_handlers
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.routes import router
@@ -38,5 +39,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(audit_router)
     app.add_middleware(RequestIdMiddleware)
     return app

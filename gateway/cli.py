@@ -98,7 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(p)
     p.add_argument("--db", type=Path, help="audit database (default: from the configuration)")
-    p.add_argument("--public-key", type=Path, help="Ed25519 public key PEM (default: from the configuration)")
+    p.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        help="Ed25519 public key PEM (default: from the configuration); repeat for rotated keys",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        action="append",
+        default=[],
+        help="a signed checkpoint kept outside the log (GET /v1/audit/checkpoint); the log must"
+        " contain it. Repeatable",
+    )
+    p = audit.add_parser(
+        "checkpoint", help="print the log's latest signed checkpoint (keep it to verify later)"
+    )
+    _add_config(p)
+    p.add_argument("--db", type=Path, help="audit database (default: from the configuration)")
 
     add_policy_commands(sub, _add_config)
     return parser
@@ -224,24 +242,40 @@ def _csv(value: str | None) -> list[str] | None:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from gateway.audit.keys import key_fingerprint, load_public_key
+    from gateway.audit.store import AuditStore
     from gateway.audit.verify import verify_log
 
-    config = load_config(args.config) if args.db is None or args.public_key is None else None
+    wants_key = args.audit_command == "verify" and not args.public_key
+    config = load_config(args.config) if args.db is None or wants_key else None
     db = args.db or (config.audit_db if config else None)
-    pub = args.public_key or (config.public_key if config else None)
-    if db is None or pub is None:  # unreachable: config fills both
-        raise ConfigError("need --db and --public-key")
+    if db is None:  # unreachable: config fills it
+        raise ConfigError("need --db")
     if not db.exists():
         raise ConfigError(f"{db}: no audit database here")
-    public_key = load_public_key(pub)
+    if args.audit_command == "checkpoint":
+        with AuditStore.open_readonly(db) as store:
+            latest = store.latest_checkpoint()
+        if latest is None:
+            raise ConfigError(f"{db}: the log has no checkpoint yet")
+        print(latest[1], end="")
+        return 0
+    pubs = args.public_key or ([config.public_key] if config else [])
+    public_keys = [load_public_key(p) for p in pubs]
+    notes = []
+    for path in args.checkpoint:
+        try:
+            notes.append(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the checkpoint: {exc}") from exc
     try:
-        report = verify_log(db, public_key)
+        report = verify_log(db, public_keys, checkpoints=notes)
     except AuditVerifyError as exc:
         print(f"FAILED: {exc}")
         return 1
+    keys = ", ".join(f"sha256:{key_fingerprint(k)}" for k in public_keys)
     print(
-        f"OK: {report.entries} entries verified; head {report.head_hash};"
-        f" signing key sha256:{key_fingerprint(public_key)}"
+        f"OK: {report.entries} entries verified; head {report.head_hash}; Merkle root {report.root};"
+        f" {report.checkpoints} signed checkpoints (origin {report.origin}); signing keys {keys}"
     )
     return 0
 

@@ -131,6 +131,11 @@ class AuditConfig(_Section):
     signing_key: Path | None = None
     public_key: Path | None = None
     digest_key_file: Path | None = None
+    # The log's name in its checkpoints; null: generated when the log is created, then kept.
+    origin: str | None = Field(default=None, pattern=r"^[^\s+]{1,200}$")
+    checkpoint_every: StrictInt = Field(default=1000, ge=1)  # sign a checkpoint every N entries...
+    checkpoint_interval_s: float = Field(default=10.0, gt=0)  # ...or after this long with new entries
+    max_pending: StrictInt = Field(default=10_000, ge=1)  # appends waiting beyond this block (backpressure)
 
     _resolve = field_validator("db", "signing_key", "public_key", "digest_key_file")(_resolve)
 

@@ -60,7 +60,14 @@ class Runtime:
 def build_runtime(config: Config) -> Runtime:
     keys = open_key_store(config)
     policy = load_policy(config)
-    audit = AuditLog(config.audit_db, load_private_key(config.signing_key))
+    audit = AuditLog(
+        config.audit_db,
+        load_private_key(config.signing_key),
+        origin=config.audit.origin,
+        checkpoint_every=config.audit.checkpoint_every,
+        checkpoint_interval_s=config.audit.checkpoint_interval_s,
+        max_pending=config.audit.max_pending,
+    )
     for m in config.model_list:  # a bad canary file fails `llmos serve` now (its worker re-reads it)
         if m.canary_file is not None:
             try:

@@ -22,6 +22,9 @@ ENDPOINTS: tuple[str, ...] = (
     "admin.policy",
     "admin.keys",
     "admin.auth",
+    "audit.checkpoint",
+    "audit.entries",
+    "audit.consistency",
 )
 
 FinishReason = Literal["stop", "length"]

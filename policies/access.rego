@@ -3,7 +3,7 @@ package llmos.authz
 
 import rego.v1
 
-# Auditors may list models but not generate.
+# Auditors may list models and read audit evidence (checkpoints, entries, proofs) but not generate.
 endpoint_roles := {
 	"chat.completions": {"admin", "user", "contractor"},
 	"completions": {"admin", "user", "contractor"},
@@ -11,6 +11,9 @@ endpoint_roles := {
 	"admin.policy": {"admin"},
 	"admin.keys": {"admin"},
 	"admin.auth": {"admin"},
+	"audit.checkpoint": {"admin", "auditor"},
+	"audit.entries": {"admin", "auditor"},
+	"audit.consistency": {"admin", "auditor"},
 }
 
 role_permitted if {

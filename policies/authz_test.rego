@@ -94,6 +94,38 @@ test_only_admins_manage_keys if {
 	d.reasons[0].code == "role_not_permitted"
 }
 
+audit_endpoints := ["audit.checkpoint", "audit.entries", "audit.consistency"]
+
+test_auditors_and_admins_read_audit_evidence if {
+	p := auditor_principal
+	a := object.union(user_principal, {"roles": ["admin"]})
+	every e in audit_endpoints {
+		authz.allow with input.principal as p with input.request as {"endpoint": e}
+		authz.allow with input.principal as a with input.request as {"endpoint": e}
+	}
+}
+
+test_users_and_contractors_may_not_read_audit_evidence if {
+	u := user_principal
+	c := contractor_principal
+	t := weekday_noon
+	every e in audit_endpoints {
+		d := authz.decision with input.principal as u with input.request as {"endpoint": e}
+		d.allow == false
+		d.reasons[0].code == "role_not_permitted"
+		d2 := authz.decision with input.principal as c with input.request as {"endpoint": e} with input.clock as t
+		d2.allow == false
+		d2.reasons[0].code == "role_not_permitted"
+	}
+}
+
+test_auditors_get_no_token_cap if {
+	p := auditor_principal
+	d := authz.decision with input.principal as p with input.request as {"endpoint": "audit.entries"}
+	d.allow == true
+	d.obligations.max_tokens == null
+}
+
 test_roles_must_be_a_list if {
 	p := object.union(user_principal, {"roles": {"a": "admin"}})
 	r := chat_request

@@ -8,8 +8,8 @@
     log.py         AuditLog: the thread-safe append path the gateway calls
     verify.py      verify_log: offline, read-only verification for `llmos audit verify`
 
-The chain (``prev`` = previous entry hash) will give way to an RFC 6962 Merkle tree with signed
-checkpoints; only ``entry.py``'s chaining and ``verify.py`` should need to change.
+Entries are hash-chained (``prev``), signed, and the leaves of an RFC 9162 Merkle tree whose
+checkpoints the log signs (C2SP tlog-checkpoint in a signed note: ``note.py``, ``checkpoint.py``).
 """
 
 from gateway.audit.keys import generate_signing_key, load_private_key, load_public_key

@@ -1,29 +1,56 @@
-"""The audit log: append signed, hash-chained entries to an :class:`AuditStore`.
+"""The audit log: signed, hash-chained entries in a Merkle tree with signed checkpoints.
 
-:meth:`AuditLog.append` is the one write path. Under a lock it reads the head, builds the next
-entry (``seq`` = head + 1, ``prev`` = head hash), signs it and commits it; it returns only once
-the entry is durable. Any failure raises :class:`~gateway.errors.AuditError`, and the caller
-must then fail the request closed (the gateway answers 503).
+:meth:`AuditLog.append` is the one write path, and it returns only once the entry is durable.
+Appends from any thread go to one writer thread, which takes every append waiting at that
+moment (up to ``max_batch``) and writes them in one SQLite transaction, one fsync (group
+commit). For each entry it builds the body (``seq`` = head + 1, ``prev`` = head hash), signs
+it, stores it with its Merkle leaf and the tree nodes it completes (``store.py``), and, when
+``checkpoint_every`` entries or ``checkpoint_interval_s`` seconds have passed, a signed
+checkpoint of the tree (C2SP tlog-checkpoint in a signed note, ``checkpoint.py``) in the same
+transaction. An entry that cannot be stored (a duplicate request id, a bad record) fails alone;
+a transaction that cannot commit fails every append in it. Any failure raises
+:class:`~gateway.errors.AuditError`, and the caller must fail its request closed (503).
 
-The gateway calls it from its event loop through :meth:`AuditLog.append_async`
-(``asyncio.to_thread``), so SQLite's fsync never blocks the loop.
+Backpressure: at most ``max_pending`` appends wait for the writer; more block their callers
+until there is room. Nothing is ever dropped.
+
+The tree's leaf for an entry is ``SHA-256(0x00 || body)`` (RFC 9162), leaf index ``seq - 1``.
+The log's *origin* (the checkpoint's first line, and the signing key's name) is created with
+the log and kept in it; it never changes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import queue
+import secrets
 import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.audit import merkle
 from gateway.audit.canonical import JsonValue
+from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
 from gateway.audit.entry import GENESIS_HASH, build_entry, encode_entry, entry_hash, parse_entry, sign_body
-from gateway.audit.store import AuditStore, Head
+from gateway.audit.note import NoteError, NoteSigner, is_valid_key_name
+from gateway.audit.store import AuditStore, Head, StoredEntry
 from gateway.errors import AuditError
 from gateway.types import AuditRecord
+
+log = logging.getLogger("llmos.gateway.audit")
+
+DEFAULT_CHECKPOINT_EVERY = 1000
+DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
+DEFAULT_MAX_PENDING = 10_000
+DEFAULT_MAX_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -35,40 +62,342 @@ class AppendResult:
     request_id: str
 
 
-class AuditLog:
-    """A writable, signed, hash-chained audit log in one SQLite file.
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A signed checkpoint as stored: the tree ``size``, the signed note, when it was made."""
 
-    Opening creates the file and schema if needed; an unusable path raises AuditError at once,
-    so the gateway fails at startup rather than on the first request.
+    size: int
+    note: str
+    created: str
+
+
+class _Job:
+    """One append (``record``) or a checkpoint request (``record`` None), and its answer."""
+
+    __slots__ = ("future", "record")
+
+    def __init__(self, record: AuditRecord | None) -> None:
+        self.record = record
+        self.future: Future[AppendResult | StoredCheckpoint | None] = Future()
+
+
+_STOP = None
+
+
+def default_origin() -> str:
+    """A new log's origin: unique, and a valid note key name (no spaces, no ``+``)."""
+    return f"llmos.audit/{secrets.token_hex(8)}"
+
+
+def _new_nodes(compact: merkle.CompactRange, leaf: bytes) -> list[tuple[int, int, bytes]]:
+    """The aligned tree nodes that appending ``leaf`` at index ``compact.size`` completes:
+    the leaf, then each parent whose right child it completes. Does not change ``compact``."""
+    edge = dict(compact.nodes())  # level -> root of the perfect subtree at that level
+    index, level, value = compact.size, 0, leaf
+    nodes = [(0, index, leaf)]
+    while index & 1:
+        value = merkle.node_hash(edge[level], value)
+        level, index = level + 1, index >> 1
+        nodes.append((level, index, value))
+    return nodes
+
+
+class AuditLog:
+    """A writable audit log in one SQLite file; thread-safe. ``close()`` it at shutdown.
+
+    Opening creates the file and schema if needed (an unusable path raises AuditError at once,
+    so the gateway fails at startup), fills in tree nodes missing for existing entries (a log
+    from before the tree), and starts the writer thread.
     """
 
-    def __init__(self, store_path: Path, private_key: Ed25519PrivateKey) -> None:
+    def __init__(
+        self,
+        store_path: Path,
+        private_key: Ed25519PrivateKey,
+        *,
+        origin: str | None = None,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not isinstance(private_key, Ed25519PrivateKey):
             raise AuditError("audit log needs an Ed25519 private key")
+        if checkpoint_every < 1 or checkpoint_interval_s <= 0 or max_pending < 1 or max_batch < 1:
+            raise AuditError("audit log: checkpoint_every, checkpoint_interval_s, max_pending, max_batch > 0")
         self._key = private_key
-        self._lock = threading.Lock()
+        self._every = checkpoint_every
+        self._interval = checkpoint_interval_s
+        self._max_batch = max_batch
+        self._clock = clock
+        self._lock = threading.Lock()  # the store's connection: the writer and readers take turns
         self._store = AuditStore.open(Path(store_path))
+        try:
+            self._origin = self._load_origin(origin)
+            self._signer = NoteSigner(self._origin, private_key)
+            self._load_state()
+        except BaseException:
+            self._store.close()
+            raise
         self._closed = False
+        self.commits = 0  # transactions written (group commit: fewer than appends under load)
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_pending)
+        self._writer = threading.Thread(target=self._run, name="llmos-audit-writer", daemon=True)
+        self._writer.start()
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _load_origin(self, wanted: str | None) -> str:
+        stored = self._store.meta("origin")
+        if stored is not None:
+            if wanted is not None and wanted != stored:
+                raise AuditError(
+                    f"audit log {self.path} has origin {stored!r}; the configuration says {wanted!r}"
+                    " (a log's origin never changes: start a new log file for a new origin)"
+                )
+            return stored
+        origin = wanted or default_origin()
+        if not is_valid_key_name(origin):
+            raise AuditError(f"audit origin {origin!r} is not valid: no spaces, no '+', not empty")
+        with self._store.transaction():
+            self._store.set_meta("origin", origin)
+        return origin
+
+    def _load_state(self) -> None:
+        """Head, tree and last checkpoint from the store; tree nodes missing for stored entries
+        (a log written before the tree existed) are computed and stored now."""
+        store = self._store
+        head = store.head()
+        self._seq, self._prev = (0, GENESIS_HASH) if head is None else (head.seq, head.entry_hash)
+        have = store.node_count()
+        if have > self._seq:
+            raise AuditError(
+                f"audit log {self.path}: its Merkle tree has {have} leaves but the log holds"
+                f" {self._seq} entries: entries were removed. Run `llmos audit verify`; start a new"
+                " log file (keep this one as evidence) to go on"
+            )
+        compact = self._compact_from_store(have)
+        if have < self._seq:
+            with store.transaction():
+                for seq in range(have + 1, self._seq + 1):
+                    row = store.get_seq(seq)
+                    if row is None:
+                        raise AuditError(f"audit log {self.path}: entry seq {seq} is missing")
+                    leaf = merkle.leaf_hash(row.body.encode("utf-8", errors="surrogateescape"))
+                    store.insert_nodes(_new_nodes(compact, leaf))
+                    compact.append(leaf)
+            log.info("audit log %s: built the Merkle tree over %d existing entries", self.path, self._seq)
+        self._compact = compact
+        latest = store.latest_checkpoint()
+        self._checkpointed = 0 if latest is None else latest[0]
+        self._checkpoint_time = self._clock()
+
+    def _compact_from_store(self, size: int) -> merkle.CompactRange:
+        """The right edge of the stored tree of ``size`` leaves: one stored node per set bit."""
+        nodes: list[tuple[int, bytes]] = []
+        start = 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                value = self._store.node(level, start >> level)
+                if value is None:
+                    raise AuditError(
+                        f"audit log {self.path}: Merkle node ({level}, {start >> level}) missing"
+                    )
+                nodes.append((level, value))
+                start += 1 << level
+        return merkle.CompactRange.from_nodes(nodes)
 
     @property
     def path(self) -> Path:
         return self._store.path
 
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    @property
+    def verifier_key(self) -> str:
+        """The note verifier key string for checkpoints (``<origin>+<key id>+<public key>``)."""
+        return self._signer.verifier_key_string()
+
+    # -- writing ----------------------------------------------------------------------------
+
     def append(self, record: AuditRecord) -> AppendResult:
         """Append one entry for ``record``; durable on return. Thread-safe. Raises AuditError."""
-        with self._lock:
-            self._check_open()
-            head = self._store.head()
-            seq, prev = (1, GENESIS_HASH) if head is None else (head.seq + 1, head.entry_hash)
-            body = encode_entry(build_entry(record, seq=seq, prev=prev))
-            digest = entry_hash(body)
-            signature = sign_body(self._key, body)
-            self._store.append(seq, record.request_id, body.decode("utf-8"), digest, signature, record.phase)
-            return AppendResult(seq=seq, entry_hash=digest, request_id=record.request_id)
+        result = self._submit(_Job(record))
+        assert isinstance(result, AppendResult)
+        return result
 
     async def append_async(self, record: AuditRecord) -> AppendResult:
         """:meth:`append` in a worker thread, for callers on an event loop."""
         return await asyncio.to_thread(self.append, record)
+
+    def checkpoint(self) -> StoredCheckpoint | None:
+        """Sign a checkpoint of the tree now if it grew since the last one; the latest checkpoint
+        (None for an empty log)."""
+        result = self._submit(_Job(None))
+        assert result is None or isinstance(result, StoredCheckpoint)
+        return result
+
+    def _submit(self, job: _Job) -> AppendResult | StoredCheckpoint | None:
+        self._check_open()
+        self._queue.put(job)  # blocks while max_pending appends wait: backpressure, never a drop
+        return job.future.result()
+
+    def _run(self) -> None:
+        """The writer thread: group commits until the stop marker, then a last checkpoint."""
+        while True:
+            try:
+                first = self._queue.get(timeout=self._interval)
+            except queue.Empty:
+                self._write([])
+                continue
+            if first is _STOP:
+                break
+            jobs = [first]
+            while len(jobs) < self._max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    self._write(jobs)
+                    self._finish()
+                    return
+                jobs.append(job)
+            self._write(jobs)
+        self._finish()
+
+    def _finish(self) -> None:
+        try:
+            self._write([], final=True)
+        finally:
+            while True:  # appends queued behind the stop marker: refused
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job.future.set_exception(AuditError(f"audit log {self.path} is closed"))
+
+    def _write(self, jobs: list[_Job], *, final: bool = False) -> None:
+        """One transaction: the jobs' entries, and a checkpoint when due (or asked for)."""
+        wants_checkpoint = final or any(job.record is None for job in jobs)
+        if not jobs and not wants_checkpoint and not self._checkpoint_due(self._compact.size):
+            return  # idle, nothing to sign
+        seq, prev, compact, checkpointed = self._seq, self._prev, self._compact.copy(), self._checkpointed
+        answers: list[tuple[_Job, AppendResult | Exception]] = []
+        latest: StoredCheckpoint | None = None
+        try:
+            with self._lock, self._store.transaction():
+                for job in jobs:
+                    if job.record is None:
+                        continue
+                    try:
+                        result = self._append_one(job.record, seq + 1, prev, compact)
+                    except (AuditError, ValueError, TypeError) as exc:  # this entry only
+                        answers.append((job, exc if isinstance(exc, AuditError) else AuditError(str(exc))))
+                        continue
+                    seq, prev = result.seq, result.entry_hash
+                    answers.append((job, result))
+                if compact.size > checkpointed and (wants_checkpoint or self._checkpoint_due(compact.size)):
+                    latest = self._sign(compact)
+                    self._store.insert_checkpoint(latest.size, latest.note, latest.created)
+                elif wants_checkpoint:
+                    latest = self._latest_locked()
+        except AuditError as exc:  # nothing was committed: every append of the batch failed
+            log.error("audit write failed (%d appends refused): %s", len(jobs), exc)
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        except BaseException as exc:  # a bug: fail the batch closed, keep the writer alive
+            log.exception("audit writer failed")
+            for job in jobs:
+                job.future.set_exception(AuditError(f"audit write failed: {type(exc).__name__}"))
+            return
+        self._seq, self._prev, self._compact = seq, prev, compact
+        self.commits += 1
+        if latest is not None and latest.size > checkpointed:
+            self._checkpointed, self._checkpoint_time = latest.size, self._clock()
+        for job, answer in answers:
+            if isinstance(answer, Exception):
+                job.future.set_exception(answer)
+            else:
+                job.future.set_result(answer)
+        for job in jobs:
+            if job.record is None:
+                job.future.set_result(latest)
+
+    def _checkpoint_due(self, size: int) -> bool:
+        """``checkpoint_every`` entries since the last checkpoint, or some entries and
+        ``checkpoint_interval_s`` seconds."""
+        pending = size - self._checkpointed
+        return pending >= self._every or (
+            pending > 0 and self._clock() - self._checkpoint_time >= self._interval
+        )
+
+    def _append_one(
+        self, record: AuditRecord, seq: int, prev: str, compact: merkle.CompactRange
+    ) -> AppendResult:
+        """Inside the transaction: store one entry and its tree nodes; ``compact`` grows only
+        when it is stored (a failed entry is rolled back to its savepoint)."""
+        body = encode_entry(build_entry(record, seq=seq, prev=prev))
+        digest = entry_hash(body)
+        signature = sign_body(self._key, body)
+        leaf = merkle.leaf_hash(body)
+        nodes = _new_nodes(compact, leaf)
+        with self._store.savepoint():
+            self._store.insert_entry(
+                seq, record.request_id, body.decode("utf-8"), digest, signature, record.phase
+            )
+            self._store.insert_nodes(nodes)
+        compact.append(leaf)
+        return AppendResult(seq=seq, entry_hash=digest, request_id=record.request_id)
+
+    def _sign(self, compact: merkle.CompactRange) -> StoredCheckpoint:
+        try:
+            note = sign_checkpoint(Checkpoint(self._origin, compact.size, compact.root()), self._signer)
+        except NoteError as exc:
+            raise AuditError(f"cannot sign an audit checkpoint: {exc}") from exc
+        created = datetime.now(UTC).isoformat(timespec="milliseconds")
+        return StoredCheckpoint(compact.size, note.decode("utf-8"), created)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self._lock:
+            self._check_open()
+            return self._latest_locked()
+
+    def _latest_locked(self) -> StoredCheckpoint | None:
+        latest = self._store.latest_checkpoint()
+        return None if latest is None else StoredCheckpoint(*latest)
+
+    def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        """The proof that entry ``seq`` is leaf ``seq - 1`` of the tree of ``size`` entries."""
+        with self._lock:
+            self._check_open()
+            return merkle.inclusion_proof(seq - 1, size, self._subtree)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """The proof that the tree of ``new_size`` entries extends the one of ``old_size``."""
+        with self._lock:
+            self._check_open()
+            return merkle.consistency_proof(old_size, new_size, self._subtree)
+
+    def _subtree(self, start: int, end: int) -> bytes:
+        width = end - start
+        value = self._store.node(width.bit_length() - 1, start // width)
+        if value is None:
+            raise AuditError(f"audit log {self.path}: Merkle node for leaves [{start}, {end}) is missing")
+        return value
+
+    def stored(self, request_id: str, phase: str | None = None) -> StoredEntry | None:
+        """The (first) entry for ``request_id`` exactly as stored: body, hash, signature."""
+        with self._lock:
+            self._check_open()
+            return self._store.get(request_id, phase)
 
     def get(self, request_id: str, phase: str | None = None) -> dict[str, JsonValue] | None:
         """The parsed (first) entry for ``request_id``, or None. Does not check its signature."""
@@ -96,10 +425,15 @@ class AuditLog:
             raise AuditError(f"audit log {self.path} is closed")
 
     def close(self) -> None:
+        """Write what is queued and a last checkpoint, stop the writer, close the file."""
         with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._store.close()
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)
+        self._writer.join()
+        with self._lock:
+            self._store.close()
 
     def __enter__(self) -> AuditLog:
         return self

@@ -1,6 +1,7 @@
 """The audit store: entries in one SQLite file, append-only by convention.
 
-Table ``audit_entries(seq, request_id, body, entry_hash, signature)``; the schema version is
+Table ``audit_entries(seq, request_id, body, entry_hash, signature, phase)``, plus the Merkle
+tree's nodes, the signed checkpoints and a little metadata (the log's origin); the schema version is
 ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). Writers use WAL with ``synchronous=FULL``, so
 an append has reached the disk when :meth:`AuditStore.append` returns. The store knows nothing
 about hashing or signing (that is ``entry.py``); it only keeps rows in ``seq`` order.
@@ -13,16 +14,17 @@ from __future__ import annotations
 
 import sqlite3
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from gateway.errors import AuditError
 
-SCHEMA_VERSION = 2  # 2: phase column, UNIQUE (request_id, phase)
+SCHEMA_VERSION = 3  # 2: phase column, UNIQUE (request_id, phase); 3: Merkle nodes, checkpoints, meta
 
-_SCHEMA = """
+_ENTRIES = """
 CREATE TABLE IF NOT EXISTS audit_entries (
     seq INTEGER PRIMARY KEY,
     request_id TEXT NOT NULL,
@@ -33,6 +35,27 @@ CREATE TABLE IF NOT EXISTS audit_entries (
     UNIQUE (request_id, phase)
 )
 """
+# The Merkle tree over the entries (leaf index = seq - 1), as the roots of its aligned perfect
+# subtrees: level L, index i covers leaves [i * 2**L, (i + 1) * 2**L). A cache for proofs:
+# verification recomputes the tree from the bodies.
+_NODES = """
+CREATE TABLE IF NOT EXISTS audit_nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID
+"""
+# Signed checkpoints (C2SP tlog-checkpoint in a signed note) of the tree at ``size`` entries.
+_CHECKPOINTS = """
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL,
+    created TEXT NOT NULL
+)
+"""
+_META = "CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_SCHEMA = (_ENTRIES, _NODES, _CHECKPOINTS, _META)
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -94,7 +117,12 @@ class AuditStore:
             try:
                 version = store._user_version()
                 if version == 0:
-                    conn.execute(_SCHEMA)
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                elif version == 2:  # the entries stay as they are; the log fills the new tables
+                    for statement in _SCHEMA[1:]:
+                        conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -190,6 +218,124 @@ class AuditStore:
             ) from exc
         except sqlite3.Error as exc:
             raise AuditError(f"cannot write audit store {self.path}: {exc}") from exc
+
+    # -- group commit: several entries, their tree nodes and a checkpoint in one transaction ----
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (durable on exit), rolled back on any error."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot write audit store {self.path}: {exc}") from exc
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside :meth:`transaction`: undo only this block's writes if it raises."""
+        conn = self._conn
+        conn.execute("SAVEPOINT entry")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO entry")
+            conn.execute("RELEASE entry")
+            raise
+        conn.execute("RELEASE entry")
+
+    def insert_entry(
+        self, seq: int, request_id: str, body: str, entry_hash: str, signature: str, phase: str
+    ) -> None:
+        """Inside :meth:`transaction`. Raises AuditError for a duplicate (request id, phase)."""
+        try:
+            self._conn.execute(
+                "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, request_id, body, entry_hash, signature, phase),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise AuditError(
+                f"audit store {self.path}: cannot append seq {seq}: {exc} (request id already logged?)"
+            ) from exc
+
+    def insert_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
+        """Inside :meth:`transaction`: ``(level, index, hash)`` tree nodes."""
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes
+        )
+
+    def insert_checkpoint(self, size: int, note: str, created: str) -> None:
+        """Inside :meth:`transaction`."""
+        self._conn.execute(
+            "INSERT OR REPLACE INTO audit_checkpoints (size, note, created) VALUES (?, ?, ?)",
+            (size, note, created),
+        )
+
+    def node(self, level: int, index: int) -> bytes | None:
+        try:
+            row = self._conn.execute(
+                "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", (level, index)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return None if row is None else bytes(row[0])
+
+    def node_count(self) -> int:
+        """How many leaves (level-0 nodes) the stored tree has."""
+        try:
+            row = self._conn.execute("SELECT COUNT(*) FROM audit_nodes WHERE level = 0").fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return int(row[0])
+
+    def checkpoints(self) -> list[tuple[int, str, str]]:
+        """Every stored checkpoint as ``(size, note, created)``, by size."""
+        try:
+            rows = self._conn.execute(
+                "SELECT size, note, created FROM audit_checkpoints ORDER BY size"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def latest_checkpoint(self) -> tuple[int, str, str] | None:
+        try:
+            row = self._conn.execute(
+                "SELECT size, note, created FROM audit_checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return None if row is None else (row[0], row[1], row[2])
+
+    def meta(self, key: str) -> str | None:
+        try:
+            row = self._conn.execute("SELECT value FROM audit_meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        try:
+            self._conn.execute("INSERT OR REPLACE INTO audit_meta (key, value) VALUES (?, ?)", (key, value))
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot write audit store {self.path}: {exc}") from exc
+
+    def get_seq(self, seq: int) -> StoredEntry | None:
+        try:
+            row = self._conn.execute(
+                "SELECT seq, request_id, body, entry_hash, signature, phase FROM audit_entries WHERE seq = ?",
+                (seq,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return None if row is None else StoredEntry(*row)
 
     def iter_entries(self) -> Iterator[StoredEntry]:
         """All entries in ``seq`` order (a snapshot: one read transaction)."""

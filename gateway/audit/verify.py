@@ -16,38 +16,62 @@ checking for each one, in this order:
 It stops at the first bad entry and raises :class:`~gateway.errors.AuditVerifyError` whose
 ``seq`` is that entry's row ``seq`` and whose message names the request id and the reason.
 
-Limitation, by design of a plain hash chain: removing entries from the *end* of the log leaves a
-shorter log that is still a valid chain, and new appends then continue from the shorter head.
-Tail truncation is therefore not detected here. Signed checkpoints of the log head (the Merkle
-tree issue) will make it detectable; until then, keep a copy of a recent
-:attr:`VerifyReport.head_hash` and ``entries`` count elsewhere and compare.
+Then the Merkle tree: the entries' leaves (``SHA-256(0x00 || body)``) are folded into the
+RFC 9162 tree as the walk goes, and every signed checkpoint (those stored in the file, and any
+the auditor kept and passes in) must
+
+8. be a well-formed C2SP checkpoint in a signed note whose signature verifies with one of the
+   given public keys (key id per the signed-note spec, so rotated keys are told apart);
+9. name the same origin as every other checkpoint (a checkpoint of another log is a replay);
+10. have the root of the first ``size`` entries: otherwise an entry before it was altered,
+    removed or inserted, or the log was forked (two checkpoints no single log can satisfy);
+11. cover no more entries than the file holds: otherwise the log was truncated behind it.
+
+A hash chain alone cannot see entries removed from the end; a checkpoint can, as far as it
+covers. A checkpoint kept outside the file (``--checkpoint``) also catches the checkpoints
+table itself being cut back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway.audit import merkle
+from gateway.audit.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from gateway.audit.entry import GENESIS_HASH, entry_hash, parse_entry, verify_body_signature
+from gateway.audit.note import NoteError, NoteVerifier
 from gateway.audit.store import AuditStore, StoredEntry
 from gateway.errors import AuditError, AuditVerifyError
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """A log that verified: how many entries, and the hash of the last one (GENESIS_HASH if none)."""
+    """A log that verified: how many entries, the hash of the last one (GENESIS_HASH if none),
+    the Merkle root of all of them, and how many signed checkpoints were checked."""
 
     entries: int
     head_hash: str
+    root: str = merkle.EMPTY_ROOT.hex()
+    checkpoints: int = 0
+    origin: str | None = None
+
+
+Keys = Ed25519PublicKey | Sequence[Ed25519PublicKey]
+
+
+def _keys(public_key: Keys) -> tuple[Ed25519PublicKey, ...]:
+    return (public_key,) if isinstance(public_key, Ed25519PublicKey) else tuple(public_key)
 
 
 def _fail(row: StoredEntry, why: str) -> AuditVerifyError:
     return AuditVerifyError(f"audit entry seq {row.seq} (request id {row.request_id!r}): {why}", seq=row.seq)
 
 
-def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_key: Ed25519PublicKey) -> None:
+def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_key: Keys) -> None:
     """Check one stored row against its expected position; raise AuditVerifyError if bad. Pure."""
     if isinstance(row.seq, bool) or not isinstance(row.seq, int) or row.seq != expected_seq:
         if isinstance(row.seq, int) and row.seq > expected_seq:
@@ -62,7 +86,9 @@ def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_k
     body = row.body.encode("utf-8", errors="surrogateescape")
     if entry_hash(body) != row.entry_hash:
         raise _fail(row, "hash mismatch: the body does not hash to the stored entry hash (body altered)")
-    if not isinstance(row.signature, str) or not verify_body_signature(public_key, body, row.signature):
+    if not isinstance(row.signature, str) or not any(
+        verify_body_signature(key, body, row.signature) for key in _keys(public_key)
+    ):
         raise _fail(
             row, "bad signature: not signed by this public key (entry altered or forged, or wrong key)"
         )
@@ -86,16 +112,45 @@ def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_k
         )
 
 
-def verify_log(db_path: Path, public_key: Ed25519PublicKey) -> VerifyReport:
+def open_checkpoint(note_text: str, public_key: Keys, *, origin: str | None = None) -> Checkpoint:
+    """A signed checkpoint, verified with one of the keys (its name is the checkpoint's origin).
+
+    Raises AuditVerifyError (NoteError, CheckpointError) if it is malformed, signed by none of
+    the keys, or (when ``origin`` is given) for another log."""
+    first_line = note_text.split("\n", 1)[0]
+    if origin is not None and first_line != origin:
+        raise CheckpointError(
+            f"checkpoint is for origin {first_line[:80]!r}, this log's is {origin!r}"
+            " (a checkpoint of another log)"
+        )
+    claimed = origin if origin is not None else first_line
+    verifiers = []
+    for key in _keys(public_key):
+        try:
+            verifiers.append(NoteVerifier(claimed, key))
+        except NoteError as exc:
+            raise CheckpointError(
+                f"checkpoint origin {claimed[:80]!r} is not a valid key name: {exc}"
+            ) from exc
+    return verify_checkpoint(note_text, verifiers, origin=claimed)
+
+
+def verify_log(db_path: Path, public_key: Keys, *, checkpoints: Sequence[str] = ()) -> VerifyReport:
     """Verify the whole log at ``db_path`` read-only; see the module docstring for what is checked.
 
-    Raises AuditVerifyError naming the first bad entry, or AuditError when the file cannot be
-    opened or read as an audit store at all. Does not detect tail truncation (see module doc).
+    ``public_key``: one key, or several (rotation: entries and checkpoints signed by any of
+    them verify). ``checkpoints``: signed checkpoint notes kept outside the file, checked like
+    the stored ones. Raises AuditVerifyError naming the first bad entry or checkpoint, or
+    AuditError when the file cannot be opened or read as an audit store at all.
     """
     prev_hash = GENESIS_HASH
     count = 0
     seen: set[tuple[str, str]] = set()
+    tree = merkle.CompactRange()
     with AuditStore.open_readonly(Path(db_path)) as store:
+        notes = [(f"stored checkpoint at size {size}", note) for size, note, _ in store.checkpoints()]
+        notes += [(f"given checkpoint #{i + 1}", note) for i, note in enumerate(checkpoints)]
+        by_size, origin, bad = _open_checkpoints(notes, public_key)
         for row in store.iter_entries():
             check_entry(row, expected_seq=count + 1, prev_hash=prev_hash, public_key=public_key)
             if (row.request_id, row.phase) in seen:
@@ -103,4 +158,50 @@ def verify_log(db_path: Path, public_key: Ed25519PublicKey) -> VerifyReport:
             seen.add((row.request_id, row.phase))
             prev_hash = row.entry_hash
             count += 1
-    return VerifyReport(entries=count, head_hash=prev_hash)
+            tree.append(merkle.leaf_hash(row.body.encode("utf-8", errors="surrogateescape")))
+            for label, cp in by_size.get(count, ()):
+                if cp.root_hash != tree.root():
+                    raise AuditVerifyError(
+                        f"{label}: the first {count} entries do not have its root (an entry up to seq"
+                        f" {count} was altered, removed or inserted, or the log was forked)",
+                        seq=count,
+                    )
+    if bad:  # the entries are fine; a checkpoint is not
+        raise bad[0]
+    beyond = sorted(size for size in by_size if size > count)
+    if beyond:
+        label = by_size[beyond[-1]][0][0]
+        raise AuditVerifyError(
+            f"{label}: it covers {beyond[-1]} entries but the log holds {count}"
+            " (entries were removed from the end: truncated behind a signed checkpoint)",
+            seq=count + 1,
+        )
+    return VerifyReport(
+        entries=count,
+        head_hash=prev_hash,
+        root=tree.root().hex(),
+        checkpoints=sum(len(v) for v in by_size.values()),
+        origin=origin,
+    )
+
+
+def _open_checkpoints(
+    notes: list[tuple[str, str]], public_key: Keys
+) -> tuple[dict[int, list[tuple[str, Checkpoint]]], str | None, list[AuditVerifyError]]:
+    """Every note that verifies, by tree size, all of one origin (the first one's); and the
+    errors of those that do not (reported after the entries, which are checked first)."""
+    by_size: dict[int, list[tuple[str, Checkpoint]]] = {}
+    origin: str | None = None
+    bad: list[AuditVerifyError] = []
+    for label, text in notes:
+        if not isinstance(text, str):
+            bad.append(AuditVerifyError(f"{label}: not text (row altered)"))
+            continue
+        try:
+            cp = open_checkpoint(text, public_key, origin=origin)
+        except AuditVerifyError as exc:
+            bad.append(AuditVerifyError(f"{label}: {exc}"))
+            continue
+        origin = cp.origin
+        by_size.setdefault(cp.size, []).append((label, cp))
+    return by_size, origin, bad

@@ -59,7 +59,7 @@ def test_verify_passes_then_fails_on_altered_entry(gateway: Gateway, tmp_path: P
     ok = gateway.cli("audit", "verify")
     assert ok.returncode == 0
     assert ok.stdout.startswith("OK: ")
-    assert " signing key sha256:" in ok.stdout  # auditors can tell which key vouched for the log
+    assert " signing keys sha256:" in ok.stdout  # auditors can tell which key vouched for the log
 
     copy = tmp_path / "audit.db"
     _snapshot(gateway.home / "audit.db", copy)

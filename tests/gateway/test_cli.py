@@ -331,9 +331,29 @@ def test_audit_verify_ok(
     assert main(["audit", "verify"]) == 0
 
     assert re.match(
-        r"^OK: 3 entries verified; head [0-9a-f]{64}; signing key sha256:[0-9a-f]{64}\n$",
+        r"^OK: 3 entries verified; head [0-9a-f]{64}; Merkle root [0-9a-f]{64}; 1 signed checkpoints"
+        r" \(origin llmos\.audit/[0-9a-f]{16}\); signing keys sha256:[0-9a-f]{64}\n$",
         capsys.readouterr().out,
     )
+
+
+def test_audit_checkpoint_prints_a_note_that_verify_accepts(
+    initialised: InitResult, state_config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill_audit(state_config, 3)
+    assert main(["audit", "checkpoint"]) == 0
+    note = capsys.readouterr().out
+    assert note.splitlines()[1:2] == ["3"]  # origin, size, root, blank line, signature
+    kept = tmp_path / "kept.checkpoint"
+    kept.write_text(note)
+    with sqlite3.connect(state_config.audit_db) as db:  # cut the log and its stored checkpoints
+        db.execute("DELETE FROM audit_entries WHERE seq = 3")
+        db.execute("DELETE FROM audit_checkpoints")
+    db.close()
+    assert main(["audit", "verify"]) == 0  # the file alone cannot tell
+    capsys.readouterr()
+    assert main(["audit", "verify", "--checkpoint", str(kept)]) == 1
+    assert "truncated" in capsys.readouterr().out
 
 
 def test_audit_verify_empty_log(initialised: InitResult, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,14 +17,15 @@ POLICIES = Path(__file__).resolve().parents[2] / "policies"
 QUERY = "data.llmos.authz.decision"
 OUTPUT_QUERY = "data.llmos.output.decision"
 WEEKDAY_NOON = "2026-11-30T12:00:00.000+00:00"  # a Monday
-ENDPOINTS = ("chat.completions", "completions", "models.list")
+AUDIT_ENDPOINTS = ("audit.checkpoint", "audit.entries", "audit.consistency")
+ENDPOINTS = ("chat.completions", "completions", "models.list", *AUDIT_ENDPOINTS)
 LIMIT = 4096
 
 # Who may call what, by role: the table the policy must implement.
 PERMITTED = {
-    "admin": {"chat.completions", "completions", "models.list"},
+    "admin": {"chat.completions", "completions", "models.list", *AUDIT_ENDPOINTS},
     "user": {"chat.completions", "completions", "models.list"},
-    "auditor": {"models.list"},
+    "auditor": {"models.list", *AUDIT_ENDPOINTS},
 }
 
 ROLE_NOT_PERMITTED = "role_not_permitted"

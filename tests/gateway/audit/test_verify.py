@@ -196,19 +196,16 @@ def test_first_bad_entry_is_named(filled_log: Path, keypair: KeyPair) -> None:
     expect_failure(filled_log, keypair, 2, "bad signature")
 
 
-def test_truncated_tail_then_reappend_still_verifies(
+def test_a_truncated_tail_is_caught_by_the_signed_checkpoint(
     filled_log: Path, keypair: KeyPair, open_log: Callable[[], AuditLog]
 ) -> None:
-    """Known limitation: a plain hash chain cannot show that its tail was cut off.
-
-    Signed checkpoints (the Merkle issue) will catch this; the test pins today's behaviour.
-    """
+    """A hash chain alone cannot see its tail cut off; the checkpoint signed at close can."""
     sql(filled_log, "DELETE FROM audit_entries WHERE seq = 5")
-    log = open_log()
-    result = log.append(make_record(99))
-    assert result.seq == 5
-    report = verify_log(filled_log, keypair.public_key)
-    assert (report.entries, report.head_hash) == (5, result.entry_hash)
+    with pytest.raises(AuditVerifyError, match=r"covers 5 entries but the log holds 4.*truncated"):
+        verify_log(filled_log, keypair.public_key)
+    # And the gateway refuses to write on after the cut (fail closed).
+    with pytest.raises(AuditError, match="entries were removed"):
+        open_log()
 
 
 def test_verify_never_modifies_the_file(filled_log: Path, keypair: KeyPair) -> None:
