@@ -112,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="a signed checkpoint kept outside the log (GET /v1/audit/checkpoint); the log must"
         " contain it. Repeatable",
     )
+    p.add_argument(
+        "bundle", nargs="?", type=Path, help="an export directory to verify instead of the database"
+    )
+    p = audit.add_parser(
+        "export", help="write a self-contained, offline-verifiable bundle of audit entries to a directory"
+    )
+    _add_config(p)
+    p.add_argument("--db", type=Path, help="audit database (default: from the configuration)")
+    p.add_argument("--since", help="entries at or after this time (ISO 8601 UTC, e.g. 2026-11-01T00:00:00)")
+    p.add_argument("--until", help="entries before this time (ISO 8601 UTC)")
+    p.add_argument("--tenant", help="only this tenant's entries")
+    p.add_argument("--out", type=Path, required=True, help="the new (or empty) directory to write")
     p = audit.add_parser(
         "checkpoint", help="print the log's latest signed checkpoint (keep it to verify later)"
     )
@@ -245,7 +257,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from gateway.audit.store import AuditStore
     from gateway.audit.verify import verify_log
 
-    wants_key = args.audit_command == "verify" and not args.public_key
+    if args.audit_command == "verify" and args.bundle is not None:
+        return _verify_bundle(args)
+    wants_key = args.audit_command in ("verify", "export") and not getattr(args, "public_key", None)
     config = load_config(args.config) if args.db is None or wants_key else None
     db = args.db or (config.audit_db if config else None)
     if db is None:  # unreachable: config fills it
@@ -259,7 +273,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
             raise ConfigError(f"{db}: the log has no checkpoint yet")
         print(latest[1], end="")
         return 0
-    pubs = args.public_key or ([config.public_key] if config else [])
+    pubs = getattr(args, "public_key", None) or ([config.public_key] if config else [])
+    if args.audit_command == "export":
+        return _export(args, db, [load_public_key(p) for p in pubs])
     public_keys = [load_public_key(p) for p in pubs]
     notes = []
     for path in args.checkpoint:
@@ -276,6 +292,50 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print(
         f"OK: {report.entries} entries verified; head {report.head_hash}; Merkle root {report.root};"
         f" {report.checkpoints} signed checkpoints (origin {report.origin}); signing keys {keys}"
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace, db: Path, public_keys: list[Any]) -> int:
+    from gateway.audit.bundle import export_bundle
+
+    report = export_bundle(db, args.out, public_keys, since=args.since, until=args.until, tenant=args.tenant)
+    print(
+        f"exported {report.entries} entries to {args.out}, proved against the signed checkpoint of"
+        f" {report.checkpoint_size} entries"
+        + (
+            f"; {report.left_out_unproved} newer entries are not covered by a checkpoint yet: export again"
+            " later to include them"
+            if report.left_out_unproved
+            else ""
+        )
+    )
+    return 0
+
+
+def _verify_bundle(args: argparse.Namespace) -> int:
+    from gateway.audit.bundle import bundle_keys, verify_bundle
+    from gateway.audit.keys import key_fingerprint, load_public_key
+
+    if args.public_key:
+        keys = [load_public_key(p) for p in args.public_key]
+    else:
+        keys = bundle_keys(args.bundle)
+        print(
+            "warning: no --public-key given; using the key(s) shipped in the bundle. Compare the"
+            " fingerprints below with ones you trust.",
+            file=sys.stderr,
+        )
+    try:
+        report = verify_bundle(args.bundle, keys)
+    except AuditVerifyError as exc:
+        print(f"FAILED: {exc}")
+        return 1
+    fingerprints = ", ".join(f"sha256:{key_fingerprint(k)}" for k in keys)
+    print(
+        f"OK: {report.entries} entries verified against the signed checkpoint of {report.checkpoint_size}"
+        f" entries (origin {report.origin}); {report.checkpoints} checkpoints consistent;"
+        f" signing keys {fingerprints}"
     )
     return 0
 

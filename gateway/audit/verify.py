@@ -41,6 +41,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.audit import merkle
+from gateway.audit.canonical import JsonValue
 from gateway.audit.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
 from gateway.audit.entry import GENESIS_HASH, entry_hash, parse_entry, verify_body_signature
 from gateway.audit.note import NoteError, NoteVerifier
@@ -71,14 +72,9 @@ def _fail(row: StoredEntry, why: str) -> AuditVerifyError:
     return AuditVerifyError(f"audit entry seq {row.seq} (request id {row.request_id!r}): {why}", seq=row.seq)
 
 
-def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_key: Keys) -> None:
-    """Check one stored row against its expected position; raise AuditVerifyError if bad. Pure."""
-    if isinstance(row.seq, bool) or not isinstance(row.seq, int) or row.seq != expected_seq:
-        if isinstance(row.seq, int) and row.seq > expected_seq:
-            why = f"seq gap: expected seq {expected_seq}, found {row.seq} (entries deleted)"
-        else:
-            why = f"seq out of order: expected seq {expected_seq}, found {row.seq!r}"
-        raise _fail(row, why)
+def check_entry_alone(row: StoredEntry, *, public_key: Keys) -> dict[str, JsonValue]:
+    """The checks that need no other entry: text columns, hash, signature, a well-formed body
+    that agrees with its row. Returns the parsed body. Pure."""
     if not isinstance(row.body, str):
         raise _fail(row, f"body is stored as {type(row.body).__name__}, not text (row altered)")
     if not isinstance(row.request_id, str):
@@ -104,6 +100,18 @@ def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_k
         raise _fail(row, f"body says request id {entry['request_id']!r} (row edited or entries swapped)")
     if entry["phase"] != row.phase:
         raise _fail(row, f"body says phase {entry['phase']!r}, row says {row.phase!r} (row edited)")
+    return entry
+
+
+def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_key: Keys) -> None:
+    """Check one stored row against its expected position; raise AuditVerifyError if bad. Pure."""
+    if isinstance(row.seq, bool) or not isinstance(row.seq, int) or row.seq != expected_seq:
+        if isinstance(row.seq, int) and row.seq > expected_seq:
+            why = f"seq gap: expected seq {expected_seq}, found {row.seq} (entries deleted)"
+        else:
+            why = f"seq out of order: expected seq {expected_seq}, found {row.seq!r}"
+        raise _fail(row, why)
+    entry = check_entry_alone(row, public_key=public_key)
     if entry["prev"] != prev_hash:
         raise _fail(
             row,

@@ -356,6 +356,23 @@ def test_audit_checkpoint_prints_a_note_that_verify_accepts(
     assert "truncated" in capsys.readouterr().out
 
 
+def test_audit_export_then_verify_the_bundle(
+    initialised: InitResult, state_config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill_audit(state_config, 4)  # closing the log signs a checkpoint over all four
+    out = tmp_path / "bundle"
+    assert main(["audit", "export", "--out", str(out)]) == 0
+    assert "exported 4 entries" in capsys.readouterr().out
+    pub = str(state_config.public_key)
+    assert main(["audit", "verify", str(out), "--public-key", pub]) == 0
+    assert capsys.readouterr().out.startswith("OK: 4 entries verified against the signed checkpoint of 4")
+    assert main(["audit", "verify", str(out)]) == 0  # the bundle's own key, with a warning
+    assert "no --public-key given" in capsys.readouterr().err
+    (out / "checkpoint.txt").write_text("tampered\n")
+    assert main(["audit", "verify", str(out), "--public-key", pub]) == 1
+    assert capsys.readouterr().out.startswith("FAILED: ")
+
+
 def test_audit_verify_empty_log(initialised: InitResult, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "verify"]) == 0
     assert capsys.readouterr().out.startswith("OK: 0 entries verified")
