@@ -53,9 +53,34 @@ def _normalise(value: object, path: str) -> JsonValue:
     raise AuditError(f"canonical JSON: value at {path} has unsupported type {type(value).__name__}")
 
 
+class _Outside(Exception):
+    """``_fast`` met something outside the subset: ``_normalise`` says what and where."""
+
+
+def _fast(value: object) -> JsonValue:
+    """``_normalise`` without building paths for error messages (the audit writer's hot path)."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise _Outside
+        return int(value)
+    if isinstance(value, list | tuple):
+        return [_fast(item) for item in value]
+    if isinstance(value, dict):
+        keys = list(value)
+        if not all(isinstance(key, str) and key.isascii() for key in keys):
+            raise _Outside  # non-string or non-ASCII keys: the careful path sorts them
+        return {key: _fast(value[key]) for key in sorted(keys)}
+    raise _Outside
+
+
 def canonical_json(value: object) -> bytes:
     """Encode ``value`` as canonical JSON (UTF-8 bytes); raise AuditError outside the subset."""
-    normalised = _normalise(value, "$")
+    try:
+        normalised = _fast(value)
+    except _Outside:
+        normalised = _normalise(value, "$")
     text = json.dumps(normalised, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
         return text.encode("utf-8")

@@ -291,16 +291,21 @@ class AuditLog:
         latest: StoredCheckpoint | None = None
         try:
             with self._lock, self._store.transaction():
-                for job in jobs:
-                    if job.record is None:
-                        continue
-                    try:
-                        result = self._append_one(job.record, seq + 1, prev, compact)
-                    except (AuditError, ValueError, TypeError) as exc:  # this entry only
-                        answers.append((job, exc if isinstance(exc, AuditError) else AuditError(str(exc))))
-                        continue
-                    seq, prev = result.seq, result.entry_hash
-                    answers.append((job, result))
+                appends = [job for job in jobs if job.record is not None]
+                fast = self._append_all(appends, seq, prev, compact.copy())
+                if fast is not None:  # the usual case: one insert of every entry and node
+                    answers, seq, prev, compact = fast
+                else:  # a duplicate request id among them: entry by entry, each on its own
+                    for job in appends:
+                        assert job.record is not None
+                        try:
+                            result = self._append_one(job.record, seq + 1, prev, compact)
+                        except (AuditError, ValueError, TypeError) as exc:  # this entry only
+                            why = exc if isinstance(exc, AuditError) else AuditError(str(exc))
+                            answers.append((job, why))
+                            continue
+                        seq, prev = result.seq, result.entry_hash
+                        answers.append((job, result))
                 if compact.size > checkpointed and (wants_checkpoint or self._checkpoint_due(compact.size)):
                     latest = self._sign(compact)
                     self._store.insert_checkpoint(latest.size, latest.note, latest.created)
@@ -336,6 +341,39 @@ class AuditLog:
         return pending >= self._every or (
             pending > 0 and self._clock() - self._checkpoint_time >= self._interval
         )
+
+    def _append_all(
+        self, jobs: list[_Job], seq: int, prev: str, compact: merkle.CompactRange
+    ) -> tuple[list[tuple[_Job, AppendResult | Exception]], int, str, merkle.CompactRange] | None:
+        """Inside the transaction: build every entry (one that cannot be built fails alone) and
+        insert them all at once. None, with nothing written, if the store refuses one (a
+        duplicate request id): the caller then goes entry by entry."""
+        answers: list[tuple[_Job, AppendResult | Exception]] = []
+        rows: list[tuple[int, str, str, str, str, str]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        for job in jobs:
+            record = job.record
+            assert record is not None
+            try:
+                body = encode_entry(build_entry(record, seq=seq + 1, prev=prev))
+            except (AuditError, ValueError, TypeError) as exc:
+                answers.append((job, exc if isinstance(exc, AuditError) else AuditError(str(exc))))
+                continue
+            seq, prev = seq + 1, entry_hash(body)
+            leaf = merkle.leaf_hash(body)
+            nodes.extend(_new_nodes(compact, leaf))
+            compact.append(leaf)
+            rows.append(
+                (seq, record.request_id, body.decode("utf-8"), prev, sign_body(self._key, body), record.phase)
+            )
+            answers.append((job, AppendResult(seq=seq, entry_hash=prev, request_id=record.request_id)))
+        try:
+            with self._store.savepoint():
+                self._store.insert_entries(rows)
+                self._store.insert_nodes(nodes)
+        except AuditError:
+            return None
+        return answers, seq, prev, compact
 
     def _append_one(
         self, record: AuditRecord, seq: int, prev: str, compact: merkle.CompactRange

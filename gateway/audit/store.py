@@ -265,6 +265,20 @@ class AuditStore:
                 f"audit store {self.path}: cannot append seq {seq}: {exc} (request id already logged?)"
             ) from exc
 
+    def insert_entries(self, rows: Iterable[tuple[int, str, str, str, str, str]]) -> None:
+        """Inside :meth:`transaction`: ``(seq, request_id, body, entry_hash, signature, phase)``
+        rows in one statement. AuditError if one is a duplicate (nothing of it is kept)."""
+        try:
+            self._conn.executemany(
+                "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        except sqlite3.IntegrityError as exc:
+            raise AuditError(
+                f"audit store {self.path}: cannot append: {exc} (request id already logged?)"
+            ) from exc
+
     def insert_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
         """Inside :meth:`transaction`: ``(level, index, hash)`` tree nodes."""
         self._conn.executemany(

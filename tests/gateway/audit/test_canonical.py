@@ -80,3 +80,28 @@ def test_round_trip_is_stable(value: Any) -> None:
 def test_member_order_does_not_matter(value: dict[str, Any]) -> None:
     reordered = dict(reversed(list(value.items())))
     assert canonical_json(reordered) == canonical_json(value)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json_values)
+def test_the_fast_path_encodes_exactly_like_the_careful_one(value: object) -> None:
+    from gateway.audit import canonical
+
+    careful = json.dumps(canonical._normalise(value, "$"), ensure_ascii=False, separators=(",", ":"))
+    try:
+        expected: bytes | None = careful.encode("utf-8")
+    except UnicodeEncodeError:
+        expected = None
+    if expected is None:
+        with pytest.raises(AuditError):
+            canonical_json(value)
+    else:
+        assert canonical_json(value) == expected
