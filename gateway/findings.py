@@ -48,13 +48,13 @@ def _luhn_ok(digits: str) -> bool:
 _GROUP = re.compile(r"\d+")
 
 
-def _cards(run: str, offset: int) -> list[Finding]:
+def card_spans(run: str) -> list[tuple[int, int]]:
     """Card-number candidates inside a run of digit groups: from each group start, the shortest
     span to a group end holding 13-19 digits that passes the Luhn check. ``find`` then keeps
     the first of overlapping findings. (A greedy regex alone would miss a card followed by a
-    CVV or preceded by a quantity.)"""
+    CVV or preceded by a quantity.) The Presidio card recogniser uses it too."""
     groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
-    found: list[Finding] = []
+    found: list[tuple[int, int]] = []
     for i, (start, _) in enumerate(groups):
         digits = 0
         for g_start, g_end in groups[i:]:
@@ -62,9 +62,13 @@ def _cards(run: str, offset: int) -> list[Finding]:
             if digits > 19:
                 break
             if digits >= 13 and _luhn_ok(re.sub(r"\D", "", run[start:g_end])):
-                found.append(Finding("CREDIT_CARD", offset + start, offset + g_end))
+                found.append((start, g_end))
                 break
     return found
+
+
+def _cards(run: str, offset: int) -> list[Finding]:
+    return [Finding("CREDIT_CARD", offset + start, offset + end) for start, end in card_spans(run)]
 
 
 def find(text: str) -> list[Finding]:

@@ -46,6 +46,7 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, PhoneRecognizer
 
 from gateway.errors import ConfigError
+from gateway.findings import card_spans
 from gateway.pii.config import PatternSpec
 from gateway.pii.normalize import normalize
 
@@ -160,16 +161,6 @@ class LlmosSsnRecognizer(PatternRecognizer):
         )
 
 
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
 class LlmosCardRecognizer(LocalRecognizer):
     """Card numbers as ``gateway/findings.py`` finds them: inside each run of digit groups
     (separated by one space or dash), from each group start, the shortest span ending at a
@@ -178,7 +169,6 @@ class LlmosCardRecognizer(LocalRecognizer):
     NAME = "LlmosCardRecognizer"
     SCORE = 0.7
     _RUN = re.compile(r"\b[0-9](?:[ -]?[0-9])*\b")
-    _GROUP = re.compile(r"[0-9]+")
 
     def __init__(self, language: str = "en") -> None:
         super().__init__(
@@ -196,24 +186,9 @@ class LlmosCardRecognizer(LocalRecognizer):
     ) -> list[RecognizerResult]:
         results: list[RecognizerResult] = []
         for run in self._RUN.finditer(text):
-            for start, end in self._cards(run.group()):
+            for start, end in card_spans(run.group()):
                 results.append(self._result(run.start() + start, run.start() + end))
         return results
-
-    @classmethod
-    def _cards(cls, run: str) -> list[tuple[int, int]]:
-        groups = [(m.start(), m.end()) for m in cls._GROUP.finditer(run)]
-        found: list[tuple[int, int]] = []
-        for i, (start, _) in enumerate(groups):
-            digits = 0
-            for g_start, g_end in groups[i:]:
-                digits += g_end - g_start
-                if digits > 19:
-                    break
-                if digits >= 13 and _luhn_ok(re.sub(r"[^0-9]", "", run[start:g_end])):
-                    found.append((start, g_end))
-                    break
-        return found
 
     def _result(self, start: int, end: int) -> RecognizerResult:
         explanation = AnalysisExplanation(
