@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="entries at or after this time (ISO 8601 UTC, e.g. 2026-11-01T00:00:00)")
     p.add_argument("--until", help="entries before this time (ISO 8601 UTC)")
     p.add_argument("--tenant", help="only this tenant's entries")
+    p.add_argument(
+        "--withhold",
+        default="",
+        help="comma-separated sealed fields to leave out (e.g. principal_id); see audit.sealed_fields",
+    )
     p.add_argument("--out", type=Path, required=True, help="the new (or empty) directory to write")
     p = audit.add_parser(
         "checkpoint", help="print the log's latest signed checkpoint (keep it to verify later)"
@@ -299,7 +304,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace, db: Path, public_keys: list[Any]) -> int:
     from gateway.audit.bundle import export_bundle
 
-    report = export_bundle(db, args.out, public_keys, since=args.since, until=args.until, tenant=args.tenant)
+    withhold = [f for f in args.withhold.split(",") if f]
+    report = export_bundle(
+        db, args.out, public_keys, since=args.since, until=args.until, tenant=args.tenant, withhold=withhold
+    )
     print(
         f"exported {report.entries} entries to {args.out}, proved against the signed checkpoint of"
         f" {report.checkpoint_size} entries"

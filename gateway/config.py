@@ -136,6 +136,21 @@ class AuditConfig(_Section):
     checkpoint_every: StrictInt = Field(default=1000, ge=1)  # sign a checkpoint every N entries...
     checkpoint_interval_s: float = Field(default=10.0, gt=0)  # ...or after this long with new entries
     max_pending: StrictInt = Field(default=10_000, ge=1)  # appends waiting beyond this block (backpressure)
+    # Fields written as salted commitments (their values beside the entry), so that an export can
+    # withhold them and still verify (docs/audit.md). Empty: every field in clear.
+    sealed_fields: tuple[str, ...] = ()
+
+    @field_validator("sealed_fields")
+    @classmethod
+    def _sealable(cls, fields: tuple[str, ...]) -> tuple[str, ...]:
+        from gateway.audit.entry import SEALABLE_FIELDS
+
+        unknown = [f for f in fields if f not in SEALABLE_FIELDS]
+        if unknown:
+            raise ValueError(f"cannot seal {', '.join(unknown)} (sealable: {', '.join(SEALABLE_FIELDS)})")
+        if len(set(fields)) != len(fields):
+            raise ValueError("a field is listed twice")
+        return fields
 
     _resolve = field_validator("db", "signing_key", "public_key", "digest_key_file")(_resolve)
 

@@ -67,6 +67,7 @@ def build_runtime(config: Config) -> Runtime:
         checkpoint_every=config.audit.checkpoint_every,
         checkpoint_interval_s=config.audit.checkpoint_interval_s,
         max_pending=config.audit.max_pending,
+        sealed_fields=config.audit.sealed_fields,
     )
     for m in config.model_list:  # a bad canary file fails `llmos serve` now (its worker re-reads it)
         if m.canary_file is not None:

@@ -265,6 +265,7 @@ async def get_entry(request: Request, request_id: str) -> Response:
             "entry": row.body,
             "entry_hash": row.entry_hash,
             "signature": row.signature,
+            "openings": row.openings,  # sealed fields' values and salts ("" when none)
             "checkpoint": latest.note,
             "tree_size": latest.size,
             "inclusion_proof": [_b64(h) for h in proof],

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import Checkpoint
-from gateway.audit.entry import parse_entry
+from gateway.audit.entry import SEALABLE_FIELDS, decode_openings, encode_openings, entry_view
 from gateway.audit.keys import key_fingerprint
 from gateway.audit.store import AuditStore, StoredEntry
 from gateway.audit.verify import Keys, _keys, check_entry_alone, open_checkpoint
@@ -69,7 +69,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def _matches(row: StoredEntry, since: str | None, until: str | None, tenant: str | None) -> bool:
-    entry = parse_entry(row.body.encode("utf-8", errors="surrogateescape"))
+    entry = entry_view(row.body, row.openings)
     when = str(entry.get("time", ""))
     if since is not None and when < since:
         return False
@@ -86,9 +86,18 @@ def export_bundle(
     since: str | None = None,
     until: str | None = None,
     tenant: str | None = None,
+    withhold: Sequence[str] = (),
 ) -> ExportReport:
     """Write the bundle for entries with ``since <= time < until`` (ISO 8601 UTC, compared as
-    the log writes them) of ``tenant`` (all tenants when None) into the new directory ``out``."""
+    the log writes them) of ``tenant`` (all tenants when None) into the new directory ``out``.
+
+    ``withhold``: sealed fields whose openings are left out (the entries still verify). A field
+    that an exported entry holds in clear cannot be withheld: AuditError, nothing written."""
+    for field in withhold:
+        if field not in SEALABLE_FIELDS:
+            raise AuditError(
+                f"cannot withhold {field!r}: only sealable fields ({', '.join(SEALABLE_FIELDS)})"
+            )
     if out.exists() and any(out.iterdir()):
         raise AuditError(f"{out}: the export directory exists and is not empty")
     with AuditStore.open_readonly(db_path) as store:
@@ -114,6 +123,14 @@ def export_bundle(
                 if row.seq > size:
                     left_out += 1
                     continue
+                openings = decode_openings(row.openings)
+                clear = [f for f in withhold if f not in openings]
+                if clear:
+                    raise AuditError(
+                        f"cannot withhold {', '.join(clear)}: entry seq {row.seq} holds it in clear"
+                        " (only fields sealed when written, audit.sealed_fields, can be withheld)"
+                    )
+                kept = {f: v for f, v in openings.items() if f not in withhold}
                 line = {
                     "seq": row.seq,
                     "request_id": row.request_id,
@@ -121,6 +138,7 @@ def export_bundle(
                     "body": row.body,
                     "entry_hash": row.entry_hash,
                     "signature": row.signature,
+                    "openings": encode_openings(kept),
                     "leaf_index": row.seq - 1,
                     "inclusion_proof": _b64(merkle.inclusion_proof(row.seq - 1, size, subtree)),
                 }
@@ -148,6 +166,7 @@ def export_bundle(
         "origin": cp.origin,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "filters": {"since": since, "until": until, "tenant": tenant},
+        "withheld": sorted(withhold),
         "entries": count,
         "checkpoint_size": size,
         "left_out_unproved": left_out,
@@ -230,8 +249,9 @@ def verify_bundle(bundle: Path, public_key: Keys) -> BundleReport:
             entry_hash=line.get("entry_hash"),  # type: ignore[arg-type]
             signature=line.get("signature"),  # type: ignore[arg-type]
             phase=line.get("phase"),  # type: ignore[arg-type]
+            openings=line.get("openings", ""),  # type: ignore[arg-type]
         )
-        check_entry_alone(row, public_key=keys)
+        check_entry_alone(row, public_key=keys, withheld_allowed=True)
         if line.get("leaf_index") != seq - 1:
             raise AuditVerifyError(f"{where}: leaf index is not seq - 1", seq=seq)
         body = row.body.encode("utf-8", errors="surrogateescape")

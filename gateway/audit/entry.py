@@ -17,7 +17,9 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import re
+from collections.abc import Callable, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -28,7 +30,7 @@ from gateway.types import AUDIT_PHASES, AuditRecord
 
 # 2: phase, policy_input, output_policy_input, obligations; 3: auth_method; 4: findings
 FORMAT_VERSION = 4
-READABLE_VERSIONS = (2, 3, 4)  # entries written by earlier formats still verify
+READABLE_VERSIONS = (2, 3, 4, 5)  # entries written by earlier formats still verify; 5: sealed fields
 GENESIS_HASH = "0" * 64
 
 # The exact member set of a format-2 entry.
@@ -63,6 +65,28 @@ ENTRY_FIELDS_V3: frozenset[str] = ENTRY_FIELDS_V2 | {"auth_method"}
 # The exact member set of a format-4 entry (what is written now).
 ENTRY_FIELDS: frozenset[str] = ENTRY_FIELDS_V3 | {"findings"}
 _FIELDS_BY_VERSION = {2: ENTRY_FIELDS_V2, 3: ENTRY_FIELDS_V3, 4: ENTRY_FIELDS}
+
+# Format 5 is format 4 with some fields *sealed*: each is replaced in the body by a salted
+# commitment under "sealed", and its value and salt (the *opening*) are stored beside the entry,
+# outside the signed and hashed bytes. An export can then leave an opening out (withhold the
+# field) and the entry still verifies; a given opening is checked against its commitment.
+SEALED_VERSION = 5
+SEALABLE_FIELDS: tuple[str, ...] = (
+    "principal_id",
+    "tenant",
+    "auth_method",
+    "model",
+    "reasons",
+    "findings",
+    "request_digest",
+    "response_digest",
+    "policy_input",
+    "output_policy_input",
+    "obligations",
+    "output_obligations",
+)
+_COMMITMENT = re.compile(r"sha256:[0-9a-f]{64}")
+SALT_BYTES = 16
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -109,6 +133,103 @@ def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonVa
         "obligations": record.obligations,
         "output_obligations": record.output_obligations,
     }
+
+
+def _commit(field: str, salt: bytes, value: JsonValue) -> str:
+    material = salt + canonical_json({"field": field, "value": value})
+    return "sha256:" + hashlib.sha256(material).hexdigest()
+
+
+def seal(
+    entry: dict[str, JsonValue],
+    fields: Sequence[str],
+    salt: Callable[[], bytes] = lambda: os.urandom(SALT_BYTES),
+) -> tuple[dict[str, JsonValue], dict[str, JsonValue]]:
+    """The format-5 entry with ``fields`` sealed, and their openings ``{field: {salt, value}}``.
+
+    The commitment is ``sha256:`` hex of SHA-256(salt || canonical {"field", "value"}): the
+    salt keeps a guessable value (a tenant name) from being confirmed by hashing guesses; the
+    field name keeps a commitment from being moved to another field."""
+    if not fields:
+        return entry, {}
+    sealed: dict[str, JsonValue] = {}
+    openings: dict[str, JsonValue] = {}
+    out = dict(entry)
+    for field in fields:
+        if field not in SEALABLE_FIELDS:
+            raise AuditError(
+                f"audit field {field!r} cannot be sealed (sealable: {', '.join(SEALABLE_FIELDS)})"
+            )
+        value = out.pop(field)
+        grain = salt()
+        sealed[field] = _commit(field, grain, value)
+        openings[field] = {"salt": base64.b64encode(grain).decode("ascii"), "value": value}
+    out["v"] = SEALED_VERSION
+    out["sealed"] = sealed
+    return out, openings
+
+
+def encode_openings(openings: dict[str, JsonValue]) -> str:
+    """Openings as stored beside the entry: canonical JSON text, "" when nothing is sealed."""
+    return canonical_json(openings).decode("utf-8") if openings else ""
+
+
+def decode_openings(text: object) -> dict[str, JsonValue]:
+    if text in ("", None):
+        return {}
+    if not isinstance(text, str):
+        raise AuditError("openings are not text")
+    try:
+        value = json.loads(text, parse_float=_refuse_float, parse_constant=_refuse_float)
+    except json.JSONDecodeError as exc:
+        raise AuditError(f"openings are not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise AuditError("openings are not a JSON object")
+    return value
+
+
+def open_sealed(entry: dict[str, JsonValue], openings: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """The entry with the given openings put back after checking each against its commitment.
+
+    Sealed fields without an opening are withheld: absent from the result and listed under
+    ``"withheld"``. Raises AuditError for an opening that does not match (altered) or that
+    opens no sealed field. A format 2-4 entry (nothing sealed) takes no openings."""
+    sealed = entry.get("sealed")
+    if not isinstance(sealed, dict):
+        if openings:
+            raise AuditError("openings given for an entry with no sealed fields")
+        return entry
+    out = {k: v for k, v in entry.items() if k != "sealed"}
+    for field in openings:
+        if field not in sealed:
+            raise AuditError(f"an opening for {field!r}, which this entry does not seal")
+    withheld = []
+    for field, commitment in sealed.items():
+        opening = openings.get(field)
+        if opening is None:
+            withheld.append(field)
+            continue
+        if not isinstance(opening, dict) or set(opening) != {"salt", "value"}:
+            raise AuditError(f"the opening of {field!r} is malformed")
+        try:
+            grain = base64.b64decode(str(opening["salt"]), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise AuditError(f"the opening of {field!r} has a bad salt") from exc
+        if _commit(field, grain, opening["value"]) != commitment:
+            raise AuditError(f"the opening of {field!r} does not match its commitment (value altered)")
+        out[field] = opening["value"]
+    if withheld:
+        out["withheld"] = list[JsonValue](sorted(withheld))
+    return out
+
+
+def entry_view(body: str, openings: str) -> dict[str, JsonValue]:
+    """A stored entry as readers want it: the body with its sealed fields opened (checked).
+    For trusted reading (replay, tools); verification goes through ``verify.py``."""
+    value = json.loads(body)
+    if not isinstance(value, dict):
+        raise AuditError("entry body is not a JSON object")
+    return open_sealed(value, decode_openings(openings))
 
 
 def encode_entry(entry: dict[str, JsonValue]) -> bytes:
@@ -168,9 +289,20 @@ def parse_entry(body: bytes) -> dict[str, JsonValue]:
     if not isinstance(value, dict):
         raise AuditError("body is not a JSON object")
     version = value.get("v")
-    if isinstance(version, bool) or version not in _FIELDS_BY_VERSION:
+    if version == SEALED_VERSION:
+        sealed = value.get("sealed")
+        if (
+            not isinstance(sealed, dict)
+            or not sealed
+            or not set(sealed) <= set(SEALABLE_FIELDS)
+            or not all(isinstance(c, str) and _COMMITMENT.fullmatch(c) for c in sealed.values())
+        ):
+            raise AuditError("entry sealed is not a map of sealable fields to sha256: commitments")
+        fields = (ENTRY_FIELDS - set(sealed)) | {"sealed"}
+    elif isinstance(version, bool) or version not in _FIELDS_BY_VERSION:
         raise AuditError(f"unsupported entry format v={version!r} (expected one of {READABLE_VERSIONS})")
-    fields = _FIELDS_BY_VERSION[version]
+    else:
+        fields = _FIELDS_BY_VERSION[version]
     missing = fields - value.keys()
     extra = value.keys() - fields
     if missing or extra:
@@ -182,9 +314,13 @@ def parse_entry(body: bytes) -> dict[str, JsonValue]:
         raise AuditError("entry prev is not a lowercase hex SHA-256 digest")
     if not isinstance(value["request_id"], str) or not value["request_id"]:
         raise AuditError("entry request_id is not a non-empty string")
-    if version >= 3 and not isinstance(value["auth_method"], str):
+    if version >= 3 and "auth_method" in value and not isinstance(value["auth_method"], str):
         raise AuditError("entry auth_method is not a string")
-    if version >= 4 and not (value["findings"] is None or isinstance(value["findings"], str)):
+    if (
+        version >= 4
+        and "findings" in value
+        and not (value["findings"] is None or isinstance(value["findings"], str))
+    ):
         raise AuditError("entry findings is neither null nor a string")
     if value["phase"] not in AUDIT_PHASES:
         raise AuditError(f"entry phase {value['phase']!r} is not one of {', '.join(AUDIT_PHASES)}")

@@ -27,7 +27,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +39,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.audit import merkle
 from gateway.audit.canonical import JsonValue
 from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
-from gateway.audit.entry import GENESIS_HASH, build_entry, encode_entry, entry_hash, parse_entry, sign_body
+from gateway.audit.entry import (
+    GENESIS_HASH,
+    build_entry,
+    decode_openings,
+    encode_entry,
+    encode_openings,
+    entry_hash,
+    open_sealed,
+    parse_entry,
+    seal,
+    sign_body,
+)
 from gateway.audit.note import NoteError, NoteSigner, is_valid_key_name
 from gateway.audit.store import AuditStore, Head, StoredEntry
 from gateway.errors import AuditError
@@ -120,6 +131,7 @@ class AuditLog:
         checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_batch: int = DEFAULT_MAX_BATCH,
+        sealed_fields: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(private_key, Ed25519PrivateKey):
@@ -127,6 +139,7 @@ class AuditLog:
         if checkpoint_every < 1 or checkpoint_interval_s <= 0 or max_pending < 1 or max_batch < 1:
             raise AuditError("audit log: checkpoint_every, checkpoint_interval_s, max_pending, max_batch > 0")
         self._key = private_key
+        self._sealed = tuple(sealed_fields)
         self._every = checkpoint_every
         self._interval = checkpoint_interval_s
         self._max_batch = max_batch
@@ -349,13 +362,13 @@ class AuditLog:
         insert them all at once. None, with nothing written, if the store refuses one (a
         duplicate request id): the caller then goes entry by entry."""
         answers: list[tuple[_Job, AppendResult | Exception]] = []
-        rows: list[tuple[int, str, str, str, str, str]] = []
+        rows: list[tuple[int, str, str, str, str, str, str]] = []
         nodes: list[tuple[int, int, bytes]] = []
         for job in jobs:
             record = job.record
             assert record is not None
             try:
-                body = encode_entry(build_entry(record, seq=seq + 1, prev=prev))
+                body, openings = self._build(record, seq + 1, prev)
             except (AuditError, ValueError, TypeError) as exc:
                 answers.append((job, exc if isinstance(exc, AuditError) else AuditError(str(exc))))
                 continue
@@ -363,8 +376,9 @@ class AuditLog:
             leaf = merkle.leaf_hash(body)
             nodes.extend(_new_nodes(compact, leaf))
             compact.append(leaf)
+            signature = sign_body(self._key, body)
             rows.append(
-                (seq, record.request_id, body.decode("utf-8"), prev, sign_body(self._key, body), record.phase)
+                (seq, record.request_id, body.decode("utf-8"), prev, signature, record.phase, openings)
             )
             answers.append((job, AppendResult(seq=seq, entry_hash=prev, request_id=record.request_id)))
         try:
@@ -380,18 +394,23 @@ class AuditLog:
     ) -> AppendResult:
         """Inside the transaction: store one entry and its tree nodes; ``compact`` grows only
         when it is stored (a failed entry is rolled back to its savepoint)."""
-        body = encode_entry(build_entry(record, seq=seq, prev=prev))
+        body, openings = self._build(record, seq, prev)
         digest = entry_hash(body)
         signature = sign_body(self._key, body)
         leaf = merkle.leaf_hash(body)
         nodes = _new_nodes(compact, leaf)
         with self._store.savepoint():
             self._store.insert_entry(
-                seq, record.request_id, body.decode("utf-8"), digest, signature, record.phase
+                seq, record.request_id, body.decode("utf-8"), digest, signature, record.phase, openings
             )
             self._store.insert_nodes(nodes)
         compact.append(leaf)
         return AppendResult(seq=seq, entry_hash=digest, request_id=record.request_id)
+
+    def _build(self, record: AuditRecord, seq: int, prev: str) -> tuple[bytes, str]:
+        """The entry body (fields in ``sealed_fields`` sealed) and its openings as stored."""
+        entry, openings = seal(build_entry(record, seq=seq, prev=prev), self._sealed)
+        return encode_entry(entry), encode_openings(openings)
 
     def _sign(self, compact: merkle.CompactRange) -> StoredCheckpoint:
         try:
@@ -448,7 +467,7 @@ class AuditLog:
             raise AuditError(f"audit entry seq {stored.seq} ({request_id!r}) has a non-text body")
         body = stored.body.encode("utf-8", errors="surrogateescape")
         try:
-            return parse_entry(body)
+            return open_sealed(parse_entry(body), decode_openings(stored.openings))
         except AuditError as exc:
             raise AuditError(f"audit entry seq {stored.seq} ({request_id!r}) is unreadable: {exc}") from exc
 

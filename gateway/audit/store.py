@@ -22,7 +22,7 @@ from types import TracebackType
 
 from gateway.errors import AuditError
 
-SCHEMA_VERSION = 3  # 2: phase column, UNIQUE (request_id, phase); 3: Merkle nodes, checkpoints, meta
+SCHEMA_VERSION = 4  # 2: phase, UNIQUE (request_id, phase); 3: Merkle nodes, checkpoints, meta; 4: openings
 
 _ENTRIES = """
 CREATE TABLE IF NOT EXISTS audit_entries (
@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS audit_entries (
     entry_hash TEXT NOT NULL,
     signature TEXT NOT NULL,
     phase TEXT NOT NULL DEFAULT 'complete',
+    openings TEXT NOT NULL DEFAULT '',
     UNIQUE (request_id, phase)
 )
 """
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     created TEXT NOT NULL
 )
 """
+_COLUMNS = "seq, request_id, body, entry_hash, signature, phase, openings"
 _META = "CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _SCHEMA = (_ENTRIES, _NODES, _CHECKPOINTS, _META)
 
@@ -80,6 +82,7 @@ class StoredEntry:
     entry_hash: str
     signature: str
     phase: str = "complete"
+    openings: str = ""  # sealed fields' values and salts (canonical JSON), outside the signed body
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,12 @@ class AuditStore:
                     for statement in _SCHEMA:
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version == 2:  # the entries stay as they are; the log fills the new tables
+                elif version in (2, 3):  # the entries stay as they are; the log fills the new tables
                     for statement in _SCHEMA[1:]:
                         conn.execute(statement)
+                    columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_entries)")}
+                    if "openings" not in columns:
+                        conn.execute("ALTER TABLE audit_entries ADD COLUMN openings TEXT NOT NULL DEFAULT ''")
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -251,27 +257,34 @@ class AuditStore:
         conn.execute("RELEASE entry")
 
     def insert_entry(
-        self, seq: int, request_id: str, body: str, entry_hash: str, signature: str, phase: str
+        self,
+        seq: int,
+        request_id: str,
+        body: str,
+        entry_hash: str,
+        signature: str,
+        phase: str,
+        openings: str = "",
     ) -> None:
         """Inside :meth:`transaction`. Raises AuditError for a duplicate (request id, phase)."""
         try:
             self._conn.execute(
-                "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, request_id, body, entry_hash, signature, phase),
+                "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase, openings) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, request_id, body, entry_hash, signature, phase, openings),
             )
         except sqlite3.IntegrityError as exc:
             raise AuditError(
                 f"audit store {self.path}: cannot append seq {seq}: {exc} (request id already logged?)"
             ) from exc
 
-    def insert_entries(self, rows: Iterable[tuple[int, str, str, str, str, str]]) -> None:
-        """Inside :meth:`transaction`: ``(seq, request_id, body, entry_hash, signature, phase)``
-        rows in one statement. AuditError if one is a duplicate (nothing of it is kept)."""
+    def insert_entries(self, rows: Iterable[tuple[int, str, str, str, str, str, str]]) -> None:
+        """Inside :meth:`transaction`: ``(seq, request_id, body, entry_hash, signature, phase,
+        openings)`` rows in one statement. AuditError if one is a duplicate (nothing is kept)."""
         try:
             self._conn.executemany(
-                "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase, openings) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
         except sqlite3.IntegrityError as exc:
@@ -344,7 +357,7 @@ class AuditStore:
     def get_seq(self, seq: int) -> StoredEntry | None:
         try:
             row = self._conn.execute(
-                "SELECT seq, request_id, body, entry_hash, signature, phase FROM audit_entries WHERE seq = ?",
+                f"SELECT {_COLUMNS} FROM audit_entries WHERE seq = ?",  # noqa: S608 (constant)
                 (seq,),
             ).fetchone()
         except sqlite3.Error as exc:
@@ -354,9 +367,7 @@ class AuditStore:
     def iter_entries(self) -> Iterator[StoredEntry]:
         """All entries in ``seq`` order (a snapshot: one read transaction)."""
         try:
-            cursor = self._conn.execute(
-                "SELECT seq, request_id, body, entry_hash, signature, phase FROM audit_entries ORDER BY seq"
-            )
+            cursor = self._conn.execute(f"SELECT {_COLUMNS} FROM audit_entries ORDER BY seq")  # noqa: S608
             for row in cursor:
                 yield StoredEntry(*row)
         except sqlite3.Error as exc:
@@ -366,7 +377,7 @@ class AuditStore:
         """The first entry for ``request_id`` (of ``phase``, when given), or None."""
         try:
             row = self._conn.execute(
-                "SELECT seq, request_id, body, entry_hash, signature, phase FROM audit_entries"
+                f"SELECT {_COLUMNS} FROM audit_entries"  # noqa: S608 (a constant column list)
                 " WHERE request_id = ? AND (? IS NULL OR phase = ?) ORDER BY seq LIMIT 1",
                 (request_id, phase, phase),
             ).fetchone()

@@ -43,7 +43,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway.audit import merkle
 from gateway.audit.canonical import JsonValue
 from gateway.audit.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
-from gateway.audit.entry import GENESIS_HASH, entry_hash, parse_entry, verify_body_signature
+from gateway.audit.entry import (
+    GENESIS_HASH,
+    decode_openings,
+    entry_hash,
+    open_sealed,
+    parse_entry,
+    verify_body_signature,
+)
 from gateway.audit.note import NoteError, NoteVerifier
 from gateway.audit.store import AuditStore, StoredEntry
 from gateway.errors import AuditError, AuditVerifyError
@@ -72,9 +79,12 @@ def _fail(row: StoredEntry, why: str) -> AuditVerifyError:
     return AuditVerifyError(f"audit entry seq {row.seq} (request id {row.request_id!r}): {why}", seq=row.seq)
 
 
-def check_entry_alone(row: StoredEntry, *, public_key: Keys) -> dict[str, JsonValue]:
+def check_entry_alone(
+    row: StoredEntry, *, public_key: Keys, withheld_allowed: bool = False
+) -> dict[str, JsonValue]:
     """The checks that need no other entry: text columns, hash, signature, a well-formed body
-    that agrees with its row. Returns the parsed body. Pure."""
+    that agrees with its row, and the openings of its sealed fields (all of them, unless
+    ``withheld_allowed``: an export may withhold some). Returns the opened entry. Pure."""
     if not isinstance(row.body, str):
         raise _fail(row, f"body is stored as {type(row.body).__name__}, not text (row altered)")
     if not isinstance(row.request_id, str):
@@ -100,7 +110,13 @@ def check_entry_alone(row: StoredEntry, *, public_key: Keys) -> dict[str, JsonVa
         raise _fail(row, f"body says request id {entry['request_id']!r} (row edited or entries swapped)")
     if entry["phase"] != row.phase:
         raise _fail(row, f"body says phase {entry['phase']!r}, row says {row.phase!r} (row edited)")
-    return entry
+    try:
+        opened = open_sealed(entry, decode_openings(row.openings))
+    except AuditError as exc:
+        raise _fail(row, f"sealed fields: {exc}") from exc
+    if not withheld_allowed and "withheld" in opened:
+        raise _fail(row, f"sealed fields without their opening: {', '.join(map(str, opened['withheld']))}")  # type: ignore[arg-type]
+    return opened
 
 
 def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_key: Keys) -> None:

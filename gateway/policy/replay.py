@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.entry import entry_view
 from gateway.audit.store import AuditStore
 from gateway.errors import PolicyError
 from gateway.pipeline import obligations_document
@@ -116,7 +117,7 @@ def recorded_decisions(
 
 def read_audit(db: Path) -> list[dict[str, Any]]:
     with AuditStore.open_readonly(db) as store:
-        return [json.loads(row.body) for row in store.iter_entries()]
+        return [entry_view(row.body, row.openings) for row in store.iter_entries()]
 
 
 def replay(decisions: Iterable[Recorded | None], candidate: PolicyEngine) -> ReplayReport:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.entry import entry_view
 from gateway.audit.store import AuditStore
 
 
@@ -13,7 +13,7 @@ def entry(home: Path, request_id: str, phase: str | None = None) -> dict[str, An
     """The first entry of ``request_id`` (of ``phase`` when given), parsed."""
     with AuditStore.open_readonly(home / "audit.db") as store:
         row = store.get(request_id, phase)
-    return None if row is None else dict(json.loads(row.body))
+    return None if row is None else dict(entry_view(row.body, row.openings))
 
 
 def count(home: Path) -> int:
@@ -23,4 +23,4 @@ def count(home: Path) -> int:
 
 def entries(home: Path) -> list[dict[str, Any]]:
     with AuditStore.open_readonly(home / "audit.db") as store:
-        return [dict(json.loads(row.body)) for row in store.iter_entries()]
+        return [dict(entry_view(row.body, row.openings)) for row in store.iter_entries()]

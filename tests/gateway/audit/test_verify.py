@@ -46,7 +46,11 @@ def signed_row(key: Ed25519PrivateKey, n: int, seq: int, prev: str) -> tuple[int
 
 
 def insert(db_path: Path, values: tuple[int, str, str, str, str, str]) -> None:
-    sql(db_path, "INSERT INTO audit_entries VALUES (?, ?, ?, ?, ?, ?)", params=values)
+    sql(
+        db_path,
+        "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase) VALUES (?, ?, ?, ?, ?, ?)",
+        params=values,
+    )
 
 
 def expect_failure(db_path: Path, keypair: KeyPair, seq: int, why: str) -> AuditVerifyError:
@@ -176,7 +180,7 @@ def test_duplicate_request_id(filled_log: Path, keypair: KeyPair) -> None:
     sql(
         filled_log,
         "CREATE TABLE loose (seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL, body TEXT NOT NULL, "
-        "entry_hash TEXT NOT NULL, signature TEXT NOT NULL, phase TEXT NOT NULL)",
+        "entry_hash TEXT NOT NULL, signature TEXT NOT NULL, phase TEXT NOT NULL, openings TEXT NOT NULL DEFAULT '')",
         "INSERT INTO loose SELECT * FROM audit_entries",
         "DROP TABLE audit_entries",
         "ALTER TABLE loose RENAME TO audit_entries",
