@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "bundle", nargs="?", type=Path, help="an export directory to verify instead of the database"
     )
+    p.add_argument("--origin", help="with BUNDLE: the log's origin, as you know it (pins the log)")
+    p.add_argument(
+        "--expect-seq",
+        help="with BUNDLE: the seq range A-B it must hold (proves nothing was cut at its ends)",
+    )
     p = audit.add_parser(
         "export", help="write a self-contained, offline-verifiable bundle of audit entries to a directory"
     )
@@ -334,15 +339,22 @@ def _verify_bundle(args: argparse.Namespace) -> int:
             " fingerprints below with ones you trust.",
             file=sys.stderr,
         )
+    expect = None
+    if args.expect_seq:
+        first, _, last = args.expect_seq.partition("-")
+        if not (first.isdigit() and last.isdigit()):
+            raise ConfigError(f"--expect-seq {args.expect_seq!r}: write it as A-B, e.g. 120-480")
+        expect = (int(first), int(last))
     try:
-        report = verify_bundle(args.bundle, keys)
+        report = verify_bundle(args.bundle, keys, origin=args.origin, expect_seq=expect)
     except AuditVerifyError as exc:
         print(f"FAILED: {exc}")
         return 1
     fingerprints = ", ".join(f"sha256:{key_fingerprint(k)}" for k in keys)
     print(
-        f"OK: {report.entries} entries verified against the signed checkpoint of {report.checkpoint_size}"
-        f" entries (origin {report.origin}); {report.checkpoints} checkpoints consistent;"
+        f"OK: {report.entries} entries (seq {report.first_seq}-{report.last_seq}) verified against the"
+        f" signed checkpoint of {report.checkpoint_size} entries (origin {report.origin});"
+        f" {report.checkpoints} checkpoints consistent;"
         f" signing keys {fingerprints}"
     )
     return 0

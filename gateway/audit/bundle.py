@@ -11,11 +11,12 @@
                         the auditor already holds)
 
 ``verify_bundle`` needs only that directory and the public key: the checkpoint's signature,
-each entry's hash, signature, body and inclusion proof, every earlier checkpoint's signature
-and consistency proof, and, for an export without a tenant filter, that the entries are
-contiguous (no entry of the range left out). It reports the first bad entry. Entries newer
-than the log's latest checkpoint cannot be proved yet and are left out of an export (the
-manifest says how many).
+each entry's hash, signature, body, openings and inclusion proof, every earlier checkpoint's
+signature and consistency proof, the unsigned manifest's claims against the signed contents,
+and, for an export without a tenant filter, that the entries are contiguous. What the auditor
+knows independently (the origin, the expected seq range) pins the rest. It reports the first
+bad entry. Entries newer than the log's latest checkpoint cannot be proved yet and are left
+out of an export (the manifest says how many).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class BundleReport:
     checkpoints: int
     origin: str
     contiguous: bool
+    first_seq: int | None = None
+    last_seq: int | None = None
 
 
 def _b64(values: Sequence[bytes]) -> list[str]:
@@ -115,14 +118,21 @@ def export_bundle(
             return value
 
         out.mkdir(parents=True, exist_ok=True)
-        count = left_out = 0
+        # Which entries: those that match; without a tenant filter, every entry from the first
+        # to the last that matches (requests are logged when they finish, so a time range is not
+        # a seq range: the span keeps the bundle contiguous, hence checkably complete inside).
+        matching = [row.seq for row in store.iter_entries() if _matches(row, since, until, tenant)]
+        left_out = sum(1 for seq in matching if seq > size)
+        proved = [seq for seq in matching if seq <= size]
+        wanted = set(proved) if tenant is not None or not proved else set(range(proved[0], proved[-1] + 1))
+        count = 0
+        first_seq = last_seq = None
         with (out / "entries.jsonl").open("w", encoding="utf-8") as f:
             for row in store.iter_entries():
-                if not _matches(row, since, until, tenant):
+                if row.seq not in wanted:
                     continue
-                if row.seq > size:
-                    left_out += 1
-                    continue
+                first_seq = row.seq if first_seq is None else first_seq
+                last_seq = row.seq
                 openings = decode_openings(row.openings)
                 clear = [f for f in withhold if f not in openings]
                 if clear:
@@ -167,6 +177,8 @@ def export_bundle(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "filters": {"since": since, "until": until, "tenant": tenant},
         "withheld": sorted(withhold),
+        "first_seq": first_seq,
+        "last_seq": last_seq,
         "entries": count,
         "checkpoint_size": size,
         "left_out_unproved": left_out,
@@ -209,8 +221,14 @@ def _proof(value: object, where: str) -> list[bytes]:
         raise AuditVerifyError(f"{where}: the proof is not base64") from exc
 
 
-def verify_bundle(bundle: Path, public_key: Keys) -> BundleReport:
-    """Verify an export bundle offline; AuditVerifyError names the first bad entry or file."""
+def verify_bundle(
+    bundle: Path, public_key: Keys, *, origin: str | None = None, expect_seq: tuple[int, int] | None = None
+) -> BundleReport:
+    """Verify an export bundle offline; AuditVerifyError names the first bad entry or file.
+
+    The manifest is not signed: what it says (origin, filters, withheld fields, seq range) is
+    checked against the signed contents, and ``origin``/``expect_seq``, when the auditor knows
+    them, pin the log and the range independently of it."""
     try:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
         note = (bundle / "checkpoint.txt").read_text(encoding="utf-8")
@@ -223,9 +241,17 @@ def verify_bundle(bundle: Path, public_key: Keys) -> BundleReport:
         if not isinstance(files, dict) or files.get(name) != _sha256_file(bundle / name):
             raise AuditVerifyError(f"{bundle}: {name} does not match the manifest (file altered or replaced)")
     try:
-        cp: Checkpoint = open_checkpoint(note, public_key)
+        cp: Checkpoint = open_checkpoint(note, public_key, origin=origin)
     except AuditVerifyError as exc:
         raise AuditVerifyError(f"checkpoint.txt: {exc}") from exc
+    if manifest.get("origin") != cp.origin:
+        raise AuditVerifyError(
+            f"{bundle}: the manifest names origin {manifest.get('origin')!r}, the checkpoint {cp.origin!r}"
+        )
+    filters = manifest.get("filters") if isinstance(manifest.get("filters"), dict) else {}
+    tenant_filter = (filters or {}).get("tenant")
+    withheld_declared = manifest.get("withheld", [])
+    first_seq: int | None = None
     keys = _keys(public_key)
     previous: int | None = None
     contiguous = True
@@ -251,7 +277,17 @@ def verify_bundle(bundle: Path, public_key: Keys) -> BundleReport:
             phase=line.get("phase"),  # type: ignore[arg-type]
             openings=line.get("openings", ""),  # type: ignore[arg-type]
         )
-        check_entry_alone(row, public_key=keys, withheld_allowed=True)
+        opened = check_entry_alone(row, public_key=keys, withheld_allowed=True)
+        if opened.get("withheld", []) != withheld_declared:
+            raise AuditVerifyError(
+                f"{where}: withholds {opened.get('withheld', [])}, the manifest declares {withheld_declared}",
+                seq=seq,
+            )
+        if tenant_filter is not None and "tenant" in opened and opened["tenant"] != tenant_filter:
+            raise AuditVerifyError(
+                f"{where}: not of tenant {tenant_filter!r}, which the export is for", seq=seq
+            )
+        first_seq = seq if first_seq is None else first_seq
         if line.get("leaf_index") != seq - 1:
             raise AuditVerifyError(f"{where}: leaf index is not seq - 1", seq=seq)
         body = row.body.encode("utf-8", errors="surrogateescape")
@@ -275,9 +311,17 @@ def verify_bundle(bundle: Path, public_key: Keys) -> BundleReport:
         raise AuditVerifyError(
             f"{bundle}: the manifest lists {manifest.get('entries')!r} entries, entries.jsonl holds {count}"
         )
-    filters = manifest.get("filters") if isinstance(manifest.get("filters"), dict) else {}
-    if not (filters or {}).get("tenant") and not contiguous:
+    if tenant_filter is None and not contiguous:
         raise AuditVerifyError(f"{bundle}: entries are missing from the exported range (seq gap)")
+    if (manifest.get("first_seq"), manifest.get("last_seq")) != (first_seq, previous):
+        raise AuditVerifyError(
+            f"{bundle}: the manifest's seq range {manifest.get('first_seq')}-{manifest.get('last_seq')}"
+            f" is not the entries' {first_seq}-{previous} (entries removed at an end)"
+        )
+    if expect_seq is not None and (first_seq, previous) != expect_seq:
+        raise AuditVerifyError(
+            f"{bundle}: holds entries {first_seq}-{previous}, expected {expect_seq[0]}-{expect_seq[1]}"
+        )
     checkpoints = 1
     for number, line in _lines(bundle / "checkpoints.jsonl"):
         where = f"checkpoints.jsonl line {number}"
@@ -294,4 +338,4 @@ def verify_bundle(bundle: Path, public_key: Keys) -> BundleReport:
                 f"{where}: {exc} (an older checkpoint the log does not extend: a fork)"
             ) from exc
         checkpoints += 1
-    return BundleReport(count, cp.size, checkpoints, cp.origin, contiguous)
+    return BundleReport(count, cp.size, checkpoints, cp.origin, contiguous, first_seq, previous)

@@ -211,10 +211,15 @@ def open_sealed(entry: dict[str, JsonValue], openings: dict[str, JsonValue]) -> 
             continue
         if not isinstance(opening, dict) or set(opening) != {"salt", "value"}:
             raise AuditError(f"the opening of {field!r} is malformed")
+        salt_text = opening["salt"]
         try:
-            grain = base64.b64decode(str(opening["salt"]), validate=True)
+            grain = base64.b64decode(str(salt_text), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise AuditError(f"the opening of {field!r} has a bad salt") from exc
+        if len(grain) != SALT_BYTES or base64.b64encode(grain).decode("ascii") != salt_text:
+            raise AuditError(
+                f"the opening of {field!r} has a bad salt (not {SALT_BYTES} bytes, canonical base64)"
+            )
         if _commit(field, grain, opening["value"]) != commitment:
             raise AuditError(f"the opening of {field!r} does not match its commitment (value altered)")
         out[field] = opening["value"]

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,6 +184,13 @@ class AuditLog:
         store = self._store
         head = store.head()
         self._seq, self._prev = (0, GENESIS_HASH) if head is None else (head.seq, head.entry_hash)
+        latest = store.latest_checkpoint()
+        if latest is not None and latest[0] > self._seq:
+            raise AuditError(
+                f"audit log {self.path}: a signed checkpoint covers {latest[0]} entries but the log holds"
+                f" {self._seq}: entries were removed. Run `llmos audit verify`; start a new log file"
+                " (keep this one as evidence) to go on"
+            )
         have = store.node_count()
         if have > self._seq:
             raise AuditError(
@@ -202,7 +210,6 @@ class AuditLog:
                     compact.append(leaf)
             log.info("audit log %s: built the Merkle tree over %d existing entries", self.path, self._seq)
         self._compact = compact
-        latest = store.latest_checkpoint()
         self._checkpointed = 0 if latest is None else latest[0]
         self._checkpoint_time = self._clock()
 
@@ -256,13 +263,19 @@ class AuditLog:
     def _submit(self, job: _Job) -> AppendResult | StoredCheckpoint | None:
         self._check_open()
         self._queue.put(job)  # blocks while max_pending appends wait: backpressure, never a drop
-        return job.future.result()
+        while True:
+            try:
+                return job.future.result(timeout=1.0)
+            except FutureTimeout:
+                # Closed between the check and the put: the writer is gone and will never answer.
+                if not self._writer.is_alive() and not job.future.done():
+                    raise AuditError(f"audit log {self.path} is closed") from None
 
     def _run(self) -> None:
         """The writer thread: group commits until the stop marker, then a last checkpoint."""
         while True:
             try:
-                first = self._queue.get(timeout=self._interval)
+                first = self._queue.get(timeout=self._idle_wait())
             except queue.Empty:
                 self._write([])
                 continue
@@ -346,6 +359,12 @@ class AuditLog:
         for job in jobs:
             if job.record is None:
                 job.future.set_result(latest)
+
+    def _idle_wait(self) -> float:
+        """How long the writer may wait for work: until the time-based checkpoint is due."""
+        if self._compact.size == self._checkpointed:
+            return self._interval
+        return max(0.01, self._interval - (self._clock() - self._checkpoint_time))
 
     def _checkpoint_due(self, size: int) -> bool:
         """``checkpoint_every`` entries since the last checkpoint, or some entries and

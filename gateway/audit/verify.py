@@ -7,11 +7,11 @@ checking for each one, in this order:
 2. the stored entry hash is the SHA-256 of the body (else the body was altered);
 3. the Ed25519 signature over the body is valid for the given public key (else the entry was
    altered and re-hashed, forged, or signed by another key);
-4. the body parses as a canonical format-1 entry;
+4. the body parses as a canonical entry of a known format, and sealed fields' openings match;
 5. the body's ``seq`` and ``request_id`` match the row's (else rows were swapped or edited);
 6. the body's ``prev`` is the previous entry's hash (the chain: catches deletion, insertion
    and reordering);
-7. ``request_id`` was not logged by an earlier entry.
+7. ``request_id`` was not logged by an earlier entry of the same phase.
 
 It stops at the first bad entry and raises :class:`~gateway.errors.AuditVerifyError` whose
 ``seq`` is that entry's row ``seq`` and whose message names the request id and the reason.

@@ -365,7 +365,9 @@ def test_audit_export_then_verify_the_bundle(
     assert "exported 4 entries" in capsys.readouterr().out
     pub = str(state_config.public_key)
     assert main(["audit", "verify", str(out), "--public-key", pub]) == 0
-    assert capsys.readouterr().out.startswith("OK: 4 entries verified against the signed checkpoint of 4")
+    assert capsys.readouterr().out.startswith(
+        "OK: 4 entries (seq 1-4) verified against the signed checkpoint of 4"
+    )
     assert main(["audit", "verify", str(out)]) == 0  # the bundle's own key, with a warning
     assert "no --public-key given" in capsys.readouterr().err
     (out / "checkpoint.txt").write_text("tampered\n")

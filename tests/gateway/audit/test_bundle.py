@@ -171,3 +171,68 @@ def test_export_refuses_a_non_empty_directory_and_a_log_without_checkpoint(
     AuditLog(empty, keypair.private_key).close()
     with pytest.raises(AuditError, match="no signed checkpoint"):
         export_bundle(empty, tmp_path / "e", [keypair.public_key])
+
+
+# -- what the unsigned manifest claims is checked against the signed contents ----------------
+
+
+def fix_manifest(bundle: Path, **changes: object) -> None:
+    """Rewrite files' hashes (and any given manifest members) as a careful attacker would."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name in ("entries.jsonl", "checkpoint.txt", "checkpoints.jsonl"):
+        manifest["files"][name] = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+    manifest.update(changes)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_entries_cut_at_the_ends_need_the_expected_range(bundle: Path, keypair: KeyPair) -> None:
+    lines = entries(bundle)
+    rewrite(bundle, lines[1:-1])
+    with pytest.raises(AuditVerifyError, match="seq range 3-9 is not the entries' 4-8"):
+        verify_bundle(bundle, keypair.public_key)
+    fix_manifest(bundle, first_seq=4, last_seq=8)  # the manifest is not signed: it can be made to agree
+    assert verify_bundle(bundle, keypair.public_key).entries == 5
+    with pytest.raises(AuditVerifyError, match="holds entries 4-8, expected 3-9"):
+        verify_bundle(bundle, keypair.public_key, expect_seq=(3, 9))  # what the auditor asked for
+
+
+def test_a_tenant_bundle_holds_only_that_tenant(bundle: Path, keypair: KeyPair) -> None:
+    filters = {"since": None, "until": None, "tenant": "globex"}
+    rewrite(bundle, entries(bundle)[1:2])  # seq 4, acme's, in a bundle that claims to be globex's
+    fix_manifest(bundle, filters=filters, first_seq=4, last_seq=4)
+    with pytest.raises(AuditVerifyError, match="not of tenant 'globex'"):
+        verify_bundle(bundle, keypair.public_key)
+
+
+def test_a_checkpoint_of_another_log_signed_by_the_same_key(
+    bundle: Path, keypair: KeyPair, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.db"
+    with AuditLog(other, keypair.private_key, origin="llmos.test/other") as log:
+        for n in range(1, 13):
+            log.append(_record(n, "acme"))  # type: ignore[arg-type]
+    out = tmp_path / "other-bundle"
+    export_bundle(other, out, [keypair.public_key])
+    (bundle / "checkpoint.txt").write_text((out / "checkpoint.txt").read_text())
+    fix_manifest(bundle)
+    with pytest.raises(AuditVerifyError, match="manifest names origin"):
+        verify_bundle(bundle, keypair.public_key)
+    fix_manifest(bundle, origin="llmos.test/other")
+    with pytest.raises(AuditVerifyError, match="checkpoint"):
+        verify_bundle(bundle, keypair.public_key, origin="llmos.test/bundle")  # the auditor's pin
+
+
+def test_an_honest_time_range_export_verifies_when_logging_order_differs(
+    db_path: Path, keypair: KeyPair, tmp_path: Path
+) -> None:
+    # Requests are logged when they finish: seq order is not start-time order.
+    days = [3, 4, 2, 5, 11, 6]
+    with AuditLog(db_path, keypair.private_key) as log:
+        for n, day in enumerate(days, start=1):
+            log.append(make_record(n, time=f"2026-11-{day:02d}T12:00:00.000+00:00"))
+    out = tmp_path / "range"
+    report = export_bundle(
+        db_path, out, [keypair.public_key], since="2026-11-03T00:00:00", until="2026-11-07"
+    )
+    assert report.entries == 6  # seq 1..6: the span from the first to the last match, context included
+    assert verify_bundle(out, keypair.public_key, expect_seq=(1, 6)).contiguous

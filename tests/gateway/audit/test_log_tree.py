@@ -233,3 +233,20 @@ def test_a_tree_longer_than_the_log_refuses_to_open(checkpointed: Path, keypair:
 def test_the_origin_never_changes(checkpointed: Path, keypair: KeyPair) -> None:
     with pytest.raises(AuditError, match="origin"):
         AuditLog(checkpointed, keypair.private_key, origin="llmos.test/renamed")
+
+
+def test_an_append_racing_close_fails_instead_of_hanging(db_path: Path, keypair: KeyPair) -> None:
+    log = AuditLog(db_path, keypair.private_key)
+    log.close()
+    log._check_open = lambda: None  # type: ignore[method-assign]  # as if close() came right after the check
+    started = time.monotonic()
+    with pytest.raises(AuditError, match="closed"):
+        log.append(make_record(1))
+    assert time.monotonic() - started < 5
+
+
+def test_a_log_cut_back_behind_its_checkpoint_refuses_to_open(checkpointed: Path, keypair: KeyPair) -> None:
+    sql(checkpointed, "DELETE FROM audit_entries WHERE seq > 6")
+    sql(checkpointed, "DELETE FROM audit_nodes WHERE idx >= 6 AND level = 0")
+    with pytest.raises(AuditError, match="checkpoint covers 8 entries but the log holds 6"):
+        AuditLog(checkpointed, keypair.private_key)

@@ -112,3 +112,28 @@ def test_a_field_in_clear_cannot_be_withheld(db_path: Path, keypair: KeyPair, tm
         export_bundle(db_path, tmp_path / "b", [keypair.public_key], withhold=("principal_id",))
     with pytest.raises(AuditError, match="only sealable"):
         export_bundle(db_path, tmp_path / "c", [keypair.public_key], withhold=("request_id",))
+
+
+def test_an_export_cannot_hide_that_it_withholds(sealed_log: Path, keypair: KeyPair, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    export_bundle(sealed_log, out, [keypair.public_key])  # nothing withheld
+    lines = [json.loads(line) for line in (out / "entries.jsonl").read_text().splitlines()]
+    for line in lines:
+        line["openings"] = ""  # every opening dropped, the manifest still says nothing is withheld
+    (out / "entries.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    import hashlib
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"]["entries.jsonl"] = hashlib.sha256((out / "entries.jsonl").read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AuditVerifyError, match="the manifest declares"):
+        verify_bundle(out, keypair.public_key)
+
+
+def test_a_salt_must_be_canonical() -> None:
+    entry = build_entry(make_record(1), seq=1, prev="0" * 64)
+    sealed, openings = seal(entry, ("tenant",), salt=lambda: bytes(16))
+    assert open_sealed(sealed, openings)["tenant"] == "acme"
+    bad = {"tenant": {"salt": "AAAAAAAAAAAAAAAAAAAAAB==", "value": "acme"}}  # other padding bits
+    with pytest.raises(AuditError, match="bad salt"):
+        open_sealed(sealed, bad)
