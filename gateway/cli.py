@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "bundle", nargs="?", type=Path, help="an export directory to verify instead of the database"
     )
+    p.add_argument(
+        "--previous-segment",
+        type=Path,
+        help="the archived segment this log continues (llmos audit roll): check the link too",
+    )
     p.add_argument("--origin", help="with BUNDLE: the log's origin, as you know it (pins the log)")
     p.add_argument(
         "--expect-seq",
@@ -134,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated sealed fields to leave out (e.g. principal_id); see audit.sealed_fields",
     )
     p.add_argument("--out", type=Path, required=True, help="the new (or empty) directory to write")
+    p = audit.add_parser(
+        "roll",
+        help="retention: archive the log (read-only) and start its next segment, which commits to it;"
+        " stop the gateway first",
+    )
+    _add_config(p)
+    p.add_argument("--archive", type=Path, required=True, help="directory for archived segments")
     p = audit.add_parser(
         "checkpoint", help="print the log's latest signed checkpoint (keep it to verify later)"
     )
@@ -269,6 +281,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     if args.audit_command == "verify" and args.bundle is not None:
         return _verify_bundle(args)
+    if args.audit_command == "roll":
+        return _roll(args)
     wants_key = args.audit_command in ("verify", "export") and not getattr(args, "public_key", None)
     config = load_config(args.config) if args.db is None or wants_key else None
     db = args.db or (config.audit_db if config else None)
@@ -294,7 +308,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read the checkpoint: {exc}") from exc
     try:
-        report = verify_log(db, public_keys, checkpoints=notes)
+        report = verify_log(db, public_keys, checkpoints=notes, previous_segment=args.previous_segment)
     except AuditVerifyError as exc:
         print(f"FAILED: {exc}")
         return 1
@@ -302,6 +316,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print(
         f"OK: {report.entries} entries verified; head {report.head_hash}; Merkle root {report.root};"
         f" {report.checkpoints} signed checkpoints (origin {report.origin}); signing keys {keys}"
+    )
+    return 0
+
+
+def _roll(args: argparse.Namespace) -> int:
+    from gateway.audit.keys import load_private_key
+    from gateway.audit.segment import roll_log
+
+    config = load_config(args.config)
+    if not config.audit_db.exists():
+        raise ConfigError(f"{config.audit_db}: no audit database here")
+    report = roll_log(config.audit_db, args.archive, load_private_key(config.signing_key))
+    print(
+        f"archived {report.entries} entries of {report.previous_origin} to {report.archived} (read-only);"
+        f" the log goes on as {report.origin}, whose checkpoints commit to the archived one."
+        f" Verify both: llmos audit verify --previous-segment {report.archived}"
     )
     return 0
 

@@ -22,6 +22,7 @@ the log and kept in it; it never changes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import queue
 import secrets
@@ -96,6 +97,14 @@ class _Job:
 _STOP = None
 
 
+SEGMENT_LINK = "previous-segment sha256:"
+
+
+def segment_link(previous_note: str) -> str:
+    """The checkpoint extension line that commits to the previous segment's last checkpoint."""
+    return SEGMENT_LINK + hashlib.sha256(previous_note.encode("utf-8")).hexdigest()
+
+
 def default_origin() -> str:
     """A new log's origin: unique, and a valid note key name (no spaces, no ``+``)."""
     return f"llmos.audit/{secrets.token_hex(8)}"
@@ -133,6 +142,7 @@ class AuditLog:
         max_pending: int = DEFAULT_MAX_PENDING,
         max_batch: int = DEFAULT_MAX_BATCH,
         sealed_fields: Sequence[str] = (),
+        previous_segment: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(private_key, Ed25519PrivateKey):
@@ -148,8 +158,11 @@ class AuditLog:
         self._lock = threading.Lock()  # the store's connection: the writer and readers take turns
         self._store = AuditStore.open(Path(store_path))
         try:
-            self._origin = self._load_origin(origin)
+            self._origin = self._load_origin(origin, previous_segment)
             self._signer = NoteSigner(self._origin, private_key)
+            previous = self._store.meta("previous_segment")
+            # Every checkpoint of a segment names the last checkpoint of the segment before it.
+            self._extensions = () if previous is None else (segment_link(previous),)
             self._load_state()
         except BaseException:
             self._store.close()
@@ -162,10 +175,11 @@ class AuditLog:
 
     # -- opening ----------------------------------------------------------------------------
 
-    def _load_origin(self, wanted: str | None) -> str:
+    def _load_origin(self, wanted: str | None, previous_segment: str | None) -> str:
         stored = self._store.meta("origin")
         if stored is not None:
-            if wanted is not None and wanted != stored:
+            # A later segment of the configured log is the same log (segment.py).
+            if wanted is not None and wanted != stored and not stored.startswith(f"{wanted}/segment-"):
                 raise AuditError(
                     f"audit log {self.path} has origin {stored!r}; the configuration says {wanted!r}"
                     " (a log's origin never changes: start a new log file for a new origin)"
@@ -176,6 +190,8 @@ class AuditLog:
             raise AuditError(f"audit origin {origin!r} is not valid: no spaces, no '+', not empty")
         with self._store.transaction():
             self._store.set_meta("origin", origin)
+            if previous_segment is not None:
+                self._store.set_meta("previous_segment", previous_segment)
         return origin
 
     def _load_state(self) -> None:
@@ -433,7 +449,8 @@ class AuditLog:
 
     def _sign(self, compact: merkle.CompactRange) -> StoredCheckpoint:
         try:
-            note = sign_checkpoint(Checkpoint(self._origin, compact.size, compact.root()), self._signer)
+            checkpoint = Checkpoint(self._origin, compact.size, compact.root(), self._extensions)
+            note = sign_checkpoint(checkpoint, self._signer)
         except NoteError as exc:
             raise AuditError(f"cannot sign an audit checkpoint: {exc}") from exc
         created = datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -51,6 +51,7 @@ from gateway.audit.entry import (
     parse_entry,
     verify_body_signature,
 )
+from gateway.audit.log import SEGMENT_LINK, segment_link
 from gateway.audit.note import NoteError, NoteVerifier
 from gateway.audit.store import AuditStore, StoredEntry
 from gateway.errors import AuditError, AuditVerifyError
@@ -159,13 +160,21 @@ def open_checkpoint(note_text: str, public_key: Keys, *, origin: str | None = No
     return verify_checkpoint(note_text, verifiers, origin=claimed)
 
 
-def verify_log(db_path: Path, public_key: Keys, *, checkpoints: Sequence[str] = ()) -> VerifyReport:
+def verify_log(
+    db_path: Path,
+    public_key: Keys,
+    *,
+    checkpoints: Sequence[str] = (),
+    previous_segment: Path | None = None,
+) -> VerifyReport:
     """Verify the whole log at ``db_path`` read-only; see the module docstring for what is checked.
 
     ``public_key``: one key, or several (rotation: entries and checkpoints signed by any of
     them verify). ``checkpoints``: signed checkpoint notes kept outside the file, checked like
-    the stored ones. Raises AuditVerifyError naming the first bad entry or checkpoint, or
-    AuditError when the file cannot be opened or read as an audit store at all.
+    the stored ones. ``previous_segment``: the archived segment this log continues
+    (``segment.py``): it must verify, and its last checkpoint must be the one this log's
+    checkpoints commit to. Raises AuditVerifyError naming the first bad entry or checkpoint,
+    or AuditError when the file cannot be opened or read as an audit store at all.
     """
     prev_hash = GENESIS_HASH
     count = 0
@@ -175,6 +184,7 @@ def verify_log(db_path: Path, public_key: Keys, *, checkpoints: Sequence[str] = 
         notes = [(f"stored checkpoint at size {size}", note) for size, note, _ in store.checkpoints()]
         notes += [(f"given checkpoint #{i + 1}", note) for i, note in enumerate(checkpoints)]
         by_size, origin, bad = _open_checkpoints(notes, public_key)
+        previous_note = store.meta("previous_segment")
         for row in store.iter_entries():
             check_entry(row, expected_seq=count + 1, prev_hash=prev_hash, public_key=public_key)
             if (row.request_id, row.phase) in seen:
@@ -192,6 +202,7 @@ def verify_log(db_path: Path, public_key: Keys, *, checkpoints: Sequence[str] = 
                     )
     if bad:  # the entries are fine; a checkpoint is not
         raise bad[0]
+    _check_segment_link(by_size, previous_note, public_key, previous_segment)
     beyond = sorted(size for size in by_size if size > count)
     if beyond:
         label = by_size[beyond[-1]][0][0]
@@ -207,6 +218,50 @@ def verify_log(db_path: Path, public_key: Keys, *, checkpoints: Sequence[str] = 
         checkpoints=sum(len(v) for v in by_size.values()),
         origin=origin,
     )
+
+
+def _check_segment_link(
+    by_size: dict[int, list[tuple[str, Checkpoint]]],
+    previous_note: str | None,
+    public_key: Keys,
+    previous_segment: Path | None,
+) -> None:
+    """A continued log (a segment after the first): its checkpoints all commit to the previous
+    segment's last checkpoint, which is kept in its metadata; given the archived segment, that
+    must be its latest checkpoint, and the archived segment must verify."""
+    links = {
+        line
+        for cps in by_size.values()
+        for _, cp in cps
+        for line in cp.extensions
+        if line.startswith(SEGMENT_LINK)
+    }
+    if previous_note is None:
+        if links:
+            raise AuditVerifyError(
+                "the checkpoints continue a previous segment, but its checkpoint is missing"
+                " (metadata removed)"
+            )
+        if previous_segment is not None:
+            raise AuditVerifyError("this log does not continue another segment")
+        return
+    try:
+        open_checkpoint(previous_note, public_key)
+    except AuditVerifyError as exc:
+        raise AuditVerifyError(f"the previous segment's checkpoint: {exc}") from exc
+    expected = segment_link(previous_note)
+    for cps in by_size.values():
+        for label, cp in cps:
+            if expected not in cp.extensions:
+                raise AuditVerifyError(f"{label}: does not commit to the previous segment's last checkpoint")
+    if previous_segment is not None:
+        verify_log(previous_segment, public_key)
+        with AuditStore.open_readonly(previous_segment) as old:
+            latest = old.latest_checkpoint()
+        if latest is None or latest[1] != previous_note:
+            raise AuditVerifyError(
+                f"{previous_segment}: its last checkpoint is not the one this log continues (another segment)"
+            )
 
 
 def _open_checkpoints(

@@ -375,6 +375,21 @@ def test_audit_export_then_verify_the_bundle(
     assert capsys.readouterr().out.startswith("FAILED: ")
 
 
+def test_audit_roll_then_verify_both_segments(
+    initialised: InitResult, state_config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill_audit(state_config, 3)
+    assert main(["audit", "roll", "--archive", str(tmp_path / "archive")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("archived 3 entries of llmos.audit/")
+    archived = next((tmp_path / "archive").glob("*.db"))
+    with AuditLog(state_config.audit_db, load_private_key(state_config.signing_key)) as log:
+        log.append(_record(9))
+    assert main(["audit", "verify", "--previous-segment", str(archived)]) == 0
+    assert capsys.readouterr().out.startswith("OK: 1 entries verified")
+    assert main(["audit", "verify", "--db", str(archived)]) == 0
+
+
 def test_audit_verify_empty_log(initialised: InitResult, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "verify"]) == 0
     assert capsys.readouterr().out.startswith("OK: 0 entries verified")
