@@ -25,6 +25,7 @@ Errors::
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -115,6 +116,15 @@ class Checkpoint:
         if len(root) != HASH_SIZE:
             raise CheckpointError(f"malformed checkpoint: root hash is {len(root)} bytes, not {HASH_SIZE}")
         return cls(origin, size, root, tuple(extensions))
+
+
+SEGMENT_LINK = "previous-segment sha256:"
+
+
+def segment_link(previous_note: str) -> str:
+    """The extension line by which a log segment's checkpoints commit to the last signed
+    checkpoint of the segment before it (``gateway/audit/segment.py``)."""
+    return SEGMENT_LINK + hashlib.sha256(previous_note.encode("utf-8")).hexdigest()
 
 
 def sign_checkpoint(checkpoint: Checkpoint, signer: NoteSigner) -> bytes:

@@ -22,7 +22,6 @@ the log and kept in it; it never changes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import queue
 import secrets
@@ -40,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import merkle
 from gateway.audit.canonical import JsonValue
-from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
+from gateway.audit.checkpoint import Checkpoint, segment_link, sign_checkpoint
 from gateway.audit.entry import (
     GENESIS_HASH,
     build_entry,
@@ -95,14 +94,6 @@ class _Job:
 
 
 _STOP = None
-
-
-SEGMENT_LINK = "previous-segment sha256:"
-
-
-def segment_link(previous_note: str) -> str:
-    """The checkpoint extension line that commits to the previous segment's last checkpoint."""
-    return SEGMENT_LINK + hashlib.sha256(previous_note.encode("utf-8")).hexdigest()
 
 
 def default_origin() -> str:
@@ -328,26 +319,22 @@ class AuditLog:
         wants_checkpoint = final or any(job.record is None for job in jobs)
         if not jobs and not wants_checkpoint and not self._checkpoint_due(self._compact.size):
             return  # idle, nothing to sign
-        seq, prev, compact, checkpointed = self._seq, self._prev, self._compact.copy(), self._checkpointed
+        seq, prev, compact, checkpointed = self._seq, self._prev, self._compact, self._checkpointed
         answers: list[tuple[_Job, AppendResult | Exception]] = []
         latest: StoredCheckpoint | None = None
         try:
             with self._lock, self._store.transaction():
                 appends = [job for job in jobs if job.record is not None]
-                fast = self._append_all(appends, seq, prev, compact.copy())
-                if fast is not None:  # the usual case: one insert of every entry and node
-                    answers, seq, prev, compact = fast
-                else:  # a duplicate request id among them: entry by entry, each on its own
+                try:  # the usual case: one insert of every entry and node
+                    answers, seq, prev, compact = self._append_all(appends, seq, prev, compact)
+                except AuditError:  # a duplicate request id among them: each on its own
+                    answers = []
                     for job in appends:
-                        assert job.record is not None
                         try:
-                            result = self._append_one(job.record, seq + 1, prev, compact)
-                        except (AuditError, ValueError, TypeError) as exc:  # this entry only
-                            why = exc if isinstance(exc, AuditError) else AuditError(str(exc))
-                            answers.append((job, why))
-                            continue
-                        seq, prev = result.seq, result.entry_hash
-                        answers.append((job, result))
+                            more, seq, prev, compact = self._append_all([job], seq, prev, compact)
+                        except AuditError as exc:
+                            more = [(job, exc)]
+                        answers += more
                 if compact.size > checkpointed and (wants_checkpoint or self._checkpoint_due(compact.size)):
                     latest = self._sign(compact)
                     self._store.insert_checkpoint(latest.size, latest.note, latest.created)
@@ -392,10 +379,12 @@ class AuditLog:
 
     def _append_all(
         self, jobs: list[_Job], seq: int, prev: str, compact: merkle.CompactRange
-    ) -> tuple[list[tuple[_Job, AppendResult | Exception]], int, str, merkle.CompactRange] | None:
+    ) -> tuple[list[tuple[_Job, AppendResult | Exception]], int, str, merkle.CompactRange]:
         """Inside the transaction: build every entry (one that cannot be built fails alone) and
-        insert them all at once. None, with nothing written, if the store refuses one (a
-        duplicate request id): the caller then goes entry by entry."""
+        insert them and their tree nodes at once, after ``seq``/``prev``; the answers, the new
+        head and the grown tree (``compact`` itself is not changed). If the store refuses one
+        (a duplicate request id), AuditError, and nothing of them is written."""
+        compact = compact.copy()
         answers: list[tuple[_Job, AppendResult | Exception]] = []
         rows: list[tuple[int, str, str, str, str, str, str]] = []
         nodes: list[tuple[int, int, bytes]] = []
@@ -416,31 +405,10 @@ class AuditLog:
                 (seq, record.request_id, body.decode("utf-8"), prev, signature, record.phase, openings)
             )
             answers.append((job, AppendResult(seq=seq, entry_hash=prev, request_id=record.request_id)))
-        try:
-            with self._store.savepoint():
-                self._store.insert_entries(rows)
-                self._store.insert_nodes(nodes)
-        except AuditError:
-            return None
-        return answers, seq, prev, compact
-
-    def _append_one(
-        self, record: AuditRecord, seq: int, prev: str, compact: merkle.CompactRange
-    ) -> AppendResult:
-        """Inside the transaction: store one entry and its tree nodes; ``compact`` grows only
-        when it is stored (a failed entry is rolled back to its savepoint)."""
-        body, openings = self._build(record, seq, prev)
-        digest = entry_hash(body)
-        signature = sign_body(self._key, body)
-        leaf = merkle.leaf_hash(body)
-        nodes = _new_nodes(compact, leaf)
         with self._store.savepoint():
-            self._store.insert_entry(
-                seq, record.request_id, body.decode("utf-8"), digest, signature, record.phase, openings
-            )
+            self._store.insert_entries(rows)
             self._store.insert_nodes(nodes)
-        compact.append(leaf)
-        return AppendResult(seq=seq, entry_hash=digest, request_id=record.request_id)
+        return answers, seq, prev, compact
 
     def _build(self, record: AuditRecord, seq: int, prev: str) -> tuple[bytes, str]:
         """The entry body (fields in ``sealed_fields`` sealed) and its openings as stored."""

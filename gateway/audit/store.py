@@ -197,33 +197,15 @@ class AuditStore:
 
         Returns once the transaction is committed (durable under ``synchronous=FULL``).
         """
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute("SELECT MAX(seq) FROM audit_entries").fetchone()
-                last = 0 if row is None or row[0] is None else int(row[0])
-                if seq != last + 1:
-                    raise AuditError(
-                        f"audit store {self.path}: cannot append seq {seq} after seq {last} "
-                        "(another writer is appending to this file?)"
-                    )
-                conn.execute(
-                    "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (seq, request_id, body, entry_hash, signature, phase),
+        with self.transaction():
+            row = self._conn.execute("SELECT MAX(seq) FROM audit_entries").fetchone()
+            last = 0 if row is None or row[0] is None else int(row[0])
+            if seq != last + 1:
+                raise AuditError(
+                    f"audit store {self.path}: cannot append seq {seq} after seq {last} "
+                    "(another writer is appending to this file?)"
                 )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.IntegrityError as exc:
-            raise AuditError(
-                f"audit store {self.path}: cannot append seq {seq}: {exc} (request id already logged?)"
-            ) from exc
-        except sqlite3.Error as exc:
-            raise AuditError(f"cannot write audit store {self.path}: {exc}") from exc
+            self.insert_entries([(seq, request_id, body, entry_hash, signature, phase, "")])
 
     # -- group commit: several entries, their tree nodes and a checkpoint in one transaction ----
 
@@ -255,28 +237,6 @@ class AuditStore:
             conn.execute("RELEASE entry")
             raise
         conn.execute("RELEASE entry")
-
-    def insert_entry(
-        self,
-        seq: int,
-        request_id: str,
-        body: str,
-        entry_hash: str,
-        signature: str,
-        phase: str,
-        openings: str = "",
-    ) -> None:
-        """Inside :meth:`transaction`. Raises AuditError for a duplicate (request id, phase)."""
-        try:
-            self._conn.execute(
-                "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase, openings) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (seq, request_id, body, entry_hash, signature, phase, openings),
-            )
-        except sqlite3.IntegrityError as exc:
-            raise AuditError(
-                f"audit store {self.path}: cannot append seq {seq}: {exc} (request id already logged?)"
-            ) from exc
 
     def insert_entries(self, rows: Iterable[tuple[int, str, str, str, str, str, str]]) -> None:
         """Inside :meth:`transaction`: ``(seq, request_id, body, entry_hash, signature, phase,

@@ -42,7 +42,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway.audit import merkle
 from gateway.audit.canonical import JsonValue
-from gateway.audit.checkpoint import Checkpoint, CheckpointError, verify_checkpoint
+from gateway.audit.checkpoint import (
+    SEGMENT_LINK,
+    Checkpoint,
+    CheckpointError,
+    segment_link,
+    verify_checkpoint,
+)
 from gateway.audit.entry import (
     GENESIS_HASH,
     decode_openings,
@@ -51,7 +57,6 @@ from gateway.audit.entry import (
     parse_entry,
     verify_body_signature,
 )
-from gateway.audit.log import SEGMENT_LINK, segment_link
 from gateway.audit.note import NoteError, NoteVerifier
 from gateway.audit.store import AuditStore, StoredEntry
 from gateway.errors import AuditError, AuditVerifyError

@@ -8,10 +8,9 @@ detections (offsets and types, never values).
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from gateway.lru import LruCache
 from gateway.pii.detection import Detection
 
 
@@ -27,43 +26,8 @@ class CacheStats:
     capacity: int
 
 
-class DetectionCache:
+class DetectionCache(LruCache[bytes, tuple[Detection, ...]]):
     """LRU of ``text_key(text) -> detections``; a capacity of 0 stores nothing."""
 
-    def __init__(self, capacity: int) -> None:
-        if capacity < 0:
-            raise ValueError("cache capacity must be >= 0")
-        self._capacity = capacity
-        self._items: OrderedDict[bytes, tuple[Detection, ...]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
-
-    def get(self, key: bytes) -> tuple[Detection, ...] | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is None:
-                self._misses += 1
-                return None
-            self._items.move_to_end(key)
-            self._hits += 1
-            return found
-
-    def put(self, key: bytes, detections: tuple[Detection, ...]) -> None:
-        if self._capacity == 0:
-            return
-        with self._lock:
-            self._items[key] = detections
-            self._items.move_to_end(key)
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._hits = 0
-            self._misses = 0
-
     def stats(self) -> CacheStats:
-        with self._lock:
-            return CacheStats(self._hits, self._misses, len(self._items), self._capacity)
+        return CacheStats(self.hits, self.misses, len(self), self.capacity)

@@ -10,10 +10,9 @@ an engine error is never cached. A cache belongs to one engine, so one policy se
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
+from gateway.lru import LruCache
 from gateway.policy.deps import InputDeps, project
 from gateway.types import Decision
 
@@ -25,11 +24,15 @@ class DecisionCache:
         self._paths = deps.paths
         self.enabled = size > 0 and deps.cacheable
         self.reason = deps.uncacheable or ("the policy reads the whole input" if () in deps.paths else None)
-        self._size = size
-        self._entries: OrderedDict[tuple[str, str], Decision] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+        self._entries: LruCache[tuple[str, str], Decision] = LruCache(size if self.enabled else 0)
+
+    @property
+    def hits(self) -> int:
+        return self._entries.hits
+
+    @property
+    def misses(self) -> int:
+        return self._entries.misses
 
     def key(self, phase: str, document: dict[str, Any]) -> tuple[str, str] | None:
         if not self.enabled:
@@ -40,21 +43,10 @@ class DecisionCache:
             return None
 
     def get(self, key: tuple[str, str]) -> Decision | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return found
+        return self._entries.get(key)
 
     def put(self, key: tuple[str, str], decision: Decision) -> None:
-        with self._lock:
-            self._entries[key] = decision
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
+        self._entries.put(key, decision)
 
     def __len__(self) -> int:
         return len(self._entries)

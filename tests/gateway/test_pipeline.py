@@ -75,8 +75,8 @@ def _ctx(store: ApiKeyStore, rpm: int | None = None) -> RequestContext:
     )
 
 
-def _pipeline(store: ApiKeyStore, engine: Engine, sink: Sink) -> Pipeline:
-    return Pipeline(keys=store, policy=engine, audit=sink, workers={}, digest_key=b"d" * 32)
+def _pipeline(store: ApiKeyStore, engine: Engine, sink: Sink, **options: Any) -> Pipeline:
+    return Pipeline(keys=store, policy=engine, audit=sink, workers={}, digest_key=b"d" * 32, **options)
 
 
 @pytest.mark.anyio
@@ -180,12 +180,10 @@ async def test_a_token_debt_delays_the_next_request(store: ApiKeyStore) -> None:
 @pytest.mark.anyio
 async def test_a_tenant_limit_is_shared_by_its_principals(store: ApiKeyStore) -> None:
     limits = LimitsConfig(tenants={"acme": LimitValues(rpm=2)})
-    pipe = Pipeline(
-        keys=store,
-        policy=Engine(Decision(allow=True)),
-        audit=Sink(),
-        workers={},
-        digest_key=b"d" * 32,
+    pipe = _pipeline(
+        store,
+        Engine(Decision(allow=True)),
+        Sink(),
         limits=limits,
     )
     callers = [Caller(store.create(f"t{i}", "user", "acme")[1].principal()) for i in range(3)]
@@ -396,12 +394,10 @@ class TooLargeScanner(FakeScanner):
 @pytest.mark.anyio
 @pytest.mark.parametrize("scanner", [BrokenScanner(), SlowScanner()], ids=["error", "timeout"])
 async def test_a_scanner_failure_denies_with_503(store: ApiKeyStore, scanner: object) -> None:
-    pipe = Pipeline(
-        keys=store,
-        policy=Engine(Decision(allow=True)),
-        audit=Sink(),
-        workers={},
-        digest_key=b"d" * 32,
+    pipe = _pipeline(
+        store,
+        Engine(Decision(allow=True)),
+        Sink(),
         scanner=scanner,  # type: ignore[arg-type]
         scan_timeout_s=0.1,
     )
@@ -414,12 +410,10 @@ async def test_a_scanner_failure_denies_with_503(store: ApiKeyStore, scanner: ob
 
 @pytest.mark.anyio
 async def test_a_text_too_long_to_scan_is_the_clients_413(store: ApiKeyStore) -> None:
-    pipe = Pipeline(
-        keys=store,
-        policy=Engine(Decision(allow=True)),
-        audit=Sink(),
-        workers={},
-        digest_key=b"d" * 32,
+    pipe = _pipeline(
+        store,
+        Engine(Decision(allow=True)),
+        Sink(),
         scanner=TooLargeScanner(),
         scan_fail_open=frozenset({"chat.completions"}),  # not a scanner failure: never fails open
     )
@@ -431,12 +425,10 @@ async def test_a_text_too_long_to_scan_is_the_clients_413(store: ApiKeyStore) ->
 
 @pytest.mark.anyio
 async def test_a_fail_open_endpoint_goes_unscanned_and_says_so(store: ApiKeyStore) -> None:
-    pipe = Pipeline(
-        keys=store,
-        policy=Engine(Decision(allow=True)),
-        audit=Sink(),
-        workers={},
-        digest_key=b"d" * 32,
+    pipe = _pipeline(
+        store,
+        Engine(Decision(allow=True)),
+        Sink(),
         scanner=BrokenScanner(),
         scan_fail_open=frozenset({"chat.completions"}),
     )
