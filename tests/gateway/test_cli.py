@@ -370,6 +370,12 @@ def test_audit_export_then_verify_the_bundle(
     )
     assert main(["audit", "verify", str(out)]) == 0  # the bundle's own key, with a warning
     assert "no --public-key given" in capsys.readouterr().err
+    assert main(["audit", "verify", str(out), "--public-key", pub, "--expect-seq", "1-4"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "verify", str(out), "--public-key", pub, "--expect-seq", "2-4"]) == 1
+    assert "expected 2-4" in capsys.readouterr().out
+    assert main(["audit", "verify", str(out), "--public-key", pub, "--expect-seq", "four"]) == 2
+    assert "--expect-seq 'four': write it as A-B" in capsys.readouterr().err
     (out / "checkpoint.txt").write_text("tampered\n")
     assert main(["audit", "verify", str(out), "--public-key", pub]) == 1
     assert capsys.readouterr().out.startswith("FAILED: ")
