@@ -69,7 +69,10 @@ DecisionLabel = Literal["allow", "deny", "invalid", "error"]
 
 
 class AuditSink(Protocol):
-    def append(self, record: AuditRecord) -> object: ...
+    async def append_async(self, record: AuditRecord) -> object:
+        """Durable on return (``AuditLog``); raises AuditError. Cancelling the caller must not
+        lose the entry."""
+        ...
 
 
 class Worker(Protocol):
@@ -430,7 +433,7 @@ class Pipeline:
         if record.phase != "stream_start":
             await self._charge(ctx)
         try:
-            await asyncio.to_thread(self.audit.append, record)
+            await self.audit.append_async(record)
         except AuditError as exc:
             ctx.audit_state = "done"
             log.error(

@@ -24,6 +24,8 @@ from gateway.errors import AuditError
 
 MAX_SAFE_INTEGER = 2**53 - 1
 
+_FAST = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=True)
+
 JsonValue = None | bool | int | str | list["JsonValue"] | dict[str, "JsonValue"]
 
 
@@ -54,34 +56,50 @@ def _normalise(value: object, path: str) -> JsonValue:
 
 
 class _Outside(Exception):
-    """``_fast`` met something outside the subset: ``_normalise`` says what and where."""
+    """``_check`` met something outside the fast subset: ``_normalise`` says what and where."""
 
 
-def _fast(value: object) -> JsonValue:
-    """``_normalise`` without building paths for error messages (the audit writer's hot path)."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+def _check(value: object) -> None:
+    """The audit writer's hot path: raise ``_Outside`` unless ``value`` is built only of exact
+    ``dict`` (ASCII string keys), ``list``/``tuple``, ``str``, safe ``int``, ``bool`` and
+    ``None``. For such values ``json.dumps(sort_keys=True)`` already writes the canonical
+    member order (code-point order equals UTF-16 order for ASCII keys), so nothing is rebuilt."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return
+    if kind is int:
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:  # type: ignore[operator]
             raise _Outside
-        return int(value)
-    if isinstance(value, list | tuple):
-        return [_fast(item) for item in value]
-    if isinstance(value, dict):
-        keys = list(value)
-        if not all(isinstance(key, str) and key.isascii() for key in keys):
-            raise _Outside  # non-string or non-ASCII keys: the careful path sorts them
-        return {key: _fast(value[key]) for key in sorted(keys)}
-    raise _Outside
+        return
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not key.isascii():
+                raise _Outside  # non-string or non-ASCII keys: the careful path sorts them
+            item_kind = type(item)
+            if item_kind is str or item is None or item_kind is bool:
+                continue
+            if item_kind is int:
+                if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                    raise _Outside
+                continue
+            _check(item)
+        return
+    if kind is list or kind is tuple:
+        for item in value:  # type: ignore[attr-defined]
+            _check(item)
+        return
+    raise _Outside  # floats, subclasses (an IntEnum's text is not its value), anything else
 
 
 def canonical_json(value: object) -> bytes:
     """Encode ``value`` as canonical JSON (UTF-8 bytes); raise AuditError outside the subset."""
     try:
-        normalised = _fast(value)
+        _check(value)
     except _Outside:
         normalised = _normalise(value, "$")
-    text = json.dumps(normalised, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(normalised, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    else:
+        text = _FAST.encode(value)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import json
+import operator
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.audit.canonical import JsonValue, canonical_json
+from gateway.audit.canonical import MAX_SAFE_INTEGER, JsonValue, canonical_json
 from gateway.errors import AuditError
 from gateway.types import AUDIT_PHASES, AuditRecord
 
@@ -237,6 +240,111 @@ def entry_view(body: str, openings: str) -> dict[str, JsonValue]:
     return open_sealed(value, decode_openings(openings))
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedEntry:
+    """An entry encoded except for its position: the canonical members that sort before
+    ``prev``, between ``prev`` and ``seq``, and after ``seq`` (UTF-8, no braces), so that the
+    log's writer only splices in ``seq`` and ``prev`` when it appends (the expensive encoding
+    runs in the caller's thread, not the single writer's)."""
+
+    request_id: str
+    phase: str
+    before: bytes
+    between: bytes
+    after: bytes
+    openings: str  # as stored beside the entry (``encode_openings``)
+
+    def body(self, seq: int, prev: str) -> bytes:
+        """The canonical body at position ``seq`` chained to ``prev``: exactly
+        ``encode_entry`` of the same entry built with that ``seq`` and ``prev``."""
+        if type(seq) is not int or seq < 1 or not is_entry_hash(prev):
+            raise AuditError("audit entry position: seq must be a positive integer, prev a hex digest")
+        return b"".join(
+            (
+                b"{",
+                self.before,
+                b',"prev":"',
+                prev.encode("ascii"),
+                b'",',
+                self.between,
+                b',"seq":',
+                str(seq).encode("ascii"),
+                b",",
+                self.after,
+                b"}",
+            )
+        )
+
+
+def prepare_entry(
+    record: AuditRecord,
+    sealed_fields: Sequence[str] = (),
+    salt: Callable[[], bytes] = lambda: os.urandom(SALT_BYTES),
+) -> PreparedEntry:
+    """Build, seal and encode the entry for ``record``, all but its position. Raises
+    AuditError for a record that cannot be an entry (a float, a bad phase, ...).
+
+    This is the audit writer's hot path, so members are written one by one: scalars exactly as
+    :func:`canonical_json` writes them (the tests compare the two), anything else through it.
+    """
+    if sealed_fields:
+        entry, openings = seal(build_entry(record, seq=1, prev=GENESIS_HASH), sealed_fields, salt)
+        del entry["prev"], entry["seq"]
+        keys = sorted(entry)  # top-level keys are fixed ASCII names: plain order is canonical
+        values = [entry[key] for key in keys]
+        texts = [_KEY_TEXT.get(key) or _encode_string(key) + ":" for key in keys]
+    else:  # no dict at all: the entry's members are the record's fields, by name
+        _check_position_free(record)
+        keys, texts, values, openings = _PLAIN_KEYS, _PLAIN_TEXTS, list(_plain_values(record)), {}
+        values[_PLAIN_REASONS] = list(record.reasons)
+        values[_PLAIN_V] = FORMAT_VERSION
+    members = list(map(_member, texts, values, keys))
+    cut, cut2 = bisect.bisect(keys, "prev"), bisect.bisect(keys, "seq")
+    try:
+        before, between, after = (
+            ",".join(members[start:end]).encode("utf-8")
+            for start, end in ((0, cut), (cut, cut2), (cut2, len(members)))
+        )
+    except UnicodeEncodeError as exc:
+        raise AuditError("canonical JSON: text contains a lone surrogate (not well-formed Unicode)") from exc
+    return PreparedEntry(record.request_id, record.phase, before, between, after, encode_openings(openings))
+
+
+def _check_position_free(record: AuditRecord) -> None:
+    """What ``build_entry`` checks of a record (it also checks the position)."""
+    if not isinstance(record.request_id, str) or not record.request_id:
+        raise AuditError("audit record request_id must be a non-empty string")
+    if record.phase not in AUDIT_PHASES:
+        raise AuditError(f"audit record phase must be one of {', '.join(AUDIT_PHASES)}")
+
+
+def _member(key_text: str, value: JsonValue, key: str) -> str:
+    if isinstance(value, str):
+        return key_text + _encode_string(value)
+    if value is None:
+        return key_text + "null"
+    if value is True or value is False:
+        return key_text + ("true" if value else "false")
+    if isinstance(value, int) and type(value) is int and -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return key_text + str(value)
+    try:
+        return key_text + canonical_json(value).decode("utf-8")
+    except AuditError as exc:
+        raise AuditError(f"audit field {key!r}: {exc}") from exc
+
+
+# What the canonical encoder writes for a string (``ensure_ascii=False``): quoted and escaped.
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
+# A format-4 entry without seq and prev, in canonical member order; every member but "v" is the
+# AuditRecord field of the same name ("reasons" as a list).
+_PLAIN_KEYS = sorted(ENTRY_FIELDS - {"seq", "prev"})
+_KEY_TEXT = {key: _encode_string(key) + ":" for key in ENTRY_FIELDS | {"sealed"}}
+_PLAIN_TEXTS = [_KEY_TEXT[key] for key in _PLAIN_KEYS]
+_PLAIN_V = _PLAIN_KEYS.index("v")
+_PLAIN_REASONS = _PLAIN_KEYS.index("reasons")
+_plain_values = operator.attrgetter(*(key if key != "v" else "phase" for key in _PLAIN_KEYS))
+
+
 def encode_entry(entry: dict[str, JsonValue]) -> bytes:
     """The entry body: canonical JSON bytes."""
     return canonical_json(entry)
@@ -280,6 +388,13 @@ def _refuse_float(text: str) -> JsonValue:
 
 def parse_entry(body: bytes) -> dict[str, JsonValue]:
     """Parse an entry body; raise AuditError saying why it is not a well-formed entry."""
+    try:  # the usual case, quickly: a canonical body (so no member twice) of a valid entry
+        value = json.loads(body, parse_float=_refuse_float, parse_constant=_refuse_float)
+        if isinstance(value, dict) and canonical_json(value) == body:
+            return _checked(value, body, canonical=True)
+    except (ValueError, AuditError):
+        pass
+    # Something is wrong: parse it again strictly, to say what.
     try:
         value = json.loads(
             body.decode("utf-8"),
@@ -293,6 +408,12 @@ def parse_entry(body: bytes) -> dict[str, JsonValue]:
         raise AuditError(f"body is not canonical JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise AuditError("body is not a JSON object")
+    return _checked(value, body, canonical=False)
+
+
+def _checked(value: dict[str, JsonValue], body: bytes, *, canonical: bool) -> dict[str, JsonValue]:
+    """``value`` (parsed from ``body``; ``canonical`` when known to be its canonical text) if it
+    is a well-formed entry; AuditError saying why not."""
     version = value.get("v")
     if version == SEALED_VERSION:
         sealed = value.get("sealed")
@@ -329,6 +450,6 @@ def parse_entry(body: bytes) -> dict[str, JsonValue]:
         raise AuditError("entry findings is neither null nor a string")
     if value["phase"] not in AUDIT_PHASES:
         raise AuditError(f"entry phase {value['phase']!r} is not one of {', '.join(AUDIT_PHASES)}")
-    if canonical_json(value) != body:
+    if not canonical and canonical_json(value) != body:
         raise AuditError("body is not in canonical form")
     return value

@@ -1,18 +1,24 @@
-"""The audit log: signed, hash-chained entries in a Merkle tree with signed checkpoints.
+"""The audit log: hash-chained entries in a Merkle tree with signed heads and checkpoints.
 
-:meth:`AuditLog.append` is the one write path, and it returns only once the entry is durable.
-Appends from any thread go to one writer thread, which takes every append waiting at that
-moment (up to ``max_batch``) and writes them in one SQLite transaction, one fsync (group
-commit). For each entry it builds the body (``seq`` = head + 1, ``prev`` = head hash), signs
-it, stores it with its Merkle leaf and the tree nodes it completes (``store.py``), and, when
-``checkpoint_every`` entries or ``checkpoint_interval_s`` seconds have passed, a signed
-checkpoint of the tree (C2SP tlog-checkpoint in a signed note, ``checkpoint.py``) in the same
-transaction. An entry that cannot be stored (a duplicate request id, a bad record) fails alone;
-a transaction that cannot commit fails every append in it. Any failure raises
-:class:`~gateway.errors.AuditError`, and the caller must fail its request closed (503).
+:meth:`AuditLog.append` (threads) and :meth:`AuditLog.append_async` (event loops) are the
+write path, and they return only once the entry is durable. Appends go to one writer thread,
+which takes every append waiting at that moment (up to ``max_batch``) and writes them in one
+SQLite transaction, one fsync (group commit). For each entry it builds the body (``seq`` =
+head + 1, ``prev`` = head hash) and stores it with its Merkle leaf and the tree nodes it
+completes (``store.py``). Each transaction also stores the *signed head*: a checkpoint of the
+whole tree as it stands after the transaction, signed once for the batch, which replaces the
+previous one. So every entry is covered by a signature the moment it is durable, at one
+Ed25519 signature per transaction rather than per entry. When ``checkpoint_every`` entries or
+``checkpoint_interval_s`` seconds have passed, the head is also kept as a *checkpoint* (C2SP
+tlog-checkpoint in a signed note, ``checkpoint.py``): those are never replaced, and are what
+exports prove against and auditors retain. An entry that cannot be stored (a duplicate request
+id, a bad record) fails alone; a transaction that cannot commit fails every append in it. Any
+failure raises :class:`~gateway.errors.AuditError`, and the caller must fail its request closed
+(503).
 
-Backpressure: at most ``max_pending`` appends wait for the writer; more block their callers
-until there is room. Nothing is ever dropped.
+Backpressure: at most ``max_pending`` appends wait for the writer; more wait for room (a thread
+blocks; a coroutine waits without blocking its event loop). Nothing is ever dropped: an append
+once called is written even if its caller is cancelled meanwhile.
 
 The tree's leaf for an entry is ``SHA-256(0x00 || body)`` (RFC 9162), leaf index ``seq - 1``.
 The log's *origin* (the checkpoint's first line, and the signing key's name) is created with
@@ -28,8 +34,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,18 +46,16 @@ from gateway.audit.canonical import JsonValue
 from gateway.audit.checkpoint import Checkpoint, segment_link, sign_checkpoint
 from gateway.audit.entry import (
     GENESIS_HASH,
-    build_entry,
+    PreparedEntry,
     decode_openings,
-    encode_entry,
-    encode_openings,
     entry_hash,
     open_sealed,
     parse_entry,
-    seal,
-    sign_body,
+    prepare_entry,
 )
+from gateway.audit.handoff import Handoff, Job
 from gateway.audit.note import NoteError, NoteSigner, is_valid_key_name
-from gateway.audit.store import AuditStore, Head, StoredEntry
+from gateway.audit.store import HEAD_META_KEY, AuditStore, Head, StoredEntry
 from gateway.errors import AuditError
 from gateway.types import AuditRecord
 
@@ -83,35 +85,18 @@ class StoredCheckpoint:
     created: str
 
 
-class _Job:
-    """One append (``record``) or a checkpoint request (``record`` None), and its answer."""
-
-    __slots__ = ("future", "record")
-
-    def __init__(self, record: AuditRecord | None) -> None:
-        self.record = record
-        self.future: Future[AppendResult | StoredCheckpoint | None] = Future()
+_Answer = AppendResult | StoredCheckpoint | None
+# An append carries its prepared entry to the writer, a checkpoint request None.
+_Job = Job[PreparedEntry | None, _Answer]
 
 
-_STOP = None
+class _Refused(Exception):
+    """The store refused an entry of a group insert (its AuditError is the ``__cause__``)."""
 
 
 def default_origin() -> str:
     """A new log's origin: unique, and a valid note key name (no spaces, no ``+``)."""
     return f"llmos.audit/{secrets.token_hex(8)}"
-
-
-def _new_nodes(compact: merkle.CompactRange, leaf: bytes) -> list[tuple[int, int, bytes]]:
-    """The aligned tree nodes that appending ``leaf`` at index ``compact.size`` completes:
-    the leaf, then each parent whose right child it completes. Does not change ``compact``."""
-    edge = dict(compact.nodes())  # level -> root of the perfect subtree at that level
-    index, level, value = compact.size, 0, leaf
-    nodes = [(0, index, leaf)]
-    while index & 1:
-        value = merkle.node_hash(edge[level], value)
-        level, index = level + 1, index >> 1
-        nodes.append((level, index, value))
-    return nodes
 
 
 class AuditLog:
@@ -158,9 +143,8 @@ class AuditLog:
         except BaseException:
             self._store.close()
             raise
-        self._closed = False
         self.commits = 0  # transactions written (group commit: fewer than appends under load)
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_pending)
+        self._handoff: Handoff[PreparedEntry | None, _Answer] = Handoff(max_pending, f"audit log {self.path}")
         self._writer = threading.Thread(target=self._run, name="llmos-audit-writer", daemon=True)
         self._writer.start()
 
@@ -213,8 +197,7 @@ class AuditLog:
                     if row is None:
                         raise AuditError(f"audit log {self.path}: entry seq {seq} is missing")
                     leaf = merkle.leaf_hash(row.body.encode("utf-8", errors="surrogateescape"))
-                    store.insert_nodes(_new_nodes(compact, leaf))
-                    compact.append(leaf)
+                    store.insert_nodes(compact.append_nodes(leaf))
             log.info("audit log %s: built the Merkle tree over %d existing entries", self.path, self._seq)
         self._compact = compact
         self._checkpointed = 0 if latest is None else latest[0]
@@ -252,49 +235,65 @@ class AuditLog:
 
     def append(self, record: AuditRecord) -> AppendResult:
         """Append one entry for ``record``; durable on return. Thread-safe. Raises AuditError."""
-        result = self._submit(_Job(record))
-        assert isinstance(result, AppendResult)
+        job: _Job = Job(self._prepare(record))
+        self._handoff.put(job)
+        assert job.future is not None
+        result = job.future.result()
+        if not isinstance(result, AppendResult):
+            raise AuditError("audit writer answered an append with no entry")
         return result
 
     async def append_async(self, record: AuditRecord) -> AppendResult:
-        """:meth:`append` in a worker thread, for callers on an event loop."""
-        return await asyncio.to_thread(self.append, record)
+        """:meth:`append` for a coroutine: waits without blocking the event loop or a thread.
+
+        The entry is written even if the caller is cancelled while waiting."""
+        loop = asyncio.get_running_loop()
+        job: _Job = Job(self._prepare(record), loop)
+        if not self._handoff.put(job, wait=False):
+            # Overloaded: wait for room in a thread; the shield keeps the entry if we are cancelled.
+            await asyncio.shield(loop.run_in_executor(None, self._handoff.put, job))
+        assert job.waiter is not None
+        result = await job.waiter
+        if not isinstance(result, AppendResult):
+            raise AuditError("audit writer answered an append with no entry")
+        return result
 
     def checkpoint(self) -> StoredCheckpoint | None:
         """Sign a checkpoint of the tree now if it grew since the last one; the latest checkpoint
         (None for an empty log)."""
-        result = self._submit(_Job(None))
-        assert result is None or isinstance(result, StoredCheckpoint)
+        job: _Job = Job(None)
+        self._handoff.put(job)
+        assert job.future is not None
+        result = job.future.result()
+        if result is not None and not isinstance(result, StoredCheckpoint):
+            raise AuditError("audit writer answered a checkpoint request with an entry")
         return result
 
-    def _submit(self, job: _Job) -> AppendResult | StoredCheckpoint | None:
-        self._check_open()
-        self._queue.put(job)  # blocks while max_pending appends wait: backpressure, never a drop
-        while True:
-            try:
-                return job.future.result(timeout=1.0)
-            except FutureTimeout:
-                # Closed between the check and the put: the writer is gone and will never answer.
-                if not self._writer.is_alive() and not job.future.done():
-                    raise AuditError(f"audit log {self.path} is closed") from None
+    def _prepare(self, record: AuditRecord) -> PreparedEntry:
+        """The entry for ``record``, encoded in the caller's thread; a record that cannot be an
+        entry fails here, alone."""
+        try:
+            return prepare_entry(record, self._sealed)
+        except (ValueError, TypeError) as exc:
+            raise AuditError(f"audit record cannot be logged: {exc}") from exc
 
     def _run(self) -> None:
         """The writer thread: group commits until the stop marker, then a last checkpoint."""
         while True:
             try:
-                first = self._queue.get(timeout=self._idle_wait())
+                first = self._handoff.get(timeout=self._idle_wait())
             except queue.Empty:
                 self._write([])
                 continue
-            if first is _STOP:
+            if first is None:  # the stop marker
                 break
             jobs = [first]
             while len(jobs) < self._max_batch:
                 try:
-                    job = self._queue.get_nowait()
+                    job = self._handoff.get(timeout=0)
                 except queue.Empty:
                     break
-                if job is _STOP:
+                if job is None:
                     self._write(jobs)
                     self._finish()
                     return
@@ -303,65 +302,71 @@ class AuditLog:
         self._finish()
 
     def _finish(self) -> None:
-        try:
-            self._write([], final=True)
-        finally:
-            while True:  # appends queued behind the stop marker: refused
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is not None:
-                    job.future.set_exception(AuditError(f"audit log {self.path} is closed"))
+        self._write([], final=True)
 
     def _write(self, jobs: list[_Job], *, final: bool = False) -> None:
         """One transaction: the jobs' entries, and a checkpoint when due (or asked for)."""
-        wants_checkpoint = final or any(job.record is None for job in jobs)
+        wants_checkpoint = final or any(job.payload is None for job in jobs)
         if not jobs and not wants_checkpoint and not self._checkpoint_due(self._compact.size):
             return  # idle, nothing to sign
-        seq, prev, compact, checkpointed = self._seq, self._prev, self._compact, self._checkpointed
-        answers: list[tuple[_Job, AppendResult | Exception]] = []
-        latest: StoredCheckpoint | None = None
+        appends = [job for job in jobs if job.payload is not None]
         try:
-            with self._lock, self._store.transaction():
-                appends = [job for job in jobs if job.record is not None]
+            with self._lock:
                 try:  # the usual case: one insert of every entry and node
-                    answers, seq, prev, compact = self._append_all(appends, seq, prev, compact)
-                except AuditError:  # a duplicate request id among them: each on its own
-                    answers = []
-                    for job in appends:
-                        try:
-                            more, seq, prev, compact = self._append_all([job], seq, prev, compact)
-                        except AuditError as exc:
-                            more = [(job, exc)]
-                        answers += more
-                if compact.size > checkpointed and (wants_checkpoint or self._checkpoint_due(compact.size)):
-                    latest = self._sign(compact)
-                    self._store.insert_checkpoint(latest.size, latest.note, latest.created)
-                elif wants_checkpoint:
-                    latest = self._latest_locked()
+                    outcome = self._transaction(appends, wants_checkpoint, one_by_one=False)
+                except _Refused:  # a duplicate request id among them (nothing written): each alone
+                    outcome = self._transaction(appends, wants_checkpoint, one_by_one=True)
         except AuditError as exc:  # nothing was committed: every append of the batch failed
             log.error("audit write failed (%d appends refused): %s", len(jobs), exc)
-            for job in jobs:
-                job.future.set_exception(exc)
+            self._handoff.reply([(job, exc) for job in jobs])
             return
         except BaseException as exc:  # a bug: fail the batch closed, keep the writer alive
             log.exception("audit writer failed")
-            for job in jobs:
-                job.future.set_exception(AuditError(f"audit write failed: {type(exc).__name__}"))
+            failed = AuditError(f"audit write failed: {type(exc).__name__}")
+            self._handoff.reply([(job, failed) for job in jobs])
             return
-        self._seq, self._prev, self._compact = seq, prev, compact
+        answers, self._seq, self._prev, self._compact, latest = outcome
         self.commits += 1
-        if latest is not None and latest.size > checkpointed:
+        if latest is not None and latest.size > self._checkpointed:
             self._checkpointed, self._checkpoint_time = latest.size, self._clock()
-        for job, answer in answers:
-            if isinstance(answer, Exception):
-                job.future.set_exception(answer)
+        replies: list[tuple[_Job, _Answer | BaseException]] = list(answers)
+        replies += [(job, latest) for job in jobs if job.payload is None]
+        self._handoff.reply(replies)
+
+    def _transaction(
+        self, appends: list[_Job], wants_checkpoint: bool, *, one_by_one: bool
+    ) -> tuple[
+        list[tuple[_Job, AppendResult | Exception]], int, str, merkle.CompactRange, StoredCheckpoint | None
+    ]:
+        """Write ``appends`` after the head, the signed head, and a checkpoint when due, in one
+        transaction; the answers, the new head and tree, and the latest checkpoint. All at once
+        (raises _Refused, nothing written, if the store refuses one), or ``one_by_one``, each
+        in a savepoint so a refused entry fails alone."""
+        seq, prev, compact = self._seq, self._prev, self._compact
+        latest: StoredCheckpoint | None = None
+        with self._store.transaction():
+            if not one_by_one:
+                answers, seq, prev, compact = self._append_all(appends, seq, prev, compact)
             else:
-                job.future.set_result(answer)
-        for job in jobs:
-            if job.record is None:
-                job.future.set_result(latest)
+                answers = []
+                for job in appends:
+                    try:
+                        with self._store.savepoint():
+                            more, seq, prev, compact = self._append_all([job], seq, prev, compact)
+                    except (AuditError, _Refused) as exc:
+                        cause = exc.__cause__ if isinstance(exc, _Refused) else exc
+                        more = [(job, cause if isinstance(cause, AuditError) else AuditError(str(exc)))]
+                    answers += more
+            # Every transaction that adds entries signs the grown tree once: the signed head.
+            head = self._sign(compact) if compact.size > self._compact.size else None
+            if head is not None:
+                self._store.set_meta(HEAD_META_KEY, head.note)
+            if compact.size > self._checkpointed and (wants_checkpoint or self._checkpoint_due(compact.size)):
+                latest = head if head is not None else self._sign(compact)
+                self._store.insert_checkpoint(latest.size, latest.note, latest.created)
+            elif wants_checkpoint:
+                latest = self._latest_locked()
+        return answers, seq, prev, compact, latest
 
     def _idle_wait(self) -> float:
         """How long the writer may wait for work: until the time-based checkpoint is due."""
@@ -380,40 +385,29 @@ class AuditLog:
     def _append_all(
         self, jobs: list[_Job], seq: int, prev: str, compact: merkle.CompactRange
     ) -> tuple[list[tuple[_Job, AppendResult | Exception]], int, str, merkle.CompactRange]:
-        """Inside the transaction: build every entry (one that cannot be built fails alone) and
-        insert them and their tree nodes at once, after ``seq``/``prev``; the answers, the new
-        head and the grown tree (``compact`` itself is not changed). If the store refuses one
-        (a duplicate request id), AuditError, and nothing of them is written."""
+        """Inside the transaction: give each entry its position after ``seq``/``prev`` and
+        insert them and their tree nodes at once; the answers, the new head and the grown tree
+        (``compact`` itself is not changed). If the store refuses one (a duplicate request
+        id), _Refused, and the caller rolls back what this wrote."""
         compact = compact.copy()
         answers: list[tuple[_Job, AppendResult | Exception]] = []
         rows: list[tuple[int, str, str, str, str, str, str]] = []
         nodes: list[tuple[int, int, bytes]] = []
         for job in jobs:
-            record = job.record
-            assert record is not None
-            try:
-                body, openings = self._build(record, seq + 1, prev)
-            except (AuditError, ValueError, TypeError) as exc:
-                answers.append((job, exc if isinstance(exc, AuditError) else AuditError(str(exc))))
-                continue
+            entry = job.payload
+            assert entry is not None
+            body = entry.body(seq + 1, prev)
             seq, prev = seq + 1, entry_hash(body)
-            leaf = merkle.leaf_hash(body)
-            nodes.extend(_new_nodes(compact, leaf))
-            compact.append(leaf)
-            signature = sign_body(self._key, body)
-            rows.append(
-                (seq, record.request_id, body.decode("utf-8"), prev, signature, record.phase, openings)
-            )
-            answers.append((job, AppendResult(seq=seq, entry_hash=prev, request_id=record.request_id)))
-        with self._store.savepoint():
+            nodes += compact.append_nodes(merkle.leaf_hash(body))
+            # No signature of its own: the signed head of this transaction covers the entry.
+            rows.append((seq, entry.request_id, body.decode("utf-8"), prev, "", entry.phase, entry.openings))
+            answers.append((job, AppendResult(seq=seq, entry_hash=prev, request_id=entry.request_id)))
+        try:
             self._store.insert_entries(rows)
-            self._store.insert_nodes(nodes)
+        except AuditError as exc:
+            raise _Refused from exc
+        self._store.insert_nodes(nodes)
         return answers, seq, prev, compact
-
-    def _build(self, record: AuditRecord, seq: int, prev: str) -> tuple[bytes, str]:
-        """The entry body (fields in ``sealed_fields`` sealed) and its openings as stored."""
-        entry, openings = seal(build_entry(record, seq=seq, prev=prev), self._sealed)
-        return encode_entry(entry), encode_openings(openings)
 
     def _sign(self, compact: merkle.CompactRange) -> StoredCheckpoint:
         try:
@@ -482,16 +476,13 @@ class AuditLog:
             return self._store.head()
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._handoff.closed:
             raise AuditError(f"audit log {self.path} is closed")
 
     def close(self) -> None:
         """Write what is queued and a last checkpoint, stop the writer, close the file."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._queue.put(_STOP)
+        if not self._handoff.close():  # every job accepted before it is written first
+            return
         self._writer.join()
         with self._lock:
             self._store.close()

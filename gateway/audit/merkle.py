@@ -400,6 +400,24 @@ class CompactRange:
         self._hashes.append(merged)
         self._size += 1
 
+    def append_nodes(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """:meth:`append`, returning the aligned tree nodes it completes as ``(level, index,
+        hash)``: the leaf itself, then each parent whose right child it completes (what a store
+        keeps to answer proofs without recomputing them)."""
+        if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+            raise ValueError(f"a leaf hash must be {HASH_SIZE} bytes")
+        if self._size >= MAX_TREE_SIZE:
+            raise ValueError("the tree is full")
+        index, level, merged = self._size, 0, leaf
+        nodes = [(0, index, leaf)]
+        while index & 1:
+            merged = node_hash(self._hashes.pop(), merged)
+            level, index = level + 1, index >> 1
+            nodes.append((level, index, merged))
+        self._hashes.append(merged)
+        self._size += 1
+        return nodes
+
     def root(self) -> bytes:
         """MTH of leaves ``[0, size)``."""
         if not self._hashes:

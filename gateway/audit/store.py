@@ -1,10 +1,11 @@
 """The audit store: entries in one SQLite file, append-only by convention.
 
 Table ``audit_entries(seq, request_id, body, entry_hash, signature, phase)``, plus the Merkle
-tree's nodes, the signed checkpoints and a little metadata (the log's origin); the schema version is
-``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). Writers use WAL with ``synchronous=FULL``, so
-an append has reached the disk when :meth:`AuditStore.append` returns. The store knows nothing
-about hashing or signing (that is ``entry.py``); it only keeps rows in ``seq`` order.
+tree's nodes, the signed checkpoints and a little metadata (the log's origin, its signed head);
+the schema version is ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`). Writers use WAL with
+``synchronous=FULL``, so an append has reached the disk when :meth:`AuditStore.append` returns.
+The store knows nothing about hashing or signing (that is ``entry.py``); it only keeps rows in
+``seq`` order.
 
 An :class:`AuditStore` is not thread-safe by itself: ``AuditLog`` serialises access with a lock.
 Every ``sqlite3.Error`` leaves this module as :class:`~gateway.errors.AuditError`.
@@ -14,15 +15,18 @@ from __future__ import annotations
 
 import sqlite3
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from gateway.errors import AuditError
 
-SCHEMA_VERSION = 4  # 2: phase, UNIQUE (request_id, phase); 3: Merkle nodes, checkpoints, meta; 4: openings
+# 2: phase, UNIQUE (request_id, phase); 3: Merkle nodes, checkpoints, meta; 4: openings;
+# 5: entries may be unsigned (signature ''), covered by the signed head kept in audit_meta
+SCHEMA_VERSION = 5
 
 _ENTRIES = """
 CREATE TABLE IF NOT EXISTS audit_entries (
@@ -60,6 +64,7 @@ _META = "CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT
 _SCHEMA = (_ENTRIES, _NODES, _CHECKPOINTS, _META)
 
 BUSY_TIMEOUT_MS = 5000
+HEAD_META_KEY = "head"  # audit_meta: the signed head, a checkpoint of the whole log (``log.py``)
 
 
 def _decode_text(raw: bytes) -> str:
@@ -68,9 +73,27 @@ def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="surrogateescape")
 
 
+def _insert_many(conn: sqlite3.Connection, insert: str, width: int, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``insert`` (``INSERT INTO t (columns)``) of ``rows`` as multi-row ``VALUES`` statements
+    of power-of-two sizes up to :data:`_ROWS_PER_STATEMENT`, so a few statements (each stepped
+    once, and cached by its text) carry a whole group commit instead of one per row: the writer
+    gives up the GIL once per statement rather than once per row."""
+    start = 0
+    while start < len(rows):
+        size = min(_ROWS_PER_STATEMENT, 1 << ((len(rows) - start).bit_length() - 1))
+        chunk = rows[start : start + size]
+        values = ",".join(["(" + ",".join("?" * width) + ")"] * size)
+        conn.execute(f"{insert} VALUES {values}", [value for row in chunk for value in row])
+        start += size
+
+
+_ROWS_PER_STATEMENT = 2048  # 7 columns: 14336 parameters, within SQLite's 32766
+
+
 @dataclass(frozen=True)
 class StoredEntry:
-    """One row as stored; ``body`` is the canonical JSON text, ``signature`` base64.
+    """One row as stored; ``body`` is the canonical JSON text, ``signature`` base64 (empty for
+    entries covered by a signed head instead, as the log writes them now).
 
     Values are whatever the file holds (a tampered file may hold other types), so readers
     that must not trust the file check them.
@@ -123,7 +146,7 @@ class AuditStore:
                     for statement in _SCHEMA:
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version in (2, 3):  # the entries stay as they are; the log fills the new tables
+                elif version in (2, 3, 4):  # the entries stay as they are; the log fills the new tables
                     for statement in _SCHEMA[1:]:
                         conn.execute(statement)
                     columns = {row[1] for row in conn.execute("PRAGMA table_info(audit_entries)")}
@@ -242,10 +265,11 @@ class AuditStore:
         """Inside :meth:`transaction`: ``(seq, request_id, body, entry_hash, signature, phase,
         openings)`` rows in one statement. AuditError if one is a duplicate (nothing is kept)."""
         try:
-            self._conn.executemany(
-                "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase, openings) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
+            _insert_many(
+                self._conn,
+                "INSERT INTO audit_entries (seq, request_id, body, entry_hash, signature, phase, openings)",
+                7,
+                list(rows),
             )
         except sqlite3.IntegrityError as exc:
             raise AuditError(
@@ -254,9 +278,7 @@ class AuditStore:
 
     def insert_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
         """Inside :meth:`transaction`: ``(level, index, hash)`` tree nodes."""
-        self._conn.executemany(
-            "INSERT OR REPLACE INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes
-        )
+        _insert_many(self._conn, "INSERT OR REPLACE INTO audit_nodes (level, idx, hash)", 3, list(nodes))
 
     def insert_checkpoint(self, size: int, note: str, created: str) -> None:
         """Inside :meth:`transaction`."""
@@ -323,6 +345,15 @@ class AuditStore:
         except sqlite3.Error as exc:
             raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
         return None if row is None else StoredEntry(*row)
+
+    def iter_leaves(self) -> Iterator[tuple[int, bytes]]:
+        """The stored tree's leaves as ``(index, hash)``, by index (index = seq - 1)."""
+        try:
+            cursor = self._conn.execute("SELECT idx, hash FROM audit_nodes WHERE level = 0 ORDER BY idx")
+            for index, value in cursor:
+                yield index, bytes(value) if isinstance(value, bytes | memoryview) else value
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
 
     def iter_entries(self) -> Iterator[StoredEntry]:
         """All entries in ``seq`` order (a snapshot: one read transaction)."""

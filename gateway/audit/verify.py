@@ -5,8 +5,10 @@ checking for each one, in this order:
 
 1. ``seq`` follows the previous row's (no gap: an entry was deleted or renumbered);
 2. the stored entry hash is the SHA-256 of the body (else the body was altered);
-3. the Ed25519 signature over the body is valid for the given public key (else the entry was
-   altered and re-hashed, forged, or signed by another key);
+3. the entry is signed: by a signed tree head that covers it (a checkpoint, or the log's signed
+   head, whose root check below then vouches for the body), or, for entries written before
+   signed heads, by its own valid Ed25519 signature over the body; an entry with neither was
+   appended without the key (or the signed head was removed or replaced by an older one);
 4. the body parses as a canonical entry of a known format, and sealed fields' openings match;
 5. the body's ``seq`` and ``request_id`` match the row's (else rows were swapped or edited);
 6. the body's ``prev`` is the previous entry's hash (the chain: catches deletion, insertion
@@ -17,8 +19,8 @@ It stops at the first bad entry and raises :class:`~gateway.errors.AuditVerifyEr
 ``seq`` is that entry's row ``seq`` and whose message names the request id and the reason.
 
 Then the Merkle tree: the entries' leaves (``SHA-256(0x00 || body)``) are folded into the
-RFC 9162 tree as the walk goes, and every signed checkpoint (those stored in the file, and any
-the auditor kept and passes in) must
+RFC 9162 tree as the walk goes, and every signed checkpoint (those stored in the file, the
+signed head, and any the auditor kept and passes in) must
 
 8. be a well-formed C2SP checkpoint in a signed note whose signature verifies with one of the
    given public keys (key id per the signed-note spec, so rotated keys are told apart);
@@ -27,6 +29,9 @@ the auditor kept and passes in) must
     removed or inserted, or the log was forked (two checkpoints no single log can satisfy);
 11. cover no more entries than the file holds: otherwise the log was truncated behind it.
 
+The signed head is written with every transaction, so it covers exactly the entries in the
+file; one that covers fewer is an old head put back, and the entries after it are unsigned.
+
 A hash chain alone cannot see entries removed from the end; a checkpoint can, as far as it
 covers. A checkpoint kept outside the file (``--checkpoint``) also catches the checkpoints
 table itself being cut back.
@@ -34,7 +39,7 @@ table itself being cut back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,23 +63,26 @@ from gateway.audit.entry import (
     verify_body_signature,
 )
 from gateway.audit.note import NoteError, NoteVerifier
-from gateway.audit.store import AuditStore, StoredEntry
+from gateway.audit.store import HEAD_META_KEY, AuditStore, StoredEntry
 from gateway.errors import AuditError, AuditVerifyError
 
 
 @dataclass(frozen=True)
 class VerifyReport:
     """A log that verified: how many entries, the hash of the last one (GENESIS_HASH if none),
-    the Merkle root of all of them, and how many signed checkpoints were checked."""
+    the Merkle root of all of them, and how many signed checkpoints (besides the signed head)
+    were checked."""
 
     entries: int
     head_hash: str
     root: str = merkle.EMPTY_ROOT.hex()
     checkpoints: int = 0
     origin: str | None = None
+    signed_head: bool = False  # the log's signed head was checked (logs before it have none)
 
 
 Keys = Ed25519PublicKey | Sequence[Ed25519PublicKey]
+HEAD_LABEL = "the signed head"
 
 
 def _keys(public_key: Keys) -> tuple[Ed25519PublicKey, ...]:
@@ -86,11 +94,15 @@ def _fail(row: StoredEntry, why: str) -> AuditVerifyError:
 
 
 def check_entry_alone(
-    row: StoredEntry, *, public_key: Keys, withheld_allowed: bool = False
+    row: StoredEntry, *, public_key: Keys, withheld_allowed: bool = False, covered: bool = False
 ) -> dict[str, JsonValue]:
     """The checks that need no other entry: text columns, hash, signature, a well-formed body
     that agrees with its row, and the openings of its sealed fields (all of them, unless
-    ``withheld_allowed``: an export may withhold some). Returns the opened entry. Pure."""
+    ``withheld_allowed``: an export may withhold some). Returns the opened entry. Pure.
+
+    ``covered``: the caller checks this entry against the root of a signed tree head (a
+    checkpoint or the signed head), so it needs no signature of its own; one it has must still
+    be valid. An uncovered entry must carry a valid signature."""
     if not isinstance(row.body, str):
         raise _fail(row, f"body is stored as {type(row.body).__name__}, not text (row altered)")
     if not isinstance(row.request_id, str):
@@ -98,7 +110,15 @@ def check_entry_alone(
     body = row.body.encode("utf-8", errors="surrogateescape")
     if entry_hash(body) != row.entry_hash:
         raise _fail(row, "hash mismatch: the body does not hash to the stored entry hash (body altered)")
-    if not isinstance(row.signature, str) or not any(
+    if covered and row.signature == "":
+        pass  # vouched for by the signed tree head's root
+    elif row.signature == "":
+        raise _fail(
+            row,
+            "not signed: no signed checkpoint or signed head covers it (appended without the key,"
+            " or the signed head was removed or replaced by an older one)",
+        )
+    elif not isinstance(row.signature, str) or not any(
         verify_body_signature(key, body, row.signature) for key in _keys(public_key)
     ):
         raise _fail(
@@ -125,7 +145,9 @@ def check_entry_alone(
     return opened
 
 
-def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_key: Keys) -> None:
+def check_entry(
+    row: StoredEntry, *, expected_seq: int, prev_hash: str, public_key: Keys, covered: bool = False
+) -> None:
     """Check one stored row against its expected position; raise AuditVerifyError if bad. Pure."""
     if isinstance(row.seq, bool) or not isinstance(row.seq, int) or row.seq != expected_seq:
         if isinstance(row.seq, int) and row.seq > expected_seq:
@@ -133,7 +155,7 @@ def check_entry(row: StoredEntry, *, expected_seq: int, prev_hash: str, public_k
         else:
             why = f"seq out of order: expected seq {expected_seq}, found {row.seq!r}"
         raise _fail(row, why)
-    entry = check_entry_alone(row, public_key=public_key)
+    entry = check_entry_alone(row, public_key=public_key, covered=covered)
     if entry["prev"] != prev_hash:
         raise _fail(
             row,
@@ -187,17 +209,40 @@ def verify_log(
     tree = merkle.CompactRange()
     with AuditStore.open_readonly(Path(db_path)) as store:
         notes = [(f"stored checkpoint at size {size}", note) for size, note, _ in store.checkpoints()]
+        head_note = store.meta(HEAD_META_KEY)
+        if head_note is not None:
+            notes.append((HEAD_LABEL, head_note))
         notes += [(f"given checkpoint #{i + 1}", note) for i, note in enumerate(checkpoints)]
         by_size, origin, bad = _open_checkpoints(notes, public_key)
+        covered = max(by_size, default=0)  # entries up to here are vouched for by a signed root
         previous_note = store.meta("previous_segment")
+        stored_leaves = _StoredLeaves(store.iter_leaves())
         for row in store.iter_entries():
-            check_entry(row, expected_seq=count + 1, prev_hash=prev_hash, public_key=public_key)
+            if bad and count >= covered and row.signature == "":
+                raise bad[0]  # unsigned because the head or checkpoint that would cover it is bad
+            expected = count + 1
+            check_entry(
+                row,
+                expected_seq=expected,
+                prev_hash=prev_hash,
+                public_key=public_key,
+                covered=count < covered,
+            )
             if (row.request_id, row.phase) in seen:
                 raise _fail(row, "duplicate request id: already logged by an earlier entry of this phase")
             seen.add((row.request_id, row.phase))
             prev_hash = row.entry_hash
+            leaf = merkle.leaf_hash(row.body.encode("utf-8", errors="surrogateescape"))
+            if stored_leaves.get(count) not in (None, leaf):
+                # Not evidence by itself (the tree table is a cache), but it names the entry that
+                # a root mismatch below, or the next entry's broken chain, would only bound.
+                raise _fail(
+                    row,
+                    "does not match its leaf in the log's stored Merkle tree: the entry was altered"
+                    " (and its hash recomputed) after it was written, or the tree table was",
+                )
             count += 1
-            tree.append(merkle.leaf_hash(row.body.encode("utf-8", errors="surrogateescape")))
+            tree.append(leaf)
             for label, cp in by_size.get(count, ()):
                 if cp.root_hash != tree.root():
                     raise AuditVerifyError(
@@ -207,6 +252,13 @@ def verify_log(
                     )
     if bad:  # the entries are fine; a checkpoint is not
         raise bad[0]
+    heads = [size for size, cps in by_size.items() for label, _ in cps if label == HEAD_LABEL]
+    if heads and heads[0] < count:  # the entries after it are signed by the older scheme
+        raise AuditVerifyError(
+            f"{HEAD_LABEL}: it covers {heads[0]} entries but the log holds {count}, which were"
+            " signed one by one (an older head put back over a newer one)",
+            seq=heads[0] + 1,
+        )
     _check_segment_link(by_size, previous_note, public_key, previous_segment)
     beyond = sorted(size for size in by_size if size > count)
     if beyond:
@@ -220,9 +272,25 @@ def verify_log(
         entries=count,
         head_hash=prev_hash,
         root=tree.root().hex(),
-        checkpoints=sum(len(v) for v in by_size.values()),
+        checkpoints=sum(1 for cps in by_size.values() for label, _ in cps if label != HEAD_LABEL),
+        signed_head=bool(heads),
         origin=origin,
     )
+
+
+class _StoredLeaves:
+    """Stored leaves ``(index, hash)`` in index order, looked up by increasing index."""
+
+    def __init__(self, leaves: Iterator[tuple[int, bytes]]) -> None:
+        self._leaves = leaves
+        self._next: tuple[int, bytes] | None = next(leaves, None)
+
+    def get(self, index: int) -> bytes | None:
+        while self._next is not None and self._next[0] < index:
+            self._next = next(self._leaves, None)
+        if self._next is not None and self._next[0] == index:
+            return self._next[1]
+        return None
 
 
 def _check_segment_link(

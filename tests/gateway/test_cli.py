@@ -340,7 +340,12 @@ def test_audit_verify_ok(
 def test_audit_checkpoint_prints_a_note_that_verify_accepts(
     initialised: InitResult, state_config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _fill_audit(state_config, 3)
+    _fill_audit(state_config, 2)
+    with sqlite3.connect(state_config.audit_db) as db:  # a backup of the signed head at 2 entries
+        old_head = db.execute("SELECT value FROM audit_meta WHERE key = 'head'").fetchone()[0]
+    db.close()
+    with AuditLog(state_config.audit_db, load_private_key(state_config.signing_key)) as log:
+        log.append(_record(3))
     assert main(["audit", "checkpoint"]) == 0
     note = capsys.readouterr().out
     assert note.splitlines()[1:2] == ["3"]  # origin, size, root, blank line, signature
@@ -349,6 +354,11 @@ def test_audit_checkpoint_prints_a_note_that_verify_accepts(
     with sqlite3.connect(state_config.audit_db) as db:  # cut the log and its stored checkpoints
         db.execute("DELETE FROM audit_entries WHERE seq = 3")
         db.execute("DELETE FROM audit_checkpoints")
+    db.close()
+    assert main(["audit", "verify"]) == 1  # the signed head in the file covers 3 entries
+    assert "signed head: it covers 3 entries but the log holds 2" in capsys.readouterr().out
+    with sqlite3.connect(state_config.audit_db) as db:  # ...so the attacker puts the old one back
+        db.execute("UPDATE audit_meta SET value = ? WHERE key = 'head'", (old_head,))
     db.close()
     assert main(["audit", "verify"]) == 0  # the file alone cannot tell
     capsys.readouterr()
@@ -438,7 +448,7 @@ def test_audit_verify_with_the_wrong_public_key_fails(
     generate_signing_key(tmp_path / "other.pem", tmp_path / "other.pub.pem")
 
     assert main(["audit", "verify", "--public-key", str(tmp_path / "other.pub.pem")]) == 1
-    assert "FAILED: audit entry seq 1 " in capsys.readouterr().out
+    assert "no signature by a known key" in capsys.readouterr().out
 
 
 def test_audit_verify_without_a_database_exits_2(

@@ -56,7 +56,7 @@ class Sink:
         self.fail = fail
         self.records: list[AuditRecord] = []
 
-    def append(self, record: AuditRecord) -> object:
+    async def append_async(self, record: AuditRecord) -> object:
         if self.fail:
             raise AuditError("disk full")
         self.records.append(record)

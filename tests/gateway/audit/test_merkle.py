@@ -507,6 +507,25 @@ def test_compact_range_round_trips_and_resumes(data: list[bytes], cut: int) -> N
     assert restored.root() == ListSource(leaves).root()
 
 
+def test_append_nodes_returns_every_aligned_node_it_completes() -> None:
+    leaves = _leaves(70, b"nodes")
+    state = CompactRange()
+    stored: dict[tuple[int, int], bytes] = {}
+    for index, leaf in enumerate(leaves):
+        nodes = state.append_nodes(leaf)
+        assert nodes[0] == (0, index, leaf)
+        assert [level for level, _, _ in nodes] == list(range(len(nodes)))
+        stored.update({(level, idx): value for level, idx, value in nodes})
+    assert state.root() == root(leaves)
+    # Every perfect subtree of the 70 leaves is there with its root, and nothing else.
+    expected = {
+        (level, idx): root(leaves[idx << level : (idx + 1) << level])
+        for level in range(7)
+        for idx in range(70 >> level)
+    }
+    assert stored == expected
+
+
 def test_compact_range_refuses_bad_input() -> None:
     h = leaf_hash(b"x")
     for nodes in ([(0, h), (1, h)], [(1, h), (1, h)], [(-1, h)], [(64, h)], [(0, b"short")], [(True, h)]):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.audit import store as store_module
 from gateway.audit.store import SCHEMA_VERSION, AuditStore, Head
 from gateway.errors import AuditError
 
@@ -91,3 +92,29 @@ def test_a_store_of_an_older_schema_is_refused_with_a_clear_error(tmp_path: Path
     conn.close()
     with pytest.raises(AuditError, match=f"schema version 1, this llmos reads version {SCHEMA_VERSION}"):
         AuditStore.open(db)
+
+
+def test_group_inserts_go_in_a_few_multi_row_statements(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_ROWS_PER_STATEMENT", 4)
+    statements: list[str] = []
+    with AuditStore.open(db_path) as store:
+        store._conn.set_trace_callback(statements.append)
+        rows = [(seq, f"r{seq}", "{}", f"h{seq}", "", "complete", "") for seq in range(1, 12)]
+        with store.transaction():
+            store.insert_entries(rows)
+        store._conn.set_trace_callback(None)
+        assert [row.seq for row in store.iter_entries()] == list(range(1, 12))
+        assert [row.request_id for row in store.iter_entries()][-1] == "r11"
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert [s.count("(") - 1 for s in inserts] == [4, 4, 2, 1]  # 11 rows: 4 + 4 + 2 + 1
+
+
+def test_a_refused_row_fails_its_whole_group_insert(db_path: Path) -> None:
+    with AuditStore.open(db_path) as store:
+        store.append(1, "taken", "{}", "h1", "")
+        rows = [(2, "fresh", "{}", "h2", "", "complete", ""), (3, "taken", "{}", "h3", "", "complete", "")]
+        with pytest.raises(AuditError, match="request id already logged"), store.transaction():
+            store.insert_entries(rows)
+        assert [row.seq for row in store.iter_entries()] == [1]

@@ -53,6 +53,15 @@ def insert(db_path: Path, values: tuple[int, str, str, str, str, str]) -> None:
     )
 
 
+def stored_head(db_path: Path) -> str:
+    conn = sqlite3.connect(db_path)
+    try:
+        found = conn.execute("SELECT value FROM audit_meta WHERE key = 'head'").fetchone()
+    finally:
+        conn.close()
+    return str(found[0])
+
+
 def expect_failure(db_path: Path, keypair: KeyPair, seq: int, why: str) -> AuditVerifyError:
     with pytest.raises(AuditVerifyError, match=why) as info:
         verify_log(db_path, keypair.public_key)
@@ -85,12 +94,46 @@ def test_altered_body_with_recomputed_hash(filled_log: Path, keypair: KeyPair) -
         "UPDATE audit_entries SET body = ?, entry_hash = ? WHERE seq = 3",
         params=(body, entry_hash(body.encode())),
     )
-    expect_failure(filled_log, keypair, 3, "bad signature")
+    expect_failure(filled_log, keypair, 3, "does not match its leaf")
+    # With the stored tree altered to match, the next entry's chain names where it broke...
+    sql(filled_log, "DELETE FROM audit_nodes")
+    expect_failure(filled_log, keypair, 4, "chain broken")
+    # ...and with the chain rewritten too, the signed head's root still catches it.
+    sql(filled_log, "DELETE FROM audit_entries WHERE seq > 3")
+    with pytest.raises(AuditVerifyError, match="it covers 5 entries but the log holds 3"):
+        verify_log(filled_log, keypair.public_key)
 
 
-@pytest.mark.parametrize("signature_from", ["other-entry", "garbage", "empty"])
+def test_entries_carry_no_signature_of_their_own(filled_log: Path, keypair: KeyPair) -> None:
+    """Each transaction signs the tree once (the signed head), instead of each entry."""
+    assert {row(filled_log, seq)[3] for seq in range(1, 6)} == {""}
+    assert verify_log(filled_log, keypair.public_key).signed_head
+
+
+def test_unsigned_entries_without_their_signed_head(filled_log: Path, keypair: KeyPair) -> None:
+    sql(filled_log, "DELETE FROM audit_meta WHERE key = 'head'", "DELETE FROM audit_checkpoints")
+    expect_failure(filled_log, keypair, 1, "not signed: no signed checkpoint or signed head covers it")
+
+
+def test_an_older_signed_head_put_back(
+    open_log: Callable[[], AuditLog], db_path: Path, keypair: KeyPair
+) -> None:
+    with open_log() as log:
+        for n in range(3):
+            log.append(make_record(n))
+        old_head = stored_head(db_path)
+        for n in range(3, 6):
+            log.append(make_record(n))
+    sql(db_path, "DELETE FROM audit_checkpoints")
+    sql(db_path, "UPDATE audit_meta SET value = ? WHERE key = 'head'", params=(old_head,))
+    expect_failure(db_path, keypair, 4, "not signed")  # the entries after the old head are bare
+
+
+@pytest.mark.parametrize("signature_from", ["other-entry", "garbage"])
 def test_altered_signature(filled_log: Path, keypair: KeyPair, signature_from: str) -> None:
-    signature = {"other-entry": row(filled_log, 1)[3], "garbage": "AAAA", "empty": ""}[signature_from]
+    """An entry's own signature, when it has one (entries before signed heads), must verify."""
+    other = encode_entry(build_entry(make_record(99), seq=1, prev="0" * 64))
+    signature = {"other-entry": sign_body(keypair.private_key, other), "garbage": "AAAA"}[signature_from]
     sql(filled_log, "UPDATE audit_entries SET signature = ? WHERE seq = 2", params=(signature,))
     expect_failure(filled_log, keypair, 2, "bad signature")
 
@@ -128,7 +171,14 @@ def test_row_request_id_edited(filled_log: Path, keypair: KeyPair) -> None:
 def test_replayed_entry_appended(filled_log: Path, keypair: KeyPair) -> None:
     _, body, digest, signature = row(filled_log, 2)
     insert(filled_log, (6, "replay", body, digest, signature, "complete"))
-    expect_failure(filled_log, keypair, 6, "body says seq 2")
+    expect_failure(filled_log, keypair, 6, "not signed")  # beyond the signed head
+    other = encode_entry(build_entry(make_record(99), seq=1, prev="0" * 64))
+    sql(
+        filled_log,
+        "UPDATE audit_entries SET signature = ? WHERE seq = 6",
+        params=(sign_body(keypair.private_key, other),),
+    )
+    expect_failure(filled_log, keypair, 6, "bad signature")
 
 
 def test_entry_replaced_by_key_holder_breaks_chain(filled_log: Path, keypair: KeyPair) -> None:
@@ -137,6 +187,8 @@ def test_entry_replaced_by_key_holder_breaks_chain(filled_log: Path, keypair: Ke
     replacement = signed_row(keypair.private_key, 33, 3, prev)
     sql(filled_log, "DELETE FROM audit_entries WHERE seq = 3")
     insert(filled_log, replacement)
+    expect_failure(filled_log, keypair, 3, "does not match its leaf")
+    sql(filled_log, "DELETE FROM audit_nodes")  # the tree table altered to match
     expect_failure(filled_log, keypair, 4, "chain broken")
 
 
@@ -151,9 +203,9 @@ def test_forged_entry_signed_by_another_key(filled_log: Path, keypair: KeyPair) 
 
 
 def test_wrong_public_key(filled_log: Path, keypair: KeyPair) -> None:
-    with pytest.raises(AuditVerifyError, match="bad signature") as info:
+    with pytest.raises(AuditVerifyError, match="no signature by a known key") as info:
         verify_log(filled_log, Ed25519PrivateKey.generate().public_key())
-    assert info.value.seq == 1
+    assert "seq 1" not in str(info.value)
 
 
 def test_unparseable_body_signed_by_the_key(filled_log: Path, keypair: KeyPair) -> None:
@@ -196,8 +248,14 @@ def test_phase_column_edited(filled_log: Path, keypair: KeyPair) -> None:
 
 
 def test_first_bad_entry_is_named(filled_log: Path, keypair: KeyPair) -> None:
-    sql(filled_log, "UPDATE audit_entries SET signature = '' WHERE seq IN (2, 4)")
-    expect_failure(filled_log, keypair, 2, "bad signature")
+    for seq in (4, 2):
+        body = row(filled_log, seq)[1].replace('"status":200', '"status":500')
+        sql(
+            filled_log,
+            "UPDATE audit_entries SET body = ?, entry_hash = ? WHERE seq = ?",
+            params=(body, entry_hash(body.encode()), seq),
+        )
+    expect_failure(filled_log, keypair, 2, "does not match its leaf")
 
 
 def test_a_truncated_tail_is_caught_by_the_signed_checkpoint(
