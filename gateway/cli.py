@@ -14,6 +14,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.errors import ApiError, AuditVerifyError, ConfigError, LlmosError
 from gateway.policy.commands import add_policy_commands, run_policy
+from gateway.sandboxcheck import add_sandbox_commands, run_sandbox
 from gateway.types import ENDPOINTS, ROLES
 
 DESCRIPTION = """\
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", type=Path, help="audit database (default: from the configuration)")
 
     add_policy_commands(sub, _add_config)
+    add_sandbox_commands(sub, _add_config)
     return parser
 
 
@@ -394,7 +396,18 @@ def cmd_policy(args: argparse.Namespace) -> int:
     return run_policy(args, load_config)
 
 
-COMMANDS = {"init": cmd_init, "serve": cmd_serve, "keys": cmd_keys, "audit": cmd_audit, "policy": cmd_policy}
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    return run_sandbox(args, load_config)
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "serve": cmd_serve,
+    "keys": cmd_keys,
+    "audit": cmd_audit,
+    "policy": cmd_policy,
+    "sandbox": cmd_sandbox,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

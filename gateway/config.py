@@ -168,6 +168,16 @@ class ModelConfig(_Section):
     default_max_tokens: int = Field(default=256, ge=1)
     threads: int | None = Field(default=None, ge=1)  # torch CPU threads in the worker (default: torch's)
     labels: list[str] = Field(default_factory=list)  # seen by policy, e.g. "internal", "tenant:acme"
+    # The worker's memory: RLIMIT_AS (CPU only) and cgroup memory.max where cgroup v2 is delegated.
+    memory_limit_bytes: int | None = Field(default=None, ge=64 * 1024 * 1024)
+    gpus: list[StrictInt] = Field(default_factory=list)  # CUDA devices: CUDA_VISIBLE_DEVICES, /dev/nvidiaN
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_indices(cls, gpus: list[int]) -> list[int]:
+        if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+            raise ValueError("GPU indices must be distinct and >= 0")
+        return gpus
 
     _resolve = field_validator("path", "canary_file")(_resolve)
 
@@ -190,6 +200,32 @@ class WorkersConfig(_Section):
     start_timeout_s: float = Field(default=120.0, gt=0)
 
 
+SandboxLayer = Literal[  # sandbox.isolation.LAYERS
+    "environment",
+    "descriptors",
+    "cgroup",
+    "network",
+    "rlimits",
+    "uid",
+    "no_new_privs",
+    "filesystem",
+    "seccomp",
+]
+
+
+class SandboxConfig(_Section):
+    """How model workers are isolated (docs/sandbox.md)."""
+
+    # Refuse to start a worker that lacks a layer (other than those in ``optional``); without it,
+    # each missing layer is logged as a warning and the worker serves anyway.
+    strict: bool = False
+    optional: list[SandboxLayer] = Field(default_factory=list)
+    uid: StrictInt = Field(default=65534, ge=0)  # a root gateway's workers run as this uid/gid
+    gid: StrictInt = Field(default=65534, ge=0)
+    max_open_files: StrictInt = Field(default=1024, ge=16)
+    max_processes: StrictInt = Field(default=512, ge=1)  # RLIMIT_NPROC (after the uid drop), pids.max
+
+
 class Config(_Section):
     """The whole configuration. Build it with ``load()`` or ``embedded()``."""
 
@@ -203,6 +239,7 @@ class Config(_Section):
     limits: LimitsConfig = LimitsConfig()  # rate limits and token budgets (docs/limits.md)
     oidc: OidcConfig = OidcConfig()  # trusted identity providers for bearer JWTs (docs/oidc.md)
     pii: PiiConfig = PiiConfig()  # sensitive-data detection: Presidio or patterns (docs/pii.md)
+    sandbox: SandboxConfig = SandboxConfig()  # isolation of model workers (docs/sandbox.md)
 
     _resolve = field_validator("state_dir")(_resolve)
 

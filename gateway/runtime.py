@@ -11,6 +11,7 @@ from gateway.api.routes import Limits
 from gateway.audit.keys import load_private_key
 from gateway.audit.log import AuditLog
 from gateway.config import Config
+from gateway.errors import ConfigError
 from gateway.identity import Authenticator
 from gateway.limits import build_store
 from gateway.mtls import CertMapper
@@ -22,6 +23,8 @@ from gateway.secretfile import read_secret
 from gateway.state import open_key_store
 from sandbox.canaries import CanaryFileError, load_canaries
 from sandbox.client import ModelWorker, WorkerSpec
+from sandbox.isolation import SandboxSettings, describe_missing
+from sandbox.isolation.probe import unsupported_layers
 
 log = logging.getLogger("llmos.gateway")
 
@@ -57,6 +60,32 @@ class Runtime:
         close_engine(self.pipeline.policy)
 
 
+def sandbox_settings(config: Config) -> SandboxSettings:
+    s = config.sandbox
+    return SandboxSettings(
+        strict=s.strict,
+        optional=tuple(s.optional),
+        uid=s.uid,
+        gid=s.gid,
+        max_open_files=s.max_open_files,
+        max_processes=s.max_processes,
+    )
+
+
+def check_sandbox_host(settings: SandboxSettings) -> None:
+    """Strict mode on a host that cannot give a layer fails ``llmos serve`` now, not each worker."""
+    missing = unsupported_layers(settings.optional)
+    if not missing:
+        return
+    if settings.strict:
+        raise ConfigError(
+            f"sandbox.strict: this host cannot isolate model workers with {describe_missing(missing)};"
+            " fix the host or list the layer(s) in sandbox.optional"
+        )
+    for layer in missing:
+        log.warning("sandbox: this host cannot give workers the %s layer (%s)", layer.name, layer.detail)
+
+
 def build_runtime(config: Config) -> Runtime:
     keys = open_key_store(config)
     policy = load_policy(config)
@@ -75,6 +104,8 @@ def build_runtime(config: Config) -> Runtime:
                 load_canaries(m.canary_file)
             except CanaryFileError as exc:
                 raise CanaryFileError(f"model {m.name!r}: canary_file: {exc}") from exc
+    sandbox = sandbox_settings(config)
+    check_sandbox_host(sandbox)
     workers = {
         m.name: ModelWorker(
             WorkerSpec(
@@ -88,6 +119,9 @@ def build_runtime(config: Config) -> Runtime:
                 start_timeout_s=config.workers.start_timeout_s,
                 max_queue=m.max_queue,
                 threads=m.threads,
+                memory_limit_bytes=m.memory_limit_bytes,
+                gpus=tuple(m.gpus),
+                sandbox=sandbox,
             )
         )
         for m in config.model_list

@@ -22,6 +22,7 @@ ENDPOINTS: tuple[str, ...] = (
     "admin.policy",
     "admin.keys",
     "admin.auth",
+    "admin.workers",
     "audit.checkpoint",
     "audit.entries",
     "audit.consistency",

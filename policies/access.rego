@@ -11,6 +11,7 @@ endpoint_roles := {
 	"admin.policy": {"admin"},
 	"admin.keys": {"admin"},
 	"admin.auth": {"admin"},
+	"admin.workers": {"admin"},
 	"audit.checkpoint": {"admin", "auditor"},
 	"audit.entries": {"admin", "auditor"},
 	"audit.consistency": {"admin", "auditor"},

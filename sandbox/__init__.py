@@ -6,7 +6,7 @@ sampling     next-token choice: greedy, temperature, top-p, seeds
 modeldir     refusing unsafe model directories (safetensors only)
 model        loading a local causal LM and streaming a generation
 demo_model   a tiny random Llama built locally, for tests and demos
-isolation    scrubbed environment, descriptors, no_new_privs, no core dumps
+isolation    the isolation layers (netns, Landlock, seccomp, rlimits, cgroup, uid drop)
 worker       the worker process (``python -m sandbox.worker``)
 process      spawning and reaping one worker subprocess
 client       ModelWorker: supervision, restarts, admission, streaming

@@ -275,6 +275,7 @@ class ModelWorker:
         self.context_length = context_length if isinstance(context_length, int) else None
         isolation = frame.get("isolation")
         self.isolation = IsolationReport.from_dict(isolation) if isinstance(isolation, dict) else None
+        self._warn_degraded()
         self.last_error = None
         self._load_failed = False
         ready_since = asyncio.get_running_loop().time()
@@ -286,6 +287,20 @@ class ModelWorker:
         except (ProtocolError, OSError) as exc:
             log.error("model worker %r: bad channel, restarting it: %s", name, exc)
         return ready_since
+
+    def _warn_degraded(self) -> None:
+        """One warning per isolation layer the worker lacks (strict mode refused those already)."""
+        if self.isolation is None:
+            log.warning("model worker %r sent no isolation report", self.spec.name)
+            return
+        for layer in self.isolation.missing():
+            log.warning(
+                "model worker %r runs without isolation layer %s (%s: %s)",
+                self.spec.name,
+                layer.name,
+                layer.status,
+                layer.detail,
+            )
 
     def _dispatch(self, frame: Frame) -> None:
         kind = frame.get("type")

@@ -3,7 +3,8 @@
 The worker gets a fresh private temp dir as HOME and TMPDIR, a scrubbed environment, stdin and
 stdout on /dev/null, stderr appended to the operator's log file (or /dev/null), and no inherited
 descriptor except its end of a ``socketpair``. It runs in its own session, so a terminal's
-Ctrl-C reaches only the gateway, which then stops its workers in order.
+Ctrl-C reaches only the gateway, which then stops its workers in order. The worker isolates
+itself (``sandbox.isolation``) with the settings passed as ``--sandbox JSON``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
 from sandbox.backend import ModelKind
-from sandbox.isolation import build_worker_env
+from sandbox.isolation import SandboxSettings, build_worker_env
+from sandbox.isolation.limits import remove_worker_cgroup
 from sandbox.protocol import Frame, encode_frame
 
 
@@ -39,6 +41,9 @@ class WorkerSpec:
     threads: int | None = None  # OMP/MKL threads of the worker; None leaves torch's default
     healthy_after_s: float = 30.0  # ready this long before dying => the backoff starts over
     stop_timeout_s: float = 5.0
+    memory_limit_bytes: int | None = None  # RLIMIT_AS and cgroup memory.max; None: unlimited
+    gpus: tuple[int, ...] = ()  # CUDA devices: CUDA_VISIBLE_DEVICES and their /dev/nvidia* files
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # host-wide isolation settings
 
     def __post_init__(self) -> None:
         positive = ("restart_backoff_initial_s", "start_timeout_s", "stop_timeout_s")
@@ -55,6 +60,11 @@ class WorkerSpec:
             raise ValueError("WorkerSpec.name must be a non-empty string")
         if (self.kind == "transformers") != (self.model_dir is not None):
             raise ValueError("WorkerSpec.model_dir is required for kind transformers and unused for echo")
+        self.isolation_settings()  # checks memory_limit_bytes and gpus
+
+    def isolation_settings(self) -> SandboxSettings:
+        """What the worker is asked to apply: the host-wide settings plus this model's limits."""
+        return replace(self.sandbox, memory_limit_bytes=self.memory_limit_bytes, gpus=tuple(self.gpus))
 
     def worker_args(self, fd: int) -> list[str]:
         """The ``sandbox.worker`` arguments (paths absolute: the worker runs in its own temp dir)."""
@@ -63,7 +73,7 @@ class WorkerSpec:
             args += ["--model-dir", str(self.model_dir.resolve())]
         if self.canary_file is not None:
             args += ["--canaries", str(self.canary_file.resolve())]
-        return args
+        return [*args, "--sandbox", self.isolation_settings().to_json()]
 
 
 @dataclass
@@ -107,7 +117,7 @@ async def spawn_worker(spec: WorkerSpec) -> WorkerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
-            env=build_worker_env(work_dir, threads=spec.threads, pythonpath=_project_root()),
+            env=build_worker_env(work_dir, threads=spec.threads, pythonpath=_project_root(), gpus=spec.gpus),
             cwd=work_dir,
             pass_fds=(fd,),
             close_fds=True,
@@ -136,4 +146,5 @@ async def reap_worker(process: WorkerProcess, grace_s: float) -> int:
             process.proc.kill()
         await process.proc.wait()
     shutil.rmtree(process.work_dir, ignore_errors=True)
+    remove_worker_cgroup(process.work_dir.name)
     return process.proc.returncode if process.proc.returncode is not None else -1

@@ -1,7 +1,9 @@
 """The model worker process: ``python -m sandbox.worker --fd N --name NAME [--kind KIND]
-[--model-dir DIR] [--canaries FILE]``.
+[--model-dir DIR] [--canaries FILE] [--sandbox JSON]``.
 
-It reads the canary file (if any), applies isolation, loads the model (``sandbox.backend``),
+It reads the canary file (if any), applies isolation (``sandbox.isolation``; in strict mode a
+missing layer ends it with a ``fatal`` frame before any model file is read), loads the model
+(``sandbox.backend``),
 sends ``ready`` and then serves generate requests one at a time over the inherited socket. A
 request in which a canary value occurs is refused with ``canary_tripped`` before generation.
 A reader thread takes frames off the channel (generate -> queue, cancel -> flag); the main
@@ -26,7 +28,8 @@ from gateway.errors import WorkerError, WorkerRequestError
 from gateway.types import DoneEvent, GenerateRequest
 from sandbox.backend import MODEL_KINDS, Backend, load_backend
 from sandbox.canaries import CANARY_TRIPPED, CANARY_TRIPPED_MESSAGE, Canaries, CanaryFileError, load_canaries
-from sandbox.isolation import apply_isolation
+from sandbox.isolation import IsolationReport, SandboxSettings, apply_isolation, describe_missing
+from sandbox.modeldir import check_model_dir
 from sandbox.protocol import (
     Frame,
     ProtocolError,
@@ -170,12 +173,39 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--kind", choices=MODEL_KINDS, default="transformers", help="what to serve")
     parser.add_argument("--model-dir", type=Path, help="the checkpoint directory (kind transformers only)")
     parser.add_argument("--canaries", type=Path, help="file of values that must never reach the model")
+    parser.add_argument(
+        "--sandbox",
+        type=SandboxSettings.from_json,
+        default=SandboxSettings(),
+        help="isolation settings (JSON, sandbox.isolation.settings)",
+    )
     args = parser.parse_args(argv)
     if args.kind == "transformers" and args.model_dir is None:
         parser.error("--model-dir is required with --kind transformers")
     if args.kind == "echo" and args.model_dir is not None:
         parser.error("--model-dir is not used with --kind echo")
     return args
+
+
+def _warm_imports(model_dir: Path) -> None:
+    """Import the model runtime while the interpreter's files are still readable (before a uid drop
+    that keeps no read capability); skipped for a directory that will be refused anyway."""
+    try:
+        check_model_dir(model_dir)
+    except WorkerError:
+        return
+    import sandbox.model  # noqa: F401  (torch, transformers)
+
+
+def strict_refusal(report: IsolationReport, settings: SandboxSettings) -> str | None:
+    """In strict mode, why the worker must not load a model; None when it may."""
+    missing = report.missing(settings.optional)
+    if not settings.strict or not missing:
+        return None
+    return (
+        "sandbox.strict: refusing to load the model without isolation layer(s) "
+        f"{describe_missing(missing)}; fix the host or list the layer in sandbox.optional"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -192,13 +222,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             canaries = load_canaries(args.canaries)
         except CanaryFileError as exc:
             canaries = exc
-    report = apply_isolation(args.fd)
+    model_dir: Path | None = args.model_dir
+    warm = None if model_dir is None else lambda: _warm_imports(model_dir)
+    report = apply_isolation(args.fd, args.sandbox, model_dir=model_dir, warm=warm)
     sock = socket.socket(fileno=args.fd)
     channel = Channel(sock)
     try:
         if isinstance(canaries, CanaryFileError):
             log.error("canary file refused: %s", canaries)
             channel.send({"type": "fatal", "message": str(canaries)})
+            return 2
+        refusal = strict_refusal(report, args.sandbox)
+        if refusal is not None:
+            log.error("%s", refusal)
+            channel.send({"type": "fatal", "message": refusal})
             return 2
         try:
             model = load_backend(args.kind, args.model_dir)
@@ -220,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.kind,
             model.context_length,
             len(canaries),
-            report.to_dict(),
+            report.summary(),
         )
         serve(channel, model, canaries)
         return 0

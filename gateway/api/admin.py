@@ -1,4 +1,5 @@
-"""Administration API: ``/admin/keys`` (API key lifecycle), ``/admin/policy`` and ``/admin/auth``.
+"""Administration API: ``/admin/keys`` (API key lifecycle), ``/admin/policy``, ``/admin/auth`` and
+``/admin/workers`` (model workers and the isolation each one got).
 
 Both need the ``admin`` role *and* an allow from the policy (``admin.keys`` and
 ``admin.policy`` endpoints in the policy input), so a policy can narrow administration
@@ -100,6 +101,26 @@ async def auth_status(request: Request) -> Response:
         }
 
     return await _admin(request, "admin.auth", act)
+
+
+@router.get("/admin/workers")
+async def workers_status(request: Request) -> Response:
+    """Each model worker's state, restarts, last start error and per-layer isolation report."""
+
+    async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
+        data = {}
+        for name, worker in pipeline.workers.items():
+            isolation = getattr(worker, "isolation", None)
+            data[name] = {
+                "state": worker.state,
+                "pid": getattr(worker, "pid", None),
+                "restarts": getattr(worker, "restarts", 0),
+                "last_error": getattr(worker, "last_error", None),
+                "isolation": isolation.to_dict() if isolation is not None else None,
+            }
+        return 200, {"workers": data}
+
+    return await _admin(request, "admin.workers", act)
 
 
 @router.get("/admin/keys")

@@ -231,3 +231,37 @@ def test_config_is_frozen(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="frozen"):
         config.server.port = 1  # type: ignore[misc]
+
+
+def test_sandbox_section_and_model_limits_reach_the_worker_spec(write_config) -> None:
+    from typing import get_args
+
+    from gateway.config import SandboxLayer
+    from gateway.runtime import sandbox_settings
+    from sandbox.isolation import LAYERS
+
+    assert get_args(SandboxLayer) == LAYERS
+    config = Config.load(
+        write_config(
+            "sandbox: {strict: true, optional: [cgroup], uid: 1234, gid: 1235}\n"
+            "models:\n  - {name: m, kind: echo, memory_limit_bytes: 2147483648, gpus: [1, 0]}\n"
+        )
+    )
+    settings = sandbox_settings(config)
+    assert (settings.strict, settings.optional, settings.uid, settings.gid) == (True, ("cgroup",), 1234, 1235)
+    model = config.model_list[0]
+    assert (model.memory_limit_bytes, model.gpus) == (2**31, [1, 0])
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("sandbox: {optional: [firewall]}\n", "sandbox.optional.0"),
+        ("sandbox: {strict: yes-please}\n", "sandbox.strict"),
+        ("models:\n  - {name: m, kind: echo, memory_limit_bytes: 1000}\n", "models.0.memory_limit_bytes"),
+        ("models:\n  - {name: m, kind: echo, gpus: [0, 0]}\n", "models.0.gpus"),
+    ],
+)
+def test_bad_sandbox_settings_name_the_key(write_config, text: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        Config.load(write_config(text))

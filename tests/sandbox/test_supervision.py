@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.client import WorkerSpec, next_backoff
+from sandbox.isolation import SandboxSettings
 
 SPEC = WorkerSpec(
     name="m",
@@ -67,6 +68,16 @@ def test_worker_args_carry_kind_model_dir_and_canaries(tmp_path: Path) -> None:
         "echo",
         "--canaries",
         str(canaries),
+        "--sandbox",
+        SandboxSettings().to_json(),
     ]
-    args = WorkerSpec(name="t", model_dir=tmp_path).worker_args(7)
-    assert args[4:] == ["--kind", "transformers", "--model-dir", str(tmp_path)]
+    spec = WorkerSpec(name="t", model_dir=tmp_path, memory_limit_bytes=2**30, gpus=(1, 0))
+    args = spec.worker_args(7)
+    assert args[4:8] == ["--kind", "transformers", "--model-dir", str(tmp_path)]
+    sent = SandboxSettings.from_json(args[-1])
+    assert (sent.memory_limit_bytes, sent.gpus) == (2**30, (1, 0))
+
+
+def test_spec_checks_the_isolation_limits() -> None:
+    with pytest.raises(ValueError, match="memory_limit_bytes"):
+        WorkerSpec(name="e", kind="echo", memory_limit_bytes=1024)

@@ -81,7 +81,9 @@ def test_serves_cancels_refuses_and_exits_when_the_gateway_goes(demo_model_dir: 
         ready = next(frames)
         assert ready["type"] == "ready"
         assert (ready["model"], ready["context_length"], ready["pid"]) == ("probe", 2048, proc.pid)
-        assert ready["isolation"]["no_new_privs"] is True
+        layers = {layer["name"]: layer for layer in ready["isolation"]["layers"]}
+        assert layers["no_new_privs"]["applied"] is True
+        assert layers["filesystem"]["applied"] is True  # the model still loads under Landlock
 
         bad = generate_frame("bad", secret_prompt, 5)
         bad["params"]["max_tokens"] = 0
