@@ -317,7 +317,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     keys = ", ".join(f"sha256:{key_fingerprint(k)}" for k in public_keys)
     print(
         f"OK: {report.entries} entries verified; head {report.head_hash}; Merkle root {report.root};"
-        f" {report.checkpoints} signed checkpoints (origin {report.origin}); signing keys {keys}"
+        f" {report.checkpoints} signed checkpoints{' and the signed head' if report.signed_head else ''}"
+        f" (origin {report.origin}); signing keys {keys}"
     )
     return 0
 

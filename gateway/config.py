@@ -198,6 +198,12 @@ class WorkersConfig(_Section):
     restart_backoff_initial_s: float = Field(default=0.5, gt=0)
     restart_backoff_max_s: float = Field(default=30.0, gt=0)
     start_timeout_s: float = Field(default=120.0, gt=0)
+    # A worker holding requests that sends nothing for this long is hung: killed and restarted;
+    # its oldest request gets 504 model_timeout, the others 503 worker_crashed.
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    # Failed starts or short-lived workers in a row before a model is refused at once with 503
+    # model_unhealthy (until a worker is ready again).
+    unhealthy_after_failures: StrictInt = Field(default=3, ge=1)
 
 
 SandboxLayer = Literal[  # sandbox.isolation.LAYERS

@@ -11,12 +11,14 @@
     │   ├── ClientClosedRequest     499 (recorded only: the client is gone)
     │   ├── RateLimited             429 rate_limit_error (carries Retry-After)
     │   ├── InternalError           500 server_error (a bug or a failed generation; no detail)
-    │   └── ServiceUnavailable      503 service_unavailable_error (carries Retry-After)
+    │   ├── ServiceUnavailable      503 service_unavailable_error (carries Retry-After)
+    │   └── GatewayTimeout          504 timeout_error (the model did not answer in time)
     ├── PolicyError                 the policy engine failed or gave no usable decision
     ├── AuditError                  the audit trail could not be written or read
     ├── AuditVerifyError            an audit log failed offline verification
     └── WorkerError                 a model worker problem
-        ├── WorkerUnavailable       died, not ready, or overloaded (-> 503)
+        ├── WorkerUnavailable       died, not ready, unhealthy or overloaded (-> 503)
+        ├── WorkerTimeout           the worker hung on this request and was killed (-> 504)
         └── WorkerRequestError      the worker refused this request (-> 400)
 
 Third-party errors are translated at module boundaries with ``raise ... from exc``.
@@ -114,6 +116,12 @@ class ServiceUnavailable(ApiError):
     code = "service_unavailable"
 
 
+class GatewayTimeout(ApiError):
+    status = 504
+    type = "timeout_error"
+    code = "model_timeout"
+
+
 class PolicyError(LlmosError):
     """The policy engine failed, or its result was undefined or malformed."""
 
@@ -145,6 +153,14 @@ class WorkerUnavailable(WorkerError):
         super().__init__(message)
         self.code = code
         self.retry_after = retry_after
+
+
+class WorkerTimeout(WorkerError):
+    """The worker sent nothing for this request within ``request_timeout_s``; it was killed."""
+
+    def __init__(self, message: str, *, code: str = "model_timeout") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class WorkerRequestError(WorkerError):

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from gateway.errors import (
     ApiError,
     AuditError,
+    GatewayTimeout,
     InternalError,
     InvalidRequest,
     NotFound,
@@ -38,6 +39,7 @@ from gateway.errors import (
     PolicyError,
     ServiceUnavailable,
     WorkerRequestError,
+    WorkerTimeout,
     WorkerUnavailable,
 )
 from gateway.identity import Authenticator, AuthFailure, Caller
@@ -505,4 +507,6 @@ def translate(exc: Exception) -> ApiError:
         return InvalidRequest(str(exc), code=exc.code)
     if isinstance(exc, WorkerUnavailable):
         return ServiceUnavailable(str(exc), code=exc.code, retry_after=exc.retry_after)
+    if isinstance(exc, WorkerTimeout):
+        return GatewayTimeout(str(exc), code=exc.code)
     raise exc

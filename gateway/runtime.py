@@ -21,6 +21,7 @@ from gateway.policy.reload import PolicyReloader, close_engine, describe_source,
 from gateway.scanner import build_scanner
 from gateway.secretfile import read_secret
 from gateway.state import open_key_store
+from gateway.workerevents import WorkerEventRecorder
 from sandbox.canaries import CanaryFileError, load_canaries
 from sandbox.client import ModelWorker, WorkerSpec
 from sandbox.isolation import SandboxSettings, describe_missing
@@ -38,6 +39,7 @@ class Runtime:
     audit: AuditLog
     reloader: PolicyReloader
     tokens: TokenVerifier | None = None
+    worker_events: WorkerEventRecorder | None = None
 
     async def start(self) -> None:
         if self.tokens is not None:
@@ -53,6 +55,8 @@ class Runtime:
         await self.reloader.stop()  # first: nothing is swapped in while shutting down
         for worker in self.workers.values():
             await worker.stop()
+        if self.worker_events is not None:
+            await self.worker_events.drain()  # their entries, before the log closes
         self.audit.close()
         self.pipeline.limit_store.close()
         self.pipeline.keys.close()
@@ -106,6 +110,7 @@ def build_runtime(config: Config) -> Runtime:
                 raise CanaryFileError(f"model {m.name!r}: canary_file: {exc}") from exc
     sandbox = sandbox_settings(config)
     check_sandbox_host(sandbox)
+    worker_events = WorkerEventRecorder(audit)
     workers = {
         m.name: ModelWorker(
             WorkerSpec(
@@ -122,7 +127,10 @@ def build_runtime(config: Config) -> Runtime:
                 memory_limit_bytes=m.memory_limit_bytes,
                 gpus=tuple(m.gpus),
                 sandbox=sandbox,
-            )
+                request_timeout_s=config.workers.request_timeout_s,
+                unhealthy_after_failures=config.workers.unhealthy_after_failures,
+            ),
+            on_event=worker_events,
         )
         for m in config.model_list
     }
@@ -161,4 +169,5 @@ def build_runtime(config: Config) -> Runtime:
         audit=audit,
         reloader=PolicyReloader(config, pipeline),
         tokens=tokens,
+        worker_events=worker_events,
     )

@@ -9,6 +9,14 @@ Admission: all admitted requests are sent to the worker, which runs them one at 
 order. A request counts as outstanding from admission until the worker answers it with a
 terminal frame (or dies); when more than ``max_queue`` are outstanding besides the running one,
 new requests are refused at once with ``code="model_overloaded"``.
+
+Containment: a worker that holds requests and sends nothing for ``request_timeout_s`` is hung:
+it is killed, its oldest request fails with ``WorkerTimeout`` (504) and the others with
+``worker_crashed`` (503). After ``unhealthy_after_failures`` failures in a row (failed starts,
+or workers that died before ``healthy_after_s``), the model is *unhealthy*: requests are refused
+at once with ``code="model_unhealthy"`` (503, Retry-After the next restart) instead of waiting
+for a start that keeps failing, until a worker is ready again. Lifecycle events go to
+``on_event`` (``sandbox.events``) for the audit trail.
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncGenerator
+import math
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.errors import WorkerRequestError, WorkerUnavailable
+from gateway.errors import WorkerRequestError, WorkerTimeout, WorkerUnavailable
 from gateway.types import DoneEvent, GenerateEvent, GenerateRequest
+from sandbox.events import WorkerEvent, WorkerEventKind, exit_reason, safe_code
 from sandbox.isolation import IsolationReport
 from sandbox.process import WorkerProcess, WorkerSpec, reap_worker, spawn_worker
 from sandbox.protocol import (
@@ -38,13 +48,14 @@ __all__ = ["ModelWorker", "WorkerSpec", "WorkerState", "next_backoff"]
 
 log = logging.getLogger("llmos.sandbox")
 
-WorkerState = Literal["starting", "ready", "backoff", "stopped"]
+WorkerState = Literal["starting", "ready", "backoff", "unhealthy", "stopped"]
 
 
 @dataclass
 class _Pending:
     queue: asyncio.Queue[GenerateEvent | Exception] = field(default_factory=asyncio.Queue)
     process: WorkerProcess | None = None  # set once the request was sent
+    sent_at: float = 0.0  # event-loop time it was sent
 
 
 def next_backoff(spec: WorkerSpec, previous: float | None, ready_for_s: float | None) -> float:
@@ -63,9 +74,13 @@ def next_backoff(spec: WorkerSpec, previous: float | None, ready_for_s: float | 
 class ModelWorker:
     """One supervised model worker; all methods must run on the same event loop."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec, *, on_event: Callable[[WorkerEvent], None] | None = None) -> None:
         self.spec = spec
         self.restarts = 0
+        self.failures = 0  # failed starts or short-lived workers in a row
+        self.unhealthy = False
+        self._on_event = on_event
+        self._retry_at: float | None = None  # event-loop time of the next start, while backing off
         self.isolation: IsolationReport | None = None
         self.context_length: int | None = None
         self.last_error: str | None = None  # operator-facing reason of the last failed start
@@ -156,6 +171,7 @@ class ModelWorker:
             process = await self._ready_process(self.spec.start_timeout_s)
             process.writer.write(data)
             pending.process = process
+            pending.sent_at = asyncio.get_running_loop().time()
             while True:
                 item = await pending.queue.get()
                 if isinstance(item, Exception):
@@ -199,6 +215,12 @@ class ModelWorker:
                     f"model {self.spec.name!r} could not be loaded; the operator log has the reason",
                     code="worker_not_ready",
                 )
+            if self.unhealthy:
+                raise WorkerUnavailable(
+                    f"model {self.spec.name!r} is unhealthy (its worker keeps failing); retry later",
+                    code="model_unhealthy",
+                    retry_after=self._retry_after(loop.time()),
+                )
             remaining = deadline - loop.time()
             try:
                 if remaining <= 0:
@@ -233,16 +255,44 @@ class ModelWorker:
                     await self._teardown(process)
             if self._stopping:
                 break
-            backoff = next_backoff(
-                self.spec, backoff, None if ready_since is None else loop.time() - ready_since
-            )
+            ready_for = None if ready_since is None else loop.time() - ready_since
+            backoff = next_backoff(self.spec, backoff, ready_for)
+            self._count_failure(ready_for)
             self.restarts += 1
-            self._set_state("backoff")
+            self._retry_at = loop.time() + backoff
+            self._set_state("unhealthy" if self.unhealthy else "backoff")
             log.warning(
                 "model worker %r stopped; restart #%d in %.1f s", self.spec.name, self.restarts, backoff
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_stopping(), backoff)
+            self._retry_at = None
+
+    def _count_failure(self, ready_for: float | None) -> None:
+        """A worker ended: a failure in a row unless it had been healthy; maybe now unhealthy."""
+        healthy = ready_for is not None and ready_for >= self.spec.healthy_after_s
+        self.failures = 1 if healthy else self.failures + 1
+        if not self.unhealthy and self.failures >= self.spec.unhealthy_after_failures:
+            self.unhealthy = True
+            log.error(
+                "model %r is unhealthy: %d worker failures in a row; refusing its requests until a"
+                " worker is ready again",
+                self.spec.name,
+                self.failures,
+            )
+            self._emit("unhealthy", "model_unhealthy", f"failures_{self.failures}")
+
+    def _retry_after(self, now: float) -> int:
+        """Seconds until the next start, for Retry-After (at least 1)."""
+        return max(1, math.ceil(self._retry_at - now)) if self._retry_at is not None else 1
+
+    def _emit(self, kind: WorkerEventKind, *reasons: str, pid: int | None = None) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(WorkerEvent(kind, self.spec.name, reasons, pid))
+        except Exception:  # a recorder bug must not stop supervision
+            log.exception("model worker %r: recording the %s event failed", self.spec.name, kind)
 
     async def _wait_stopping(self) -> None:
         while not self._stopping:
@@ -267,6 +317,9 @@ class ModelWorker:
             if frame is not None and frame.get("type") == "fatal":
                 self.last_error = str(frame.get("message"))
                 self._load_failed = True
+                self._emit(
+                    "refused", "worker_refused", safe_code(frame.get("code"), "worker_fatal"), pid=process.pid
+                )
             else:
                 self.last_error = "the worker exited before it was ready (see its log)"
             log.error("model worker %r failed to start: %s", name, self.last_error)
@@ -281,12 +334,63 @@ class ModelWorker:
         ready_since = asyncio.get_running_loop().time()
         self._set_state("ready")
         log.info("model worker %r ready (pid %d)", name, process.pid)
+        missing = () if self.isolation is None else self.isolation.missing()
+        self._emit(
+            "ready",
+            "worker_ready",
+            *(f"sandbox_missing_{layer.name}" for layer in missing),
+            *(("sandbox_report_missing",) if self.isolation is None else ()),
+            pid=process.pid,
+        )
+        if self.unhealthy:
+            self.unhealthy = False
+            log.info("model %r is healthy again", name)
+            self._emit("recovered", "model_recovered", pid=process.pid)
+        watchdog = asyncio.create_task(self._watch(process), name=f"llmos-watchdog-{name}")
+        process.last_frame_at = ready_since
         try:
             while (frame := await read_frame(process.reader)) is not None:
+                process.last_frame_at = asyncio.get_running_loop().time()
                 self._dispatch(frame)
         except (ProtocolError, OSError) as exc:
             log.error("model worker %r: bad channel, restarting it: %s", name, exc)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         return ready_since
+
+    async def _watch(self, process: WorkerProcess) -> None:
+        """Kill the worker if it holds requests and has sent nothing for ``request_timeout_s``;
+        its oldest request gets WorkerTimeout (504), the rest fail at teardown (503)."""
+        limit = self.spec.request_timeout_s
+        loop = asyncio.get_running_loop()
+        while process.alive:
+            await asyncio.sleep(min(1.0, limit / 4))
+            held = [(p.sent_at, wire_id) for wire_id, p in self._pending.items() if p.process is process]
+            if not held:
+                continue
+            oldest_at, oldest = min(held)
+            if loop.time() - max(process.last_frame_at, oldest_at) < limit:
+                continue
+            log.error(
+                "model worker %r (pid %d) sent nothing for %.0f s while holding %d request(s): hung;"
+                " killing it",
+                self.spec.name,
+                process.pid,
+                limit,
+                len(held),
+            )
+            self._emit("hung", "worker_hung", pid=process.pid)
+            pending = self._pending.pop(oldest)
+            pending.queue.put_nowait(
+                WorkerTimeout(
+                    f"model {self.spec.name!r} did not answer within {limit:.0f} s", code="model_timeout"
+                )
+            )
+            with contextlib.suppress(ProcessLookupError):
+                process.proc.kill()
+            return
 
     def _warn_degraded(self) -> None:
         """One warning per isolation layer the worker lacks (strict mode refused those already)."""
@@ -349,3 +453,5 @@ class ModelWorker:
         if self._process is process:
             self._process = None
         log.info("model worker %r (pid %d) exited with %d", self.spec.name, process.pid, returncode)
+        if not self._stopping:
+            self._emit("exited", "worker_exited", exit_reason(returncode), pid=process.pid)

@@ -41,17 +41,25 @@ class WorkerSpec:
     threads: int | None = None  # OMP/MKL threads of the worker; None leaves torch's default
     healthy_after_s: float = 30.0  # ready this long before dying => the backoff starts over
     stop_timeout_s: float = 5.0
+    # A worker holding requests that sends nothing for this long is hung: killed and restarted,
+    # its oldest request answered 504, the others 503 (docs/workers.md, "Crash containment").
+    request_timeout_s: float = 120.0
+    # This many failed starts or short-lived workers in a row mark the model unhealthy: refused
+    # at once with 503 until a worker is ready again (restarts go on in the background).
+    unhealthy_after_failures: int = 3
     memory_limit_bytes: int | None = None  # RLIMIT_AS and cgroup memory.max; None: unlimited
     gpus: tuple[int, ...] = ()  # CUDA devices: CUDA_VISIBLE_DEVICES and their /dev/nvidia* files
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # host-wide isolation settings
 
     def __post_init__(self) -> None:
-        positive = ("restart_backoff_initial_s", "start_timeout_s", "stop_timeout_s")
+        positive = ("restart_backoff_initial_s", "start_timeout_s", "stop_timeout_s", "request_timeout_s")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"WorkerSpec.{name} must be > 0")
         if self.restart_backoff_max_s < self.restart_backoff_initial_s:
             raise ValueError("WorkerSpec.restart_backoff_max_s must be >= restart_backoff_initial_s")
+        if self.unhealthy_after_failures < 1:
+            raise ValueError("WorkerSpec.unhealthy_after_failures must be >= 1")
         if self.max_queue < 0:
             raise ValueError("WorkerSpec.max_queue must be >= 0")
         if self.threads is not None and self.threads < 1:
@@ -85,6 +93,7 @@ class WorkerProcess:
     writer: asyncio.StreamWriter
     work_dir: Path
     alive: bool = True
+    last_frame_at: float = 0.0  # event-loop time of the last frame from it (the hang watchdog)
 
     @property
     def pid(self) -> int:
