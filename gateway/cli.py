@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.errors import ApiError, AuditVerifyError, ConfigError, LlmosError
+from gateway.modelcommands import add_model_commands, run_models
 from gateway.policy.commands import add_policy_commands, run_policy
 from gateway.sandboxcheck import add_sandbox_commands, run_sandbox
 from gateway.types import ENDPOINTS, ROLES
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_policy_commands(sub, _add_config)
     add_sandbox_commands(sub, _add_config)
+    add_model_commands(sub, _add_config)
     return parser
 
 
@@ -401,6 +403,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return run_sandbox(args, load_config)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    return run_models(args, load_config)
+
+
 COMMANDS = {
     "init": cmd_init,
     "serve": cmd_serve,
@@ -408,6 +414,7 @@ COMMANDS = {
     "audit": cmd_audit,
     "policy": cmd_policy,
     "sandbox": cmd_sandbox,
+    "models": cmd_models,
 }
 
 

@@ -171,6 +171,9 @@ class ModelConfig(_Section):
     # The worker's memory: RLIMIT_AS (CPU only) and cgroup memory.max where cgroup v2 is delegated.
     memory_limit_bytes: int | None = Field(default=None, ge=64 * 1024 * 1024)
     gpus: list[StrictInt] = Field(default_factory=list)  # CUDA devices: CUDA_VISIBLE_DEVICES, /dev/nvidiaN
+    # Load pickle-format weights (.bin, .pt, ...) too; they can run code in the worker when loaded
+    # (docs/threat-model.md). Without it such a directory is refused (unsafe_weights).
+    unsafe_allow_pickle_weights: bool = False
 
     @field_validator("gpus")
     @classmethod
@@ -204,6 +207,26 @@ class WorkersConfig(_Section):
     # Failed starts or short-lived workers in a row before a model is refused at once with 503
     # model_unhealthy (until a worker is ready again).
     unhealthy_after_failures: StrictInt = Field(default=3, ge=1)
+
+
+class ModelTrustConfig(_Section):
+    """Which release keys may sign the models a transformers worker loads (docs/models.md)."""
+
+    # Ed25519 public keys (PEM) whose manifest signatures are trusted, besides the state
+    # directory's own release key (``llmos models keygen``/``init`` make it; it signs the demo).
+    public_keys: list[Path] = Field(default_factory=list)
+    # Load transformers models that have no manifest signed by a trusted key, unchecked. Named for
+    # what it is: tampered weights then load without a word.
+    unsafe_allow_unsigned: bool = False
+    release_key: Path | None = None  # default <state>/secrets/model_release_key.pem
+    release_public_key: Path | None = None  # default <state>/model_release_key.pub.pem
+
+    _resolve = field_validator("release_key", "release_public_key")(_resolve)
+
+    @field_validator("public_keys")
+    @classmethod
+    def _resolve_keys(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
+        return [p for p in (_resolve(path, info) for path in paths) if p is not None]
 
 
 SandboxLayer = Literal[  # sandbox.isolation.LAYERS
@@ -246,6 +269,7 @@ class Config(_Section):
     oidc: OidcConfig = OidcConfig()  # trusted identity providers for bearer JWTs (docs/oidc.md)
     pii: PiiConfig = PiiConfig()  # sensitive-data detection: Presidio or patterns (docs/pii.md)
     sandbox: SandboxConfig = SandboxConfig()  # isolation of model workers (docs/sandbox.md)
+    model_trust: ModelTrustConfig = ModelTrustConfig()  # signed model manifests (docs/models.md)
 
     _resolve = field_validator("state_dir")(_resolve)
 
@@ -285,6 +309,13 @@ class Config(_Section):
                 "digest_key_file": self.audit.digest_key_file or s / "secrets" / "audit_digest_key",
             }
         )
+        trust = self.model_trust.model_copy(
+            update={
+                "release_key": self.model_trust.release_key or s / "secrets" / "model_release_key.pem",
+                "release_public_key": self.model_trust.release_public_key or s / "model_release_key.pub.pem",
+            }
+        )
+        object.__setattr__(self, "model_trust", trust)
         models = self.models
         if models is None:
             models = [ModelConfig(name=DEMO_MODEL_NAME, path=s / "models" / DEMO_MODEL_NAME)]
@@ -322,6 +353,14 @@ class Config(_Section):
     @property
     def digest_key_file(self) -> Path:
         return _req(self.audit.digest_key_file)
+
+    @property
+    def release_key(self) -> Path:
+        return _req(self.model_trust.release_key)
+
+    @property
+    def release_public_key(self) -> Path:
+        return _req(self.model_trust.release_public_key)
 
     @property
     def model_list(self) -> list[ModelConfig]:

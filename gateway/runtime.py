@@ -7,6 +7,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from gateway.api.routes import Limits
 from gateway.audit.keys import load_private_key
 from gateway.audit.log import AuditLog
@@ -14,6 +16,7 @@ from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.identity import Authenticator
 from gateway.limits import build_store
+from gateway.modelregistry import all_models
 from gateway.mtls import CertMapper
 from gateway.oidc import TokenVerifier
 from gateway.pipeline import Pipeline, Worker
@@ -26,6 +29,7 @@ from sandbox.canaries import CanaryFileError, load_canaries
 from sandbox.client import ModelWorker, WorkerSpec
 from sandbox.isolation import SandboxSettings, describe_missing
 from sandbox.isolation.probe import unsupported_layers
+from sandbox.manifest import ManifestError, load_public_keys
 
 log = logging.getLogger("llmos.gateway")
 
@@ -90,7 +94,23 @@ def check_sandbox_host(settings: SandboxSettings) -> None:
         log.warning("sandbox: this host cannot give workers the %s layer (%s)", layer.name, layer.detail)
 
 
+def trusted_release_keys(config: Config) -> tuple[Ed25519PublicKey, ...]:
+    """The keys a model's manifest must be signed by: the state directory's release key and
+    ``model_trust.public_keys``; none (nothing checked) with ``unsafe_allow_unsigned``."""
+    if config.model_trust.unsafe_allow_unsigned:
+        log.warning(
+            "model_trust.unsafe_allow_unsigned is set: model directories load without a signed"
+            " manifest; tampered weights would not be noticed"
+        )
+        return ()
+    try:
+        return tuple(load_public_keys([config.release_public_key, *config.model_trust.public_keys]))
+    except ManifestError as exc:
+        raise ConfigError(f"model_trust: {exc}") from exc
+
+
 def build_runtime(config: Config) -> Runtime:
+    models = all_models(config)  # llmos.yaml's, then those added with `llmos models add`
     keys = open_key_store(config)
     policy = load_policy(config)
     audit = AuditLog(
@@ -102,7 +122,7 @@ def build_runtime(config: Config) -> Runtime:
         max_pending=config.audit.max_pending,
         sealed_fields=config.audit.sealed_fields,
     )
-    for m in config.model_list:  # a bad canary file fails `llmos serve` now (its worker re-reads it)
+    for m in models:  # a bad canary file fails `llmos serve` now (its worker re-reads it)
         if m.canary_file is not None:
             try:
                 load_canaries(m.canary_file)
@@ -110,6 +130,7 @@ def build_runtime(config: Config) -> Runtime:
                 raise CanaryFileError(f"model {m.name!r}: canary_file: {exc}") from exc
     sandbox = sandbox_settings(config)
     check_sandbox_host(sandbox)
+    trusted = trusted_release_keys(config)
     worker_events = WorkerEventRecorder(audit)
     workers = {
         m.name: ModelWorker(
@@ -128,11 +149,13 @@ def build_runtime(config: Config) -> Runtime:
                 gpus=tuple(m.gpus),
                 sandbox=sandbox,
                 request_timeout_s=config.workers.request_timeout_s,
+                trusted_keys=trusted,
+                unsafe_allow_pickle_weights=m.unsafe_allow_pickle_weights,
                 unhealthy_after_failures=config.workers.unhealthy_after_failures,
             ),
             on_event=worker_events,
         )
-        for m in config.model_list
+        for m in models
     }
     worker_view: dict[str, Worker] = dict(workers)
     mtls = config.auth.mtls
@@ -157,8 +180,8 @@ def build_runtime(config: Config) -> Runtime:
     limits = Limits(
         max_body_bytes=config.server.max_body_bytes,
         max_messages=config.server.max_messages,
-        default_max_tokens={m.name: m.default_max_tokens for m in config.model_list},
-        model_labels={m.name: tuple(m.labels) for m in config.model_list},
+        default_max_tokens={m.name: m.default_max_tokens for m in models},
+        model_labels={m.name: tuple(m.labels) for m in models},
     )
     log.info("policy %s loaded from %s", policy.digest, describe_source(config))
     return Runtime(

@@ -4,11 +4,14 @@
       secrets/api_key_pepper         HMAC key for stored API key hashes (0600)
       secrets/audit_signing_key.pem  Ed25519 private key signing audit entries (0600)
       secrets/audit_digest_key       HMAC key for request/response digests (0600)
+      secrets/model_release_key.pem  Ed25519 key signing model manifests (0600; ``llmos models sign``)
       audit_signing_key.pub.pem      the public key auditors verify with
+      model_release_key.pub.pem      the release key's public half, always trusted by this gateway
       keys.db                        API keys (keyed hashes only)
       audit.db                       the audit log (SQLite, WAL)
       policies/                      the default Rego policy, copied from the package
-      models/demo/                   a tiny random-weight Llama (gibberish output)
+      models/demo/                   a tiny random-weight Llama (gibberish output), signed
+      models.json                    models added with ``llmos models add`` (gateway/modelregistry.py)
       logs/                          model worker logs
 
 Initialisation is idempotent: it creates what is missing and never overwrites a file.
@@ -30,6 +33,7 @@ from gateway.config import Config
 from gateway.errors import ConfigError
 from gateway.keys import ApiKeyStore
 from gateway.secretfile import create_secret, read_secret
+from sandbox.manifest import MANIFEST_FILE, build_manifest, sign, write_manifest
 
 ADMIN_KEY_NAME = "admin"
 
@@ -76,6 +80,15 @@ def init_state(config: Config, *, with_demo_model: bool = True) -> InitResult:
         generate_signing_key(config.signing_key, config.public_key)
         created.append(str(config.signing_key))
 
+    if not config.release_key.exists():
+        if config.release_public_key.exists():
+            raise ConfigError(
+                f"{config.release_public_key}: a public key exists without its private key"
+                f" {config.release_key}; move it away to create a new key pair"
+            )
+        generate_signing_key(config.release_key, config.release_public_key)
+        created.append(str(config.release_key))
+
     if not config.audit_db.exists():
         AuditLog(config.audit_db, load_private_key(config.signing_key)).close()
         created.append(str(config.audit_db))
@@ -89,6 +102,11 @@ def init_state(config: Config, *, with_demo_model: bool = True) -> InitResult:
     if with_demo_model and uses_demo and not (demo / "config.json").exists():
         build_demo_model(demo)
         created.append(str(demo))
+    if uses_demo and (demo / "config.json").exists() and not (demo / MANIFEST_FILE).exists():
+        # Our own build (or one from before manifests): sign it with the local release key.
+        key = load_private_key(config.release_key, what="model release key")
+        write_manifest(demo, sign(build_manifest(demo), key))
+        created.append(str(demo / MANIFEST_FILE))
 
     keys = open_key_store(config)
     admin_key = None

@@ -53,13 +53,14 @@ class TransformersBackend:
         return generate(self.loaded, request, cancelled)
 
 
-def load_backend(kind: ModelKind, model_dir: Path | None) -> Backend:
-    """Load the model of ``kind``; raises ModelLoadError (a WorkerError)."""
+def load_backend(kind: ModelKind, model_dir: Path | None, *, allow_pickle_weights: bool = False) -> Backend:
+    """Load the model of ``kind``; raises ModelLoadError (a WorkerError; UnsafeWeightsError for
+    pickle-format files unless ``allow_pickle_weights``)."""
     if kind == "echo":
         return EchoModel()
     if model_dir is None:
         raise ModelLoadError("a transformers model needs a model directory")
-    check_model_dir(model_dir)  # fail fast, before the slow torch import
+    check_model_dir(model_dir, allow_pickle_weights=allow_pickle_weights)  # fail fast, before torch
     from sandbox.model import load_model
 
-    return TransformersBackend(load_model(model_dir))
+    return TransformersBackend(load_model(model_dir, allow_pickle_weights=allow_pickle_weights))

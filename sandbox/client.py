@@ -34,6 +34,7 @@ from gateway.errors import WorkerRequestError, WorkerTimeout, WorkerUnavailable
 from gateway.types import DoneEvent, GenerateEvent, GenerateRequest
 from sandbox.events import WorkerEvent, WorkerEventKind, exit_reason, safe_code
 from sandbox.isolation import IsolationReport
+from sandbox.manifest import ManifestError, verify_model_dir
 from sandbox.process import WorkerProcess, WorkerSpec, reap_worker, spawn_worker
 from sandbox.protocol import (
     Frame,
@@ -81,6 +82,7 @@ class ModelWorker:
         self.unhealthy = False
         self._on_event = on_event
         self._retry_at: float | None = None  # event-loop time of the next start, while backing off
+        self.manifest_digest: str | None = None  # the signed manifest last verified (sandbox.manifest)
         self.isolation: IsolationReport | None = None
         self.context_length: int | None = None
         self.last_error: str | None = None  # operator-facing reason of the last failed start
@@ -238,8 +240,14 @@ class ModelWorker:
             self._set_state("starting")
             ready_since: float | None = None
             try:
+                await self._verify_manifest()
                 process = await spawn_worker(self.spec)
                 log.info("model worker %r spawned (pid %d)", self.spec.name, process.pid)
+            except ManifestError as exc:
+                self.last_error = f"refusing to load the model: {exc}"
+                self._load_failed = True
+                log.error("model worker %r: %s", self.spec.name, self.last_error)
+                self._emit("refused", "worker_refused", exc.code)
             except OSError as exc:
                 self.last_error = f"could not start the worker process: {exc}"
                 log.error("model worker %r: %s", self.spec.name, self.last_error)
@@ -267,6 +275,17 @@ class ModelWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_stopping(), backoff)
             self._retry_at = None
+
+    async def _verify_manifest(self) -> None:
+        """Before each start: the model directory must match a manifest signed by a trusted
+        release key (hashing the weights runs in a thread). Sets ``manifest_digest``."""
+        spec = self.spec
+        if spec.model_dir is None or not spec.trusted_keys:
+            return
+        manifest = await asyncio.to_thread(verify_model_dir, spec.model_dir, spec.trusted_keys)
+        if manifest.digest != self.manifest_digest:
+            log.info("model %r: manifest %s verified", spec.name, manifest.digest)
+        self.manifest_digest = manifest.digest
 
     def _count_failure(self, ready_for: float | None) -> None:
         """A worker ended: a failure in a row unless it had been healthy; maybe now unhealthy."""

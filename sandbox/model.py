@@ -40,14 +40,22 @@ class LoadedModel:
     cache_kwarg: str  # "cache" (transformers >= 5.2x) or the older "past_key_values"
 
 
-def load_model(model_dir: Path) -> LoadedModel:
-    """Load tokenizer and model from a local directory; raises ModelLoadError."""
-    path = check_model_dir(model_dir)
+def load_model(model_dir: Path, *, allow_pickle_weights: bool = False) -> LoadedModel:
+    """Load tokenizer and model from a local directory; raises ModelLoadError.
+
+    safetensors only (``use_safetensors=True``: transformers never falls back to ``torch.load``),
+    unless ``allow_pickle_weights`` (the model's ``unsafe_allow_pickle_weights``) lets it prefer
+    safetensors and fall back to pickle-format weights.
+    """
+    path = check_model_dir(model_dir, allow_pickle_weights=allow_pickle_weights)
     hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            path, use_safetensors=True, trust_remote_code=False, local_files_only=True
+            path,
+            use_safetensors=None if allow_pickle_weights else True,
+            trust_remote_code=False,
+            local_files_only=True,
         )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise ModelLoadError(f"could not load the model in {path}: {type(exc).__name__}: {exc}") from exc

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from sandbox.backend import ModelKind
 from sandbox.isolation import SandboxSettings, build_worker_env
 from sandbox.isolation.limits import remove_worker_cgroup
@@ -50,6 +52,14 @@ class WorkerSpec:
     memory_limit_bytes: int | None = None  # RLIMIT_AS and cgroup memory.max; None: unlimited
     gpus: tuple[int, ...] = ()  # CUDA devices: CUDA_VISIBLE_DEVICES and their /dev/nvidia* files
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # host-wide isolation settings
+    # Release keys whose signed manifest a transformers model directory must match, checked by the
+    # gateway before each start (sandbox.manifest); no keys: not checked (model_trust.unsafe_allow_unsigned).
+    trusted_keys: tuple[Ed25519PublicKey, ...] = ()
+    # Load pickle-format weights (.bin, .pt, ...) too: they can run code in the worker when loaded.
+    unsafe_allow_pickle_weights: bool = False
+    # Tests only, never from the configuration: a Python file the worker runs after isolation and
+    # before loading the model, where malicious model code would run (sandbox/worker.py).
+    payload: Path | None = None
 
     def __post_init__(self) -> None:
         positive = ("restart_backoff_initial_s", "start_timeout_s", "stop_timeout_s", "request_timeout_s")
@@ -81,6 +91,10 @@ class WorkerSpec:
             args += ["--model-dir", str(self.model_dir.resolve())]
         if self.canary_file is not None:
             args += ["--canaries", str(self.canary_file.resolve())]
+        if self.unsafe_allow_pickle_weights:
+            args.append("--unsafe-allow-pickle-weights")
+        if self.payload is not None:
+            args += ["--payload", str(self.payload.resolve())]
         return [*args, "--sandbox", self.isolation_settings().to_json()]
 
 

@@ -1,15 +1,25 @@
 """The model worker process: ``python -m sandbox.worker --fd N --name NAME [--kind KIND]
-[--model-dir DIR] [--canaries FILE] [--sandbox JSON]``.
+[--model-dir DIR] [--canaries FILE] [--sandbox JSON] [--unsafe-allow-pickle-weights]
+[--payload FILE]``.
 
 It reads the canary file (if any), applies isolation (``sandbox.isolation``; in strict mode a
 missing layer ends it with a ``fatal`` frame before any model file is read), loads the model
-(``sandbox.backend``),
-sends ``ready`` and then serves generate requests one at a time over the inherited socket. A
-request in which a canary value occurs is refused with ``canary_tripped`` before generation.
-A reader thread takes frames off the channel (generate -> queue, cancel -> flag); the main
-thread generates and writes frames under a lock. It exits on ``shutdown`` or when the channel
-closes (the gateway is gone). Logs go to stderr and never contain prompt or completion text,
-nor a canary value.
+(``sandbox.backend``; pickle-format weights are refused with code ``unsafe_weights`` unless
+``--unsafe-allow-pickle-weights``), sends ``ready`` and then serves generate requests one at a
+time over the inherited socket. A request in which a canary value occurs is refused with
+``canary_tripped`` before generation. A reader thread takes frames off the channel (generate ->
+queue, cancel -> flag); the main thread generates and writes frames under a lock. It exits on
+``shutdown`` or when the channel closes (the gateway is gone). Logs go to stderr and never
+contain prompt or completion text, nor a canary value. A ``fatal`` frame carries a reason
+``code`` besides its message.
+
+``--payload FILE`` exists for the hostile-model tests (docs/threat-model.md): the worker reads
+the Python file before isolation and runs it right after, in this process, before loading the
+model: exactly where malicious model code (a pickle's ``__reduce__``, remote code) would run.
+It adds no attack surface: only the gateway chooses a worker's arguments, the gateway's
+configuration cannot set it, and code running there is what the sandbox assumes anyway. A
+payload that raises ends the worker with ``fatal`` (code ``payload_failed``) and the exception's
+text; one that returns lets the worker go on to load its model.
 """
 
 from __future__ import annotations
@@ -23,13 +33,14 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import CodeType
 
 from gateway.errors import WorkerError, WorkerRequestError
 from gateway.types import DoneEvent, GenerateRequest
 from sandbox.backend import MODEL_KINDS, Backend, load_backend
 from sandbox.canaries import CANARY_TRIPPED, CANARY_TRIPPED_MESSAGE, Canaries, CanaryFileError, load_canaries
 from sandbox.isolation import IsolationReport, SandboxSettings, apply_isolation, describe_missing
-from sandbox.modeldir import check_model_dir
+from sandbox.modeldir import ModelLoadError, check_model_dir
 from sandbox.protocol import (
     Frame,
     ProtocolError,
@@ -174,6 +185,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-dir", type=Path, help="the checkpoint directory (kind transformers only)")
     parser.add_argument("--canaries", type=Path, help="file of values that must never reach the model")
     parser.add_argument(
+        "--unsafe-allow-pickle-weights",
+        action="store_true",
+        help="load pickle-format weights (.bin, .pt, ...) too; they can run code when loaded",
+    )
+    parser.add_argument(
+        "--payload", type=Path, help="tests only: Python file run after isolation, before the model loads"
+    )
+    parser.add_argument(
         "--sandbox",
         type=SandboxSettings.from_json,
         default=SandboxSettings(),
@@ -187,11 +206,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _warm_imports(model_dir: Path) -> None:
+def _warm_imports(model_dir: Path, allow_pickle_weights: bool) -> None:
     """Import the model runtime while the interpreter's files are still readable (before a uid drop
     that keeps no read capability); skipped for a directory that will be refused anyway."""
     try:
-        check_model_dir(model_dir)
+        check_model_dir(model_dir, allow_pickle_weights=allow_pickle_weights)
     except WorkerError:
         return
     import sandbox.model  # noqa: F401  (torch, transformers)
@@ -208,6 +227,20 @@ def strict_refusal(report: IsolationReport, settings: SandboxSettings) -> str | 
     )
 
 
+def read_payload(path: Path) -> CodeType:
+    """Compile the test payload while its file is still readable (before isolation)."""
+    return compile(path.read_bytes(), str(path), "exec")
+
+
+def run_payload(code: CodeType) -> str | None:
+    """Run the payload in this process; the exception it raised, as text, or None if it returned."""
+    try:
+        exec(code, {"__name__": "__llmos_payload__", "__builtins__": __builtins__})  # noqa: S102
+    except Exception as exc:  # the payload's outcome, whatever it is, goes to the gateway
+        return f"payload raised {type(exc).__name__}: {exc}"[:4000]
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(
@@ -222,27 +255,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             canaries = load_canaries(args.canaries)
         except CanaryFileError as exc:
             canaries = exc
+    payload = None if args.payload is None else read_payload(args.payload)
     model_dir: Path | None = args.model_dir
-    warm = None if model_dir is None else lambda: _warm_imports(model_dir)
+    allow_pickle: bool = args.unsafe_allow_pickle_weights
+    warm = None if model_dir is None else lambda: _warm_imports(model_dir, allow_pickle)
     report = apply_isolation(args.fd, args.sandbox, model_dir=model_dir, warm=warm)
     sock = socket.socket(fileno=args.fd)
     channel = Channel(sock)
+
+    def fatal(code: str, message: str, exit_code: int = 2, *, logged_as: str = "") -> int:
+        log.error("%s%s", logged_as, message)
+        channel.send({"type": "fatal", "code": code, "message": message})
+        return exit_code
+
     try:
         if isinstance(canaries, CanaryFileError):
-            log.error("canary file refused: %s", canaries)
-            channel.send({"type": "fatal", "message": str(canaries)})
-            return 2
+            return fatal("canary_file_invalid", str(canaries), logged_as="canary file refused: ")
         refusal = strict_refusal(report, args.sandbox)
         if refusal is not None:
-            log.error("%s", refusal)
-            channel.send({"type": "fatal", "message": refusal})
-            return 2
+            return fatal("sandbox_strict", refusal)
+        if payload is not None:
+            log.warning("running the test payload %s", args.payload)
+            outcome = run_payload(payload)
+            if outcome is not None:
+                return fatal("payload_failed", outcome, 4)
         try:
-            model = load_backend(args.kind, args.model_dir)
+            model = load_backend(args.kind, args.model_dir, allow_pickle_weights=allow_pickle)
         except WorkerError as exc:
-            log.error("model load failed: %s", exc)
-            channel.send({"type": "fatal", "message": str(exc)})
-            return 2
+            code = exc.code if isinstance(exc, ModelLoadError) else "model_load_failed"
+            return fatal(code, str(exc), logged_as="model load failed: ")
         channel.send(
             {
                 "type": "ready",

@@ -4,6 +4,7 @@ Order matters: what needs privilege first (cgroup, network namespace), then impo
 still needs (``warm``), rlimits, the uid drop, ``PR_SET_NO_NEW_PRIVS``, Landlock, and seccomp
 last (it refuses ``unshare`` and ``setns``). Every layer is reported, applied or not, with the
 reason; nothing is skipped silently. Strictness is the caller's decision (``IsolationReport.missing``).
+Layers in ``settings.unsafe_skip_layers`` (tests only) are left off and reported ``disabled``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from sandbox.isolation import creds, landlock, netns, seccomp
@@ -97,6 +99,13 @@ def apply_isolation(
     def put(name: str, status: str, supported: bool, detail: str = "") -> None:
         layers[name] = LayerReport(name, status, supported, detail)  # type: ignore[arg-type]
 
+    def skipped(name: str) -> bool:
+        """Report a layer the settings skip; True when the caller must leave it off."""
+        if name not in settings.unsafe_skip_layers:
+            return False
+        put(name, "disabled", True, "left off: sandbox unsafe_skip_layers (tests only)")
+        return True
+
     unexpected = unexpected_env(os.environ)
     put(
         "environment",
@@ -120,7 +129,9 @@ def apply_isolation(
     root = facts.euid == 0
     work_dir = Path(os.environ.get("TMPDIR") or os.getcwd()).resolve()
 
-    if facts.cgroup_reason is not None:
+    if skipped("cgroup"):
+        pass
+    elif facts.cgroup_reason is not None:
         put("cgroup", "unavailable", False, facts.cgroup_reason)
     else:
         try:
@@ -135,9 +146,10 @@ def apply_isolation(
         except OSError as exc:
             put("cgroup", "failed", True, f"could not set up a cgroup: {exc}")
 
-    net_mode, net_why = _network()
+    skip_network = "network" in settings.unsafe_skip_layers
+    net_mode, net_why = (None, "") if skip_network else _network()
 
-    will_drop = root and settings.uid != 0
+    will_drop = root and settings.uid != 0 and "uid" not in settings.unsafe_skip_layers
     if warm is not None and will_drop and facts.landlock_abi == 0:
         warm()  # a plain drop (no CAP_DAC_READ_SEARCH without Landlock) may lose the interpreter's files
     rl = RlimitPlan(
@@ -145,17 +157,12 @@ def apply_isolation(
         open_files=settings.max_open_files,
         processes=settings.max_processes if will_drop else None,
     )
-    try:
-        done = apply_rlimits(rl)
-        if not will_drop:
-            done.append("nproc not set (it would count every process of this uid)")
-        if settings.gpus and settings.memory_limit_bytes is not None:
-            done.append("as not set with GPUs (CUDA maps huge address ranges); memory via cgroup only")
-        put("rlimits", "applied", True, ", ".join(done))
-    except (OSError, ValueError) as exc:
-        put("rlimits", "failed", True, f"setrlimit failed: {exc}")
+    if not skipped("rlimits"):
+        _rlimits(put, rl, will_drop, settings)
 
-    if not root:
+    if skipped("uid"):
+        pass
+    elif not root:
         put("uid", "not_needed", True, f"not root: runs as uid {os.geteuid()}")
     elif not will_drop:
         put("uid", "disabled", True, "sandbox.uid is 0: the worker stays root")
@@ -173,18 +180,21 @@ def apply_isolation(
             put("uid", "failed", True, f"could not drop root: {exc}")
 
     nnp = False
-    try:
-        nnp = _set_no_new_privs()
-    except (OSError, AttributeError) as exc:
-        notes.append(f"prctl unavailable: {exc}")
-    put(
-        "no_new_privs",
-        "applied" if nnp else "failed",
-        True,
-        "no setuid gains, no privileged exec" if nnp else "PR_SET_NO_NEW_PRIVS could not be set",
-    )
+    if not skipped("no_new_privs"):
+        try:
+            nnp = _set_no_new_privs()
+        except (OSError, AttributeError) as exc:
+            notes.append(f"prctl unavailable: {exc}")
+        put(
+            "no_new_privs",
+            "applied" if nnp else "failed",
+            True,
+            "no setuid gains, no privileged exec" if nnp else "PR_SET_NO_NEW_PRIVS could not be set",
+        )
 
-    if facts.landlock_abi == 0:
+    if skipped("filesystem"):
+        pass
+    elif facts.landlock_abi == 0:
         put("filesystem", "unavailable", False, facts.landlock_reason or "no Landlock")
     elif not nnp:
         put("filesystem", "failed", True, "Landlock needs no_new_privs")
@@ -196,12 +206,15 @@ def apply_isolation(
             extra_read=() if model_dir is None else model_read_paths(model_dir),
             gpus=settings.gpus,
         )
+        ruleset = landlock_rules(plan, facts.landlock_abi)
+        if skip_network:
+            ruleset = replace(ruleset, handled_net=0)  # leave TCP to the (skipped) network layer
         try:
-            missing = landlock.restrict_self(landlock_rules(plan, facts.landlock_abi), facts.landlock_abi)
+            missing = landlock.restrict_self(ruleset, facts.landlock_abi)
             detail = f"Landlock ABI {facts.landlock_abi}: read {len(plan.runtime_dirs)} runtime dirs"
             detail += ", the model" if model_dir is not None else ""
             detail += f"; write {work_dir} only; no execute"
-            detail += "; TCP bind/connect refused" if facts.landlock_abi >= 4 else ""
+            detail += "; TCP bind/connect refused" if ruleset.handled_net else ""
             detail += "; signals and abstract sockets scoped" if facts.landlock_abi >= 6 else ""
             if missing:
                 notes.append(
@@ -211,14 +224,15 @@ def apply_isolation(
         except OSError as exc:
             put("filesystem", "failed", True, str(exc))
 
-    if not facts.libseccomp:
+    if skipped("seccomp"):
+        pass
+    elif not facts.libseccomp:
         put("seccomp", "unavailable", False, facts.libseccomp_reason or "no libseccomp")
     else:
         try:
-            unknown = seccomp.install(seccomp.worker_filter_plan(block_sockets=True))
-            detail = (
-                "EPERM for ptrace, mount, namespaces, bpf, keys, modules, io_uring, ...; only AF_UNIX sockets"
-            )
+            unknown = seccomp.install(seccomp.worker_filter_plan(block_sockets=not skip_network))
+            detail = "EPERM for ptrace, mount, namespaces, bpf, keys, modules, io_uring, ..."
+            detail += "" if skip_network else "; only AF_UNIX sockets"
             if unknown:
                 notes.append(f"seccomp: syscalls unknown here, not filtered: {', '.join(unknown)}")
             put("seccomp", "applied", True, detail)
@@ -226,7 +240,9 @@ def apply_isolation(
             put("seccomp", "failed", True, str(exc))
 
     sockets_refused = layers["seccomp"].applied
-    if net_mode is not None:
+    if skipped("network"):
+        pass
+    elif net_mode is not None:
         extra = "; seccomp also refuses non-Unix sockets" if sockets_refused else ""
         put("network", "applied", True, f"private network namespace ({net_mode}), loopback only{extra}")
     elif sockets_refused:
@@ -239,3 +255,17 @@ def apply_isolation(
             f"{net_why}; no seccomp either",
         )
     return IsolationReport(tuple(layers[n] for n in LAYERS), tuple(notes))
+
+
+def _rlimits(
+    put: Callable[[str, str, bool, str], None], rl: RlimitPlan, will_drop: bool, settings: SandboxSettings
+) -> None:
+    try:
+        done = apply_rlimits(rl)
+        if not will_drop:
+            done.append("nproc not set (it would count every process of this uid)")
+        if settings.gpus and settings.memory_limit_bytes is not None:
+            done.append("as not set with GPUs (CUDA maps huge address ranges); memory via cgroup only")
+        put("rlimits", "applied", True, ", ".join(done))
+    except (OSError, ValueError) as exc:
+        put("rlimits", "failed", True, f"setrlimit failed: {exc}")

@@ -10,6 +10,9 @@ from sandbox.isolation.report import LAYERS
 
 NOBODY = 65534
 
+# Layers ``apply_isolation`` applies itself, and so may skip (``unsafe_skip_layers``).
+SKIPPABLE_LAYERS = ("cgroup", "network", "rlimits", "uid", "no_new_privs", "filesystem", "seccomp")
+
 
 @dataclass(frozen=True)
 class SandboxSettings:
@@ -21,8 +24,16 @@ class SandboxSettings:
     max_open_files: int = 1024
     max_processes: int = 512  # RLIMIT_NPROC (only once the uid was dropped) and cgroup pids.max
     gpus: tuple[int, ...] = ()  # CUDA device indices: their /dev/nvidia* files are allowed
+    # Tests only, never read from the gateway's configuration: layers the worker leaves off
+    # (reported ``disabled``, so strict mode refuses them). The hostile-model tests' controls use
+    # it to show each attack succeeds without the layer that stops it (docs/threat-model.md).
+    unsafe_skip_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        skip = [name for name in self.unsafe_skip_layers if name not in SKIPPABLE_LAYERS]
+        if skip:
+            known = ", ".join(SKIPPABLE_LAYERS)
+            raise ValueError(f"cannot skip layer(s) {', '.join(skip)} (skippable: {known})")
         unknown = [name for name in self.optional if name not in LAYERS]
         if unknown:
             raise ValueError(f"unknown isolation layer(s) {', '.join(unknown)} (known: {', '.join(LAYERS)})")
@@ -36,6 +47,7 @@ class SandboxSettings:
     def to_json(self) -> str:
         data = asdict(self)
         data["optional"], data["gpus"] = list(self.optional), list(self.gpus)
+        data["unsafe_skip_layers"] = list(self.unsafe_skip_layers)
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod
@@ -49,6 +61,7 @@ class SandboxSettings:
             raise ValueError(f"unknown sandbox setting(s): {', '.join(sorted(extra))}")
         data["optional"] = tuple(data.get("optional", ()))
         data["gpus"] = tuple(data.get("gpus", ()))
+        data["unsafe_skip_layers"] = tuple(data.get("unsafe_skip_layers", ()))
         return cls(**data)
 
 

@@ -13,7 +13,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +83,26 @@ class Gateway:
                 pids.append(int(entry.name))
         return pids
 
+    def wait_listening(self, timeout: float = 180) -> None:
+        self._wait(timeout, lambda r: True, "/healthz")
+
+    def wait_model(self, model: str, timeout: float = 180) -> None:
+        """Until ``model``'s worker is ready (other models may not be)."""
+        self._wait(timeout, lambda r: r.json()["models"].get(model) == "ready", "/readyz")
+
+    def _wait(self, timeout: float, done: Callable[[httpx.Response], bool], path: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited early:\n{self.log_path.read_text()}")
+            try:
+                if done(httpx.get(self.base_url + path, timeout=2)):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"gateway not ready in {timeout}s:\n{self.log_path.read_text()}")
+
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -101,10 +121,13 @@ class Gateway:
 
 
 @contextmanager
-def serve_config(config: Path, port: int, home: Path, *, ca: Path | None = None) -> Iterator[Gateway]:
-    """`llmos serve --config config` (which listens on ``port`` over state dir ``home``), ready;
-    stopped with SIGTERM on exit. ``gateway.exit_code`` then holds its exit status. With ``ca``,
-    the gateway serves HTTPS with a certificate that CA issued."""
+def serve_config(
+    config: Path, port: int, home: Path, *, ca: Path | None = None, wait: bool = True
+) -> Iterator[Gateway]:
+    """`llmos serve --config config` (which listens on ``port`` over state dir ``home``), ready
+    (every model; with ``wait=False`` only listening); stopped with SIGTERM on exit.
+    ``gateway.exit_code`` then holds its exit status. With ``ca``, the gateway serves HTTPS with
+    a certificate that CA issued."""
     log_path = config.parent / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([LLMOS, "serve", "--config", str(config)], stdout=subprocess.PIPE, stderr=log)
@@ -115,7 +138,10 @@ def serve_config(config: Path, port: int, home: Path, *, ca: Path | None = None)
         home=home, base_url=f"{scheme}://127.0.0.1:{port}", admin_key=key, proc=proc, log_path=log_path, ca=ca
     )
     try:
-        gw.wait_ready()
+        if wait:
+            gw.wait_ready()
+        else:
+            gw.wait_listening()
         yield gw
     finally:
         gw.close_clients()

@@ -332,7 +332,7 @@ def test_audit_verify_ok(
 
     assert re.match(
         r"^OK: 3 entries verified; head [0-9a-f]{64}; Merkle root [0-9a-f]{64}; 1 signed checkpoints"
-        r" \(origin llmos\.audit/[0-9a-f]{16}\); signing keys sha256:[0-9a-f]{64}\n$",
+        r" and the signed head \(origin llmos\.audit/[0-9a-f]{16}\); signing keys sha256:[0-9a-f]{64}\n$",
         capsys.readouterr().out,
     )
 

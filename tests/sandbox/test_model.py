@@ -27,7 +27,7 @@ from sandbox.model import (
     generate,
     load_model,
 )
-from sandbox.modeldir import PICKLE_WEIGHT_SUFFIXES, ModelLoadError, check_model_dir
+from sandbox.modeldir import PICKLE_WEIGHT_SUFFIXES, ModelLoadError, UnsafeWeightsError, check_model_dir
 from sandbox.textstream import REPLACEMENT_CHAR
 
 
@@ -81,7 +81,7 @@ def test_pickle_weights_are_refused(demo_model_dir: Path, tmp_path: Path, suffix
     shutil.copytree(demo_model_dir, model_dir)
     (model_dir / f"weights{suffix}").write_bytes(b"not really a pickle")
     with pytest.raises(
-        ModelLoadError, match=rf"pickle-format weight files \(weights\{suffix}\).*safetensors"
+        UnsafeWeightsError, match=rf"unsafe_weights: .*pickle-format files \(weights\{suffix}\).*safetensors"
     ):
         check_model_dir(model_dir)
 

@@ -63,3 +63,10 @@ def test_settings_round_trip_and_refuse_nonsense() -> None:
         SandboxSettings(memory_limit_bytes=1000)
     with pytest.raises(ValueError, match="unknown sandbox setting"):
         SandboxSettings.from_json('{"strictly": true}')
+
+
+def test_skipped_layers_travel_as_json_and_unknown_ones_are_refused() -> None:
+    settings = SandboxSettings(unsafe_skip_layers=("filesystem", "seccomp"))
+    assert SandboxSettings.from_json(settings.to_json()) == settings
+    with pytest.raises(ValueError, match="cannot skip layer"):
+        SandboxSettings(unsafe_skip_layers=("environment",))

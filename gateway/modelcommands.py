@@ -1,0 +1,160 @@
+"""`llmos models ...`: release keys, signed manifests, and the models this gateway serves.
+
+llmos models keygen --out release.pem   a new Ed25519 release key pair (release.pem, .pub.pem)
+llmos models sign DIR [--key K]         write DIR/llmos-manifest.json signed with K (default:
+                                        the state directory's release key)
+llmos models add NAME DIR               verify DIR against a trusted key, then serve it as NAME
+llmos models list [--json]              every model: source, path, manifest check, dtype,
+                                        parameters, memory estimate, digest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.audit.keys import generate_signing_key
+from gateway.config import Config, ModelConfig
+from gateway.errors import AuditError, ConfigError
+from gateway.modelregistry import add_model, all_models, load_registry
+from sandbox.manifest import (
+    Manifest,
+    ManifestError,
+    build_manifest,
+    load_public_keys,
+    load_release_key,
+    read_manifest,
+    sign,
+    verify_model_dir,
+    write_manifest,
+)
+
+ConfigLoader = Callable[[Path | None], Config]
+
+
+def add_model_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser], None]) -> None:
+    models = sub.add_parser("models", help="signed model manifests and the models served").add_subparsers(
+        dest="models_command", required=True
+    )
+    p = models.add_parser("keygen", help="create an Ed25519 release key pair for signing models")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="private key file (PEM, 0600); the public key goes to OUT.pub.pem",
+    )
+    p = models.add_parser(
+        "sign",
+        help="hash every file of a model directory and write its signed manifest (llmos-manifest.json)",
+        description="Refuses pickle-format weights and unknown dtypes; signing again with the same key"
+        " replaces that key's signature, another key adds one.",
+    )
+    add_config(p)
+    p.add_argument("dir", type=Path, help="the model directory (safetensors weights)")
+    p.add_argument("--key", type=Path, help="release private key (default: the state directory's)")
+    p = models.add_parser("add", help="verify a signed model directory and serve it (after a restart)")
+    add_config(p)
+    p.add_argument("name", help="the model name clients will use")
+    p.add_argument("dir", type=Path, help="the model directory, signed by a trusted release key")
+    p = models.add_parser("list", help="the configured and added models, each with its manifest check")
+    add_config(p)
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _trusted(config: Config) -> list[Any]:
+    return load_public_keys([config.release_public_key, *config.model_trust.public_keys])
+
+
+def _keygen(out: Path) -> int:
+    public = out.with_name(out.name.removesuffix(".pem") + ".pub.pem")
+    try:
+        generate_signing_key(out, public)
+    except AuditError as exc:
+        raise ConfigError(str(exc)) from exc
+    print(f"release key {out}; give {public} to the gateways that should trust it (model_trust.public_keys)")
+    return 0
+
+
+def _sign(config: Config, model_dir: Path, key_path: Path | None) -> int:
+    key = load_release_key(key_path or config.release_key)
+    try:
+        existing: Manifest | None = read_manifest(model_dir)
+    except ManifestError:
+        existing = None
+    manifest = build_manifest(model_dir)
+    if existing is not None and existing.body() == manifest.body():
+        manifest = existing  # the same content: keep the other keys' signatures
+    signed = sign(manifest, key)
+    path = write_manifest(model_dir, signed)
+    w = signed.weights
+    print(
+        f"signed {path}: {len(signed.files)} files, {w.dtype}, {w.parameters} parameters,"
+        f" ~{w.memory_bytes / 2**20:.0f} MiB to serve; {signed.digest}"
+    )
+    return 0
+
+
+def _describe(config: Config, model: ModelConfig, source: str, trusted: list[Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"name": model.name, "kind": model.kind, "source": source, "path": None}
+    if model.kind != "transformers" or model.path is None:
+        row["manifest"] = "not needed (loads no files)"
+        return row
+    row["path"] = str(model.path)
+    try:
+        manifest = verify_model_dir(model.path, trusted)
+    except ManifestError as exc:
+        row["manifest"] = f"REFUSED {exc.code}: {exc}"
+        return row
+    w = manifest.weights
+    row.update(
+        manifest="verified",
+        dtype=w.dtype,
+        parameters=w.parameters,
+        memory_bytes=w.memory_bytes,
+        digest=manifest.digest,
+    )
+    return row
+
+
+def _list(config: Config, as_json: bool) -> int:
+    trusted = [] if config.model_trust.unsafe_allow_unsigned else _trusted(config)
+    added = {m.name for m in load_registry(config)}
+    rows = [
+        _describe(config, m, "added" if m.name in added else "config", trusted) for m in all_models(config)
+    ]
+    if as_json:
+        print(json.dumps({"models": rows}, indent=2))
+        return 0
+    for row in rows:
+        detail = ""
+        if "digest" in row:
+            detail = (
+                f" {row['dtype']}, {row['parameters']} parameters, ~{row['memory_bytes'] / 2**20:.0f} MiB,"
+                f" {row['digest'][:19]}..."
+            )
+        print(
+            f"{row['name']} ({row['kind']}, {row['source']}) {row['path'] or ''}: {row['manifest']}{detail}"
+        )
+    return 0
+
+
+def run_models(args: argparse.Namespace, load_config: ConfigLoader) -> int:
+    command = args.models_command
+    try:
+        if command == "keygen":
+            return _keygen(args.out)
+        config = load_config(args.config)
+        if command == "sign":
+            return _sign(config, args.dir, args.key)
+        if command == "add":
+            manifest = verify_model_dir(args.dir, _trusted(config))
+            add_model(config, args.name, args.dir)
+            print(f"added {args.name} ({manifest.digest}); restart the gateway to serve it")
+            return 0
+        return _list(config, args.json)
+    except ManifestError as exc:
+        print(f"llmos: error: {exc.code}: {exc}")
+        return 1
