@@ -36,6 +36,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.pipeline = runtime.pipeline
     app.state.limits = runtime.limits
     app.state.policy_reloader = runtime.reloader  # digest, reloads, failures, last_error
+    app.state.model_pool = runtime.pool  # /admin/models
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)

@@ -174,6 +174,14 @@ class ModelConfig(_Section):
     # Load pickle-format weights (.bin, .pt, ...) too; they can run code in the worker when loaded
     # (docs/threat-model.md). Without it such a directory is refused (unsafe_weights).
     unsafe_allow_pickle_weights: bool = False
+    # pinned: loaded at startup, never evicted. on_demand: loaded on its first request, unloaded
+    # after idle_unload_s without one, or evicted (least recently used first) to make room.
+    load: Literal["pinned", "on_demand"] = "pinned"
+    idle_unload_s: float | None = Field(default=None, gt=0)
+    # What placement counts for it (docs/placement.md). Default: the signed manifest's estimate
+    # (transformers), 64 MiB (echo).
+    memory_bytes: StrictInt | None = Field(default=None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("gpus")
     @classmethod
@@ -207,6 +215,9 @@ class WorkersConfig(_Section):
     # Failed starts or short-lived workers in a row before a model is refused at once with 503
     # model_unhealthy (until a worker is ready again).
     unhealthy_after_failures: StrictInt = Field(default=3, ge=1)
+    # How long a request for an unloaded model waits for memory (busy or pinned models hold it)
+    # before 503 model_capacity.
+    admission_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class ModelTrustConfig(_Section):
@@ -227,6 +238,13 @@ class ModelTrustConfig(_Section):
     @classmethod
     def _resolve_keys(cls, paths: list[Path], info: ValidationInfo) -> list[Path]:
         return [p for p in (_resolve(path, info) for path in paths) if p is not None]
+
+
+class DevicesConfig(_Section):
+    """The memory budgets models are placed within (docs/placement.md)."""
+
+    cpu_budget_bytes: StrictInt | None = Field(default=None, gt=0)  # default: half of RAM
+    gpu_reserve_fraction: float = Field(default=0.1, ge=0, lt=1)  # of each GPU, never allocated
 
 
 SandboxLayer = Literal[  # sandbox.isolation.LAYERS
@@ -270,6 +288,7 @@ class Config(_Section):
     pii: PiiConfig = PiiConfig()  # sensitive-data detection: Presidio or patterns (docs/pii.md)
     sandbox: SandboxConfig = SandboxConfig()  # isolation of model workers (docs/sandbox.md)
     model_trust: ModelTrustConfig = ModelTrustConfig()  # signed model manifests (docs/models.md)
+    devices: DevicesConfig = DevicesConfig()  # memory budgets for placement (docs/placement.md)
 
     _resolve = field_validator("state_dir")(_resolve)
 

@@ -7,6 +7,7 @@
     │   ├── AuthenticationFailed    401 authentication_error
     │   ├── PermissionDenied        403 permission_error (policy deny)
     │   ├── NotFound                404 not_found_error (unknown model)
+    │   ├── Conflict                409 invalid_request_error (e.g. unloading a busy model)
     │   ├── PayloadTooLarge         413 invalid_request_error
     │   ├── ClientClosedRequest     499 (recorded only: the client is gone)
     │   ├── RateLimited             429 rate_limit_error (carries Retry-After)
@@ -82,6 +83,12 @@ class NotFound(ApiError):
     status = 404
     type = "not_found_error"
     code = "model_not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(ApiError):

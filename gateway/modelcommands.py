@@ -6,15 +6,22 @@ llmos models sign DIR [--key K]         write DIR/llmos-manifest.json signed wit
 llmos models add NAME DIR               verify DIR against a trusted key, then serve it as NAME
 llmos models list [--json]              every model: source, path, manifest check, dtype,
                                         parameters, memory estimate, digest
+llmos models status | load NAME | unload NAME
+                                        ask the running gateway (its /admin/models API, with the
+                                        admin key in $LLMOS_API_KEY): devices, budgets, loaded
+                                        models, last use; load or unload one now
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from gateway.audit.keys import generate_signing_key
 from gateway.config import Config, ModelConfig
@@ -62,6 +69,17 @@ def add_model_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser],
     p = models.add_parser("list", help="the configured and added models, each with its manifest check")
     add_config(p)
     p.add_argument("--json", action="store_true", help="print one JSON document")
+    for command, what in (
+        ("status", "per-device budget and use, and each model's state, memory and last use"),
+        ("load", "load a model now in the running gateway (evicting idle ones if needed)"),
+        ("unload", "unload a model now in the running gateway (refused while it is busy)"),
+    ):
+        p = models.add_parser(command, help=f"{what} (needs $LLMOS_API_KEY, an admin key)")
+        add_config(p)
+        if command != "status":
+            p.add_argument("name", help="the model")
+        p.add_argument("--url", help="the gateway (default: http://server.host:server.port)")
+        p.add_argument("--json", action="store_true", help="print the JSON answer")
 
 
 def _trusted(config: Config) -> list[Any]:
@@ -141,6 +159,47 @@ def _list(config: Config, as_json: bool) -> int:
     return 0
 
 
+def _remote(config: Config, args: argparse.Namespace) -> int:
+    key = os.environ.get("LLMOS_API_KEY")
+    if not key:
+        raise ConfigError("set LLMOS_API_KEY to an admin key of the running gateway")
+    scheme = "https" if config.server.tls is not None else "http"
+    url = args.url or f"{scheme}://{config.server.host}:{config.server.port}"
+    command = args.models_command
+    path = "/admin/models" if command == "status" else f"/admin/models/{args.name}/{command}"
+    try:
+        response = httpx.request(
+            "GET" if command == "status" else "POST",
+            url + path,
+            headers={"authorization": f"Bearer {key}"},
+            timeout=300,
+        )
+        body = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ConfigError(f"no usable answer from the gateway at {url}: {exc}") from exc
+    if response.status_code != 200:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        print(f"llmos: error: {response.status_code} {error.get('code')}: {error.get('message')}")
+        return 1
+    if args.json:
+        print(json.dumps(body, indent=2))
+    elif command == "status":
+        for d in body["devices"]:
+            print(
+                f"{d['device']}: {d['used_bytes'] / 2**20:.0f} of {d['budget_bytes'] / 2**20:.0f} MiB"
+                f" ({', '.join(d['models']) or 'no models'})"
+            )
+        for name, m in body["models"].items():
+            pinned = " pinned" if m["pinned"] else ""
+            print(
+                f"  {name}: {m['state']}{pinned}, {m['memory_bytes'] / 2**20:.0f} MiB on"
+                f" {', '.join(m['devices']) or '-'}; loads {m['loads']}, evictions {m['evictions']}"
+            )
+    else:
+        print(f"{args.name}: {body['state']}")
+    return 0
+
+
 def run_models(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     command = args.models_command
     try:
@@ -149,6 +208,8 @@ def run_models(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         config = load_config(args.config)
         if command == "sign":
             return _sign(config, args.dir, args.key)
+        if command in ("status", "load", "unload"):
+            return _remote(config, args)
         if command == "add":
             manifest = verify_model_dir(args.dir, _trusted(config))
             add_model(config, args.name, args.dir)

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from gateway.api.routes import Limits
 from gateway.audit.keys import load_private_key
 from gateway.audit.log import AuditLog
-from gateway.config import Config
+from gateway.config import Config, ModelConfig
 from gateway.errors import ConfigError
 from gateway.identity import Authenticator
 from gateway.limits import build_store
@@ -27,9 +27,12 @@ from gateway.state import open_key_store
 from gateway.workerevents import WorkerEventRecorder
 from sandbox.canaries import CanaryFileError, load_canaries
 from sandbox.client import ModelWorker, WorkerSpec
+from sandbox.inventory import detect_inventory, probe_nvml
 from sandbox.isolation import SandboxSettings, describe_missing
 from sandbox.isolation.probe import unsupported_layers
-from sandbox.manifest import ManifestError, load_public_keys
+from sandbox.lifecycle import ManagedModel, ModelPool
+from sandbox.manifest import ManifestError, WeightsInfo, load_public_keys, read_manifest
+from sandbox.placement import PlacementError
 
 log = logging.getLogger("llmos.gateway")
 
@@ -39,7 +42,7 @@ class Runtime:
     config: Config
     pipeline: Pipeline
     limits: Limits
-    workers: dict[str, ModelWorker]
+    pool: ModelPool
     audit: AuditLog
     reloader: PolicyReloader
     tokens: TokenVerifier | None = None
@@ -51,14 +54,12 @@ class Runtime:
             # on demand (its callers get 503 idp_unavailable meanwhile).
             for issuer in await asyncio.to_thread(self.tokens.warm):
                 log.warning("OIDC issuer %s: no signing keys yet (unreachable); will retry on demand", issuer)
-        for worker in self.workers.values():
-            await worker.start()
+        await self.pool.start()  # the pinned models; the others load on demand
         await self.reloader.start()  # last: a failed start above leaves nothing running
 
     async def stop(self) -> None:
         await self.reloader.stop()  # first: nothing is swapped in while shutting down
-        for worker in self.workers.values():
-            await worker.stop()
+        await self.pool.stop()
         if self.worker_events is not None:
             await self.worker_events.drain()  # their entries, before the log closes
         self.audit.close()
@@ -109,6 +110,51 @@ def trusted_release_keys(config: Config) -> tuple[Ed25519PublicKey, ...]:
         raise ConfigError(f"model_trust: {exc}") from exc
 
 
+ECHO_MEMORY_BYTES = 64 * 1024 * 1024
+
+
+def memory_estimate(model: ModelConfig) -> int:
+    """What placement counts for a model: configured, else its signed manifest's estimate, else
+    (unsigned, with model_trust.unsafe_allow_unsigned) the same formula over its safetensors."""
+    if model.memory_bytes is not None:
+        return model.memory_bytes
+    if model.kind == "echo" or model.path is None:
+        return ECHO_MEMORY_BYTES
+    try:
+        return read_manifest(model.path).weights.memory_bytes
+    except ManifestError:
+        size = sum(p.stat().st_size for p in model.path.rglob("*.safetensors"))
+        return WeightsInfo("F32", 0, size).memory_bytes
+
+
+def build_pool(config: Config, models: list[ModelConfig], workers: dict[str, ModelWorker]) -> ModelPool:
+    inventory = detect_inventory(
+        config.devices.cpu_budget_bytes,
+        config.devices.gpu_reserve_fraction,
+        probes=(probe_nvml,),  # never torch in the gateway process (docs/placement.md)
+    )
+    managed = [
+        ManagedModel(
+            workers[m.name],
+            memory_bytes=memory_estimate(m),
+            pinned=m.load == "pinned",
+            idle_unload_s=m.idle_unload_s,
+            device_kind=m.device,
+            fixed_gpus=bool(m.gpus),
+        )
+        for m in models
+    ]
+    try:
+        return ModelPool(
+            inventory,
+            managed,
+            admission_timeout_s=config.workers.admission_timeout_s,
+            start_timeout_s=config.workers.start_timeout_s,
+        )
+    except PlacementError as exc:
+        raise ConfigError(f"models: {exc} (devices.cpu_budget_bytes, or the model's memory_bytes)") from exc
+
+
 def build_runtime(config: Config) -> Runtime:
     models = all_models(config)  # llmos.yaml's, then those added with `llmos models add`
     keys = open_key_store(config)
@@ -157,7 +203,8 @@ def build_runtime(config: Config) -> Runtime:
         )
         for m in models
     }
-    worker_view: dict[str, Worker] = dict(workers)
+    pool = build_pool(config, models, workers)
+    worker_view: dict[str, Worker] = dict(pool.models)
     mtls = config.auth.mtls
     tokens = TokenVerifier(config.oidc) if config.oidc.issuers else None
     authenticator = Authenticator(
@@ -188,7 +235,7 @@ def build_runtime(config: Config) -> Runtime:
         config=config,
         pipeline=pipeline,
         limits=limits,
-        workers=workers,
+        pool=pool,
         audit=audit,
         reloader=PolicyReloader(config, pipeline),
         tokens=tokens,

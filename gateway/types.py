@@ -23,6 +23,7 @@ ENDPOINTS: tuple[str, ...] = (
     "admin.keys",
     "admin.auth",
     "admin.workers",
+    "admin.models",
     "audit.checkpoint",
     "audit.entries",
     "audit.consistency",

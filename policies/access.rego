@@ -12,6 +12,7 @@ endpoint_roles := {
 	"admin.keys": {"admin"},
 	"admin.auth": {"admin"},
 	"admin.workers": {"admin"},
+	"admin.models": {"admin"},
 	"audit.checkpoint": {"admin", "auditor"},
 	"audit.entries": {"admin", "auditor"},
 	"audit.consistency": {"admin", "auditor"},

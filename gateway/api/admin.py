@@ -1,5 +1,6 @@
 """Administration API: ``/admin/keys`` (API key lifecycle), ``/admin/policy``, ``/admin/auth`` and
-``/admin/workers`` (model workers and the isolation each one got).
+``/admin/workers`` (model workers and the isolation each one got) and ``/admin/models`` (memory
+budgets, loaded models, load/unload).
 
 Both need the ``admin`` role *and* an allow from the policy (``admin.keys`` and
 ``admin.policy`` endpoints in the policy input), so a policy can narrow administration
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.api.body import read_body
 from gateway.api.schemas import parse_create_key
-from gateway.errors import ApiError, PermissionDenied
+from gateway.errors import ApiError, Conflict, NotFound, PermissionDenied
 from gateway.keys import ApiKeyStore
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.policy.input import RequestSummary
@@ -121,6 +122,38 @@ async def workers_status(request: Request) -> Response:
         return 200, {"workers": data}
 
     return await _admin(request, "admin.workers", act)
+
+
+@router.get("/admin/models")
+async def models_status(request: Request) -> Response:
+    """Per device: budget, use and the models on it; per model: state, memory, last use, loads
+    and evictions (sandbox.lifecycle)."""
+
+    async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
+        return 200, request.app.state.model_pool.status()
+
+    return await _admin(request, "admin.models", act)
+
+
+@router.post("/admin/models/{name}/{action}")
+async def models_load(request: Request, name: str, action: str) -> Response:
+    """Load a model now (evicting idle ones as a request would), or unload it (refused with 409
+    while it has requests in flight)."""
+
+    async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
+        pool = request.app.state.model_pool
+        if name not in pool.models:
+            raise NotFound(f"No model named {name!r}.", code="model_not_found")
+        if action == "load":
+            await pool.load(name)
+        elif action == "unload":
+            if not await pool.unload(name):
+                raise Conflict(f"Model {name!r} has requests in flight; retry later.", code="model_busy")
+        else:
+            raise NotFound("Use /admin/models/NAME/load or /admin/models/NAME/unload.", code="unknown_url")
+        return 200, pool.status()["models"][name]
+
+    return await _admin(request, "admin.models", act)
 
 
 @router.get("/admin/keys")

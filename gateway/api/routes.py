@@ -74,7 +74,8 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
     states = {name: w.state for name, w in _pipeline(request).workers.items()}
-    ready = all(s == "ready" for s in states.values())
+    # A model loaded on demand is fine unloaded: its first request loads it.
+    ready = all(s in ("ready", "unloaded") for s in states.values())
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "models": states}, status_code=200 if ready else 503
     )

@@ -1,0 +1,311 @@
+"""Models loaded on demand under memory budgets: the pool in front of the model workers.
+
+Each configured model is a :class:`ManagedModel`, which the request pipeline uses as its worker
+(``generate`` and ``state``). A *pinned* model is loaded when the gateway starts and never
+evicted. Any other model is loaded on its first request and unloaded after ``idle_unload_s``
+without one. Loading places the model on a device of the inventory (``sandbox.placement``)
+within the device's budget; when it does not fit, the least recently used idle models are
+unloaded first (true LRU by the time each last started or finished a request; pinned models,
+models with requests in flight and models being loaded are never evicted). When nothing can be
+evicted the request waits, at most ``admission_timeout_s``, for memory to be freed, then fails
+with 503 ``model_capacity`` (and ``Retry-After``). One load decision is made at a time; a
+model that does not fit even an empty inventory is refused at once (``placement_failed``).
+
+Memory is what each model is *estimated* to need (its signed manifest's ``memory_bytes``, or
+the configured ``memory_bytes``), counted against the budgets; placement never measures a
+running worker. Every load, unload and eviction is logged, counted, and shown by
+``/admin/models`` (:meth:`ModelPool.status`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gateway.errors import WorkerUnavailable
+from gateway.types import GenerateEvent, GenerateRequest
+from sandbox.client import ModelWorker
+from sandbox.inventory import Inventory
+from sandbox.placement import (
+    Allocation,
+    LoadedModel,
+    ModelNeed,
+    PlacementError,
+    device_usage,
+    fits,
+    place,
+    plan_eviction,
+)
+
+log = logging.getLogger("llmos.sandbox.lifecycle")
+
+IDLE_CHECK_S = 1.0
+
+
+@dataclass
+class ManagedModel:
+    """One model in the pool; the pipeline's worker for it."""
+
+    worker: ModelWorker
+    memory_bytes: int
+    pinned: bool = True
+    idle_unload_s: float | None = None  # None: stays loaded until evicted
+    device_kind: str = "auto"
+    fixed_gpus: bool = False  # the configuration names its GPUs: placement only accounts for them
+    pool: ModelPool | None = field(default=None, repr=False)
+    last_used: float = 0.0
+    outstanding: int = 0
+    loading: bool = False
+    loads: int = 0
+    evictions: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.worker.spec.name
+
+    @property
+    def loaded(self) -> bool:
+        return self.pool is not None and self.name in self.pool.allocations
+
+    @property
+    def state(self) -> str:
+        if self.loading and self.worker.state != "ready":
+            return "loading"
+        return self.worker.state if self.loaded else "unloaded"
+
+    # What /admin/workers shows of a worker.
+    @property
+    def pid(self) -> int | None:
+        return self.worker.pid
+
+    @property
+    def restarts(self) -> int:
+        return self.worker.restarts
+
+    @property
+    def last_error(self) -> str | None:
+        return self.worker.last_error
+
+    @property
+    def isolation(self) -> Any:
+        return self.worker.isolation
+
+    @property
+    def manifest_digest(self) -> str | None:
+        return self.worker.manifest_digest
+
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateEvent, None]:
+        if self.pool is None:
+            raise WorkerUnavailable(f"model {self.name!r} is not in a pool", code="worker_stopped")
+        self.outstanding += 1  # busy from here: never evicted while a request waits for it
+        self.last_used = self.pool.clock()
+        try:
+            await self.pool.ensure_loaded(self)
+            async for event in self.worker.generate(request):
+                yield event
+        finally:
+            self.outstanding -= 1
+            self.last_used = self.pool.clock()
+            self.pool.changed()
+
+
+class ModelPool:
+    """The managed models and the devices they share; start() it, stop() it."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        models: list[ManagedModel],
+        *,
+        admission_timeout_s: float = 30.0,
+        start_timeout_s: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inventory = inventory
+        self.models = {m.name: m for m in models}
+        self.admission_timeout_s = admission_timeout_s
+        self.start_timeout_s = start_timeout_s
+        self.clock = clock
+        self.allocations: dict[str, Allocation] = {}
+        self.evictions = 0
+        self._cond = asyncio.Condition()
+        self._idle_task: asyncio.Task[None] | None = None
+        for model in models:
+            model.pool = self
+            if not fits(inventory, [], self._need(model)):
+                # fits nowhere even with everything unloaded: say so now, not on every request
+                place(inventory, [], self._need(model))  # raises the PlacementError that says why
+
+    def _need(self, model: ManagedModel) -> ModelNeed:
+        kind = model.device_kind if model.device_kind in ("cpu", "cuda") else "auto"
+        return ModelNeed(model.name, model.memory_bytes, device_kind=kind)  # type: ignore[arg-type]
+
+    async def start(self) -> None:
+        """Load the pinned models (in order), start the idle unloader."""
+        for model in self.models.values():
+            if model.pinned:
+                await self._load(model, wait=False)
+        self._idle_task = asyncio.create_task(self._unload_idle(), name="llmos-model-pool-idle")
+
+    async def stop(self) -> None:
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._idle_task
+        for model in self.models.values():
+            await model.worker.stop()
+        self.allocations.clear()
+
+    def changed(self) -> None:
+        """A request finished or a model was unloaded: waiting loads look again."""
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._cond:
+            self._cond.notify_all()
+
+    async def ensure_loaded(self, model: ManagedModel) -> None:
+        """Return once ``model`` is loaded (its worker may still be starting: the worker waits
+        for readiness itself). 503 ``model_capacity`` after ``admission_timeout_s``."""
+        if model.loaded:
+            return
+        await self._load(model, wait=True)
+
+    async def load(self, name: str) -> None:
+        """Load a model now (admin), evicting as for a request."""
+        await self._load(self._get(name), wait=True)
+
+    async def unload(self, name: str) -> bool:
+        """Unload a model now (admin) unless it has requests in flight; False if it had."""
+        model = self._get(name)
+        async with self._cond:
+            if model.outstanding or model.loading:
+                return False
+            await self._unload(model, why="asked")
+            self._cond.notify_all()
+        return True
+
+    def _get(self, name: str) -> ManagedModel:
+        model = self.models.get(name)
+        if model is None:
+            raise KeyError(name)
+        return model
+
+    async def _load(self, model: ManagedModel, *, wait: bool) -> None:
+        deadline = self.clock() + self.admission_timeout_s
+        async with self._cond:
+            while not model.loaded:
+                need = self._need(model)
+                loaded = [
+                    LoadedModel(m.name, m.last_used, m.pinned, busy=m.outstanding > 0 or m.loading)
+                    for m in self.models.values()
+                    if m.loaded and m is not model
+                ]
+                victims = plan_eviction(self.inventory, self.allocations.values(), need, loaded)
+                if victims is not None:
+                    for name in victims:
+                        await self._unload(self.models[name], why=f"evicted (LRU) for {model.name}")
+                    placement = place(self.inventory, self.allocations.values(), need)[0]
+                    self.allocations[model.name] = placement.allocation()
+                    if not model.fixed_gpus:
+                        model.worker.spec = replace(model.worker.spec, gpus=placement.gpu_indices)
+                    model.loading = True
+                    model.loads += 1
+                    model.last_used = self.clock()
+                    log.info(
+                        "model %r loading on %s (%d MiB)",
+                        model.name,
+                        ", ".join(placement.devices),
+                        model.memory_bytes // 2**20,
+                    )
+                    await model.worker.start()
+                    break
+                remaining = deadline - self.clock()
+                if not wait or remaining <= 0:
+                    if not wait:
+                        raise PlacementError(
+                            f"pinned model {model.name!r} does not fit beside the other pinned models",
+                            model=model.name,
+                            need_bytes=model.memory_bytes,
+                            largest_free_bytes=0,
+                            shard_capacity_bytes=0,
+                        )
+                    raise WorkerUnavailable(
+                        f"model {model.name!r} cannot be loaded now: the models in memory are busy or"
+                        " pinned; retry later",
+                        code="model_capacity",
+                        retry_after=max(1, math.ceil(self.admission_timeout_s / 4)),
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._cond.wait(), remaining)
+        if model.loading:
+            try:
+                await model.worker.wait_ready(self.start_timeout_s)
+            except WorkerUnavailable:
+                pass  # the request that waits on it gets the worker's own error
+            finally:
+                model.loading = False
+                self.changed()
+
+    async def _unload(self, model: ManagedModel, *, why: str) -> None:
+        if model.name not in self.allocations:
+            return
+        log.info("model %r unloading: %s", model.name, why)
+        await model.worker.stop()
+        del self.allocations[model.name]
+        if why.startswith("evicted"):
+            model.evictions += 1
+            self.evictions += 1
+
+    async def _unload_idle(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            now = self.clock()
+            for model in list(self.models.values()):
+                ttl = model.idle_unload_s
+                idle = model.loaded and not model.pinned and not model.outstanding and not model.loading
+                if idle and ttl is not None and now - model.last_used >= ttl:
+                    async with self._cond:
+                        if model.outstanding or model.loading:
+                            continue
+                        await self._unload(model, why=f"idle for {ttl:.0f} s")
+                        self._cond.notify_all()
+
+    def status(self) -> dict[str, Any]:
+        """Per device: budget, use and models on it; per model: state, memory, last use."""
+        now, wall = self.clock(), time.time()
+        devices = [
+            {
+                "device": u.device_id,
+                "kind": u.kind,
+                "name": u.name,
+                "budget_bytes": u.budget_bytes,
+                "used_bytes": u.used_bytes,
+                "free_bytes": u.free_bytes,
+                "models": sorted({share.model for share in u.models}),
+            }
+            for u in device_usage(self.inventory, self.allocations.values())
+        ]
+        models = {}
+        for m in self.models.values():
+            allocation = self.allocations.get(m.name)
+            models[m.name] = {
+                "state": m.state,
+                "pinned": m.pinned,
+                "memory_bytes": m.memory_bytes,
+                "devices": [s.device_id for s in allocation.shares] if allocation else [],
+                "replicas": 1 if allocation else 0,
+                "outstanding": m.outstanding,
+                "last_used": None if not m.last_used else round(wall - (now - m.last_used), 3),
+                "idle_unload_s": m.idle_unload_s,
+                "loads": m.loads,
+                "evictions": m.evictions,
+                "manifest_digest": m.manifest_digest,
+            }
+        return {"devices": devices, "models": models, "evictions": self.evictions}
