@@ -366,6 +366,7 @@ class Pipeline:
             principal_id=ctx.principal.id,
             auth_method=ctx.principal.auth_method,
             findings=findings_document(ctx.input_findings, ctx.output_findings),
+            model_digest=self._model_digest(ctx.model),
             tenant=ctx.principal.tenant,
             endpoint=ctx.endpoint,
             model=ctx.model,
@@ -386,6 +387,12 @@ class Pipeline:
                 _json(obligations_document(ctx.output_obligations)) if ctx.output_obligations else None
             ),
         )
+
+    def _model_digest(self, model: str | None) -> str | None:
+        """The signed manifest of the model serving ``model`` (None for echo or unsigned models)."""
+        worker = self.workers.get(model) if model is not None else None
+        digest = getattr(worker, "manifest_digest", None)
+        return digest if isinstance(digest, str) else None
 
     async def finish(self, ctx: RequestContext, status: int) -> None:
         """Write the ``complete`` entry of a response before it is sent; 503 if that fails."""

@@ -247,3 +247,4 @@ class AuditRecord:
     output_obligations: str | None = None  # JSON of the (last) output decision's obligations
     auth_method: str = "none"  # how the principal authenticated: api_key, oidc, mtls (none: refused)
     findings: str | None = None  # JSON of the sensitive-data findings: type, offsets, recogniser, score
+    model_digest: str | None = None  # sha256 of the signed manifest of the model that served it

@@ -31,9 +31,11 @@ from gateway.audit.canonical import MAX_SAFE_INTEGER, JsonValue, canonical_json
 from gateway.errors import AuditError
 from gateway.types import AUDIT_PHASES, AuditRecord
 
-# 2: phase, policy_input, output_policy_input, obligations; 3: auth_method; 4: findings
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (2, 3, 4, 5)  # entries written by earlier formats still verify; 5: sealed fields
+# 2: phase, policy_input, output_policy_input, obligations; 3: auth_method; 4: findings;
+# 6: model_digest (the signed manifest of the model that served the request)
+FORMAT_VERSION = 6
+# Entries written by earlier formats still verify; 5 and 7: 4 and 6 with sealed fields.
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
 GENESIS_HASH = "0" * 64
 
 # The exact member set of a format-2 entry.
@@ -65,15 +67,18 @@ ENTRY_FIELDS_V2: frozenset[str] = frozenset(
     }
 )
 ENTRY_FIELDS_V3: frozenset[str] = ENTRY_FIELDS_V2 | {"auth_method"}
-# The exact member set of a format-4 entry (what is written now).
-ENTRY_FIELDS: frozenset[str] = ENTRY_FIELDS_V3 | {"findings"}
-_FIELDS_BY_VERSION = {2: ENTRY_FIELDS_V2, 3: ENTRY_FIELDS_V3, 4: ENTRY_FIELDS}
+ENTRY_FIELDS_V4: frozenset[str] = ENTRY_FIELDS_V3 | {"findings"}
+# The exact member set of a format-6 entry (what is written now).
+ENTRY_FIELDS: frozenset[str] = ENTRY_FIELDS_V4 | {"model_digest"}
+_FIELDS_BY_VERSION = {2: ENTRY_FIELDS_V2, 3: ENTRY_FIELDS_V3, 4: ENTRY_FIELDS_V4, 6: ENTRY_FIELDS}
 
-# Format 5 is format 4 with some fields *sealed*: each is replaced in the body by a salted
-# commitment under "sealed", and its value and salt (the *opening*) are stored beside the entry,
-# outside the signed and hashed bytes. An export can then leave an opening out (withhold the
-# field) and the entry still verifies; a given opening is checked against its commitment.
-SEALED_VERSION = 5
+# Formats 5 and 7 are formats 4 and 6 with some fields *sealed*: each is replaced in the body by
+# a salted commitment under "sealed", and its value and salt (the *opening*) are stored beside
+# the entry, outside the signed and hashed bytes. An export can then leave an opening out
+# (withhold the field) and the entry still verifies; a given opening is checked against its
+# commitment. 7 is what is written now.
+SEALED_VERSION = 7
+_SEALED_BASE = {5: ENTRY_FIELDS_V4, 7: ENTRY_FIELDS}
 SEALABLE_FIELDS: tuple[str, ...] = (
     "principal_id",
     "tenant",
@@ -118,6 +123,7 @@ def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonVa
         "principal_id": record.principal_id,
         "auth_method": record.auth_method,
         "findings": record.findings,
+        "model_digest": record.model_digest,
         "tenant": record.tenant,
         "endpoint": record.endpoint,
         "model": record.model,
@@ -415,7 +421,7 @@ def _checked(value: dict[str, JsonValue], body: bytes, *, canonical: bool) -> di
     """``value`` (parsed from ``body``; ``canonical`` when known to be its canonical text) if it
     is a well-formed entry; AuditError saying why not."""
     version = value.get("v")
-    if version == SEALED_VERSION:
+    if version in _SEALED_BASE and not isinstance(version, bool):
         sealed = value.get("sealed")
         if (
             not isinstance(sealed, dict)
@@ -424,7 +430,7 @@ def _checked(value: dict[str, JsonValue], body: bytes, *, canonical: bool) -> di
             or not all(isinstance(c, str) and _COMMITMENT.fullmatch(c) for c in sealed.values())
         ):
             raise AuditError("entry sealed is not a map of sealable fields to sha256: commitments")
-        fields = (ENTRY_FIELDS - set(sealed)) | {"sealed"}
+        fields = (_SEALED_BASE[version] - set(sealed)) | {"sealed"}
     elif isinstance(version, bool) or version not in _FIELDS_BY_VERSION:
         raise AuditError(f"unsupported entry format v={version!r} (expected one of {READABLE_VERSIONS})")
     else:
@@ -448,6 +454,10 @@ def _checked(value: dict[str, JsonValue], body: bytes, *, canonical: bool) -> di
         and not (value["findings"] is None or isinstance(value["findings"], str))
     ):
         raise AuditError("entry findings is neither null nor a string")
+    if "model_digest" in value and not (
+        value["model_digest"] is None or isinstance(value["model_digest"], str)
+    ):
+        raise AuditError("entry model_digest is neither null nor a string")
     if value["phase"] not in AUDIT_PHASES:
         raise AuditError(f"entry phase {value['phase']!r} is not one of {', '.join(AUDIT_PHASES)}")
     if not canonical and canonical_json(value) != body:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
+from sandbox.manifest import read_manifest
 from tests.e2e import audit_reader
 from tests.e2e.conftest import LLMOS, Gateway, free_port, serve_config
 
@@ -50,10 +51,13 @@ def test_the_tampered_model_is_refused_and_recorded_the_other_serves(tampered: G
             model="bad", messages=[{"role": "user", "content": "hi"}], max_tokens=4
         )
     assert err.value.status_code == 503 and err.value.code == "worker_not_ready"
-    ok = tampered.client().chat.completions.create(
+    raw = tampered.client().chat.completions.with_raw_response.create(
         model="good", messages=[{"role": "user", "content": "hi"}], max_tokens=4
     )
-    assert ok.choices[0].finish_reason in ("stop", "length")
+    assert raw.parse().choices[0].finish_reason in ("stop", "length")
+    served = audit_reader.entry(tampered.home, raw.headers["x-request-id"])
+    signed = read_manifest(tampered.home / "models" / "demo").digest
+    assert served is not None and served["model_digest"] == signed  # which version answered
     refusals = [
         e["reasons"]
         for e in audit_reader.entries(tampered.home)

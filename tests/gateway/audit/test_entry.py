@@ -24,7 +24,8 @@ from .conftest import KeyPair, make_record
 def test_build_holds_record_fields_and_chain() -> None:
     entry = build_entry(make_record(1, reasons=("pii.email", "quota")), seq=1, prev=GENESIS_HASH)
     assert set(entry) == ENTRY_FIELDS
-    assert entry["v"] == 4
+    assert entry["v"] == 6
+    assert entry["model_digest"] is None
     assert entry["auth_method"] == "api_key"
     assert entry["findings"] is None
     assert entry["seq"] == 1
@@ -43,7 +44,7 @@ def test_body_round_trips_through_parse() -> None:
 
 def test_a_format_2_entry_still_parses_and_a_format_3_one_needs_auth_method() -> None:
     old = dict(build_entry(make_record(), seq=1, prev=GENESIS_HASH))
-    del old["auth_method"], old["findings"]
+    del old["auth_method"], old["findings"], old["model_digest"]
     old["v"] = 2
     assert parse_entry(canonical_json(old))["v"] == 2  # written before auth_method existed
     with pytest.raises(AuditError, match="missing"):
@@ -54,10 +55,18 @@ def test_a_format_2_entry_still_parses_and_a_format_3_one_needs_auth_method() ->
         parse_entry(canonical_json({**old, "v": 3, "auth_method": 7}))
 
 
-def test_format_3_and_4_entries() -> None:
+def test_format_3_4_and_6_entries() -> None:
     current = dict(build_entry(make_record(findings='{"input":[],"output":[]}'), seq=1, prev=GENESIS_HASH))
     assert parse_entry(canonical_json(current))["findings"] == '{"input":[],"output":[]}'
-    v3 = {k: v for k, v in current.items() if k != "findings"} | {"v": 3}
+    v4 = {k: v for k, v in current.items() if k != "model_digest"} | {"v": 4}
+    assert parse_entry(canonical_json(v4))["v"] == 4  # written before model digests
+    with pytest.raises(AuditError, match="unexpected"):
+        parse_entry(canonical_json({**current, "v": 4}))  # a v4 entry with a v6 field
+    with pytest.raises(AuditError, match="model_digest"):
+        parse_entry(canonical_json({**current, "model_digest": 5}))
+    served = build_entry(make_record(model_digest="sha256:" + "d" * 64), seq=1, prev=GENESIS_HASH)
+    assert parse_entry(canonical_json(served))["model_digest"] == "sha256:" + "d" * 64
+    v3 = {k: v for k, v in v4.items() if k != "findings"} | {"v": 3}
     assert parse_entry(canonical_json(v3))["v"] == 3
     with pytest.raises(AuditError, match="missing"):
         parse_entry(canonical_json({**v3, "v": 4}))

@@ -52,6 +52,7 @@ records = st.builds(
     phase=st.sampled_from(AUDIT_PHASES),
     policy_input=OPTIONAL_TEXT,
     findings=OPTIONAL_TEXT,
+    model_digest=OPTIONAL_TEXT,
 )
 
 
