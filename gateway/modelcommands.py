@@ -6,7 +6,7 @@ llmos models sign DIR [--key K]         write DIR/llmos-manifest.json signed wit
 llmos models add NAME DIR               verify DIR against a trusted key, then serve it as NAME
 llmos models list [--json]              every model: source, path, manifest check, dtype,
                                         parameters, memory estimate, digest
-llmos models status | load NAME | unload NAME
+llmos models status | load NAME | unload NAME | update NAME DIR
                                         ask the running gateway (its /admin/models API, with the
                                         admin key in $LLMOS_API_KEY): devices, budgets, loaded
                                         models, last use; load or unload one now
@@ -26,7 +26,7 @@ import httpx
 from gateway.audit.keys import generate_signing_key
 from gateway.config import Config, ModelConfig
 from gateway.errors import AuditError, ConfigError
-from gateway.modelregistry import add_model, all_models, load_registry
+from gateway.modelregistry import add_model, all_models, load_registry, registry_path, set_model_path
 from sandbox.manifest import (
     Manifest,
     ManifestError,
@@ -73,11 +73,14 @@ def add_model_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser],
         ("status", "per-device budget and use, and each model's state, memory and last use"),
         ("load", "load a model now in the running gateway (evicting idle ones if needed)"),
         ("unload", "unload a model now in the running gateway (refused while it is busy)"),
+        ("update", "serve a model from a new signed directory without dropping a request"),
     ):
         p = models.add_parser(command, help=f"{what} (needs $LLMOS_API_KEY, an admin key)")
         add_config(p)
         if command != "status":
             p.add_argument("name", help="the model")
+        if command == "update":
+            p.add_argument("dir", type=Path, help="the new version's directory (signed)")
         p.add_argument("--url", help="the gateway (default: http://server.host:server.port)")
         p.add_argument("--json", action="store_true", help="print the JSON answer")
 
@@ -172,7 +175,8 @@ def _remote(config: Config, args: argparse.Namespace) -> int:
             "GET" if command == "status" else "POST",
             url + path,
             headers={"authorization": f"Bearer {key}"},
-            timeout=300,
+            json={"path": str(args.dir.resolve())} if command == "update" else None,
+            timeout=900,
         )
         body = response.json()
     except (httpx.HTTPError, ValueError) as exc:
@@ -195,6 +199,12 @@ def _remote(config: Config, args: argparse.Namespace) -> int:
                 f"  {name}: {m['state']}{pinned}, {m['memory_bytes'] / 2**20:.0f} MiB on"
                 f" {', '.join(m['devices']) or '-'}; loads {m['loads']}, evictions {m['evictions']}"
             )
+    elif command == "update":
+        print(f"{args.name}: now served from {body['path']} ({body['manifest_digest']})")
+        if set_model_path(config, args.name, args.dir):
+            print(f"{args.name}: {registry_path(config)} updated, so a restart keeps the new version")
+        else:
+            print(f"{args.name}: set its path in the configuration too, or a restart serves the old version")
     else:
         print(f"{args.name}: {body['state']}")
     return 0
@@ -208,7 +218,7 @@ def run_models(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         config = load_config(args.config)
         if command == "sign":
             return _sign(config, args.dir, args.key)
-        if command in ("status", "load", "unload"):
+        if command in ("status", "load", "unload", "update"):
             return _remote(config, args)
         if command == "add":
             manifest = verify_model_dir(args.dir, _trusted(config))

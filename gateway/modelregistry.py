@@ -35,7 +35,7 @@ def load_registry(config: Config) -> list[ModelConfig]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: unreadable ({exc}); fix or remove it") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), list):
-        raise ConfigError(f"{path}: expected {{\"models\": [...]}}")
+        raise ConfigError(f'{path}: expected {{"models": [...]}}')
     models = []
     for index, item in enumerate(doc["models"]):
         try:
@@ -74,3 +74,19 @@ def add_model(config: Config, name: str, path: Path) -> None:
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, target)
+
+
+def set_model_path(config: Config, name: str, path: Path) -> bool:
+    """Point an added model at a new directory (after ``llmos models update``); False if
+    ``name`` is not an added model (a configured one: llmos.yaml is the operator's to edit)."""
+    added = load_registry(config)
+    if not any(m.name == name for m in added):
+        return False
+    doc = {
+        "models": [{"name": m.name, "path": str(path.resolve() if m.name == name else m.path)} for m in added]
+    }
+    target = registry_path(config)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+    return True

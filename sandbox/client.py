@@ -102,6 +102,15 @@ class ModelWorker:
         return self._state
 
     @property
+    def outstanding(self) -> int:
+        """Requests admitted and not yet answered (what draining waits for)."""
+        return len(self._pending)
+
+    @property
+    def on_event(self) -> Callable[[WorkerEvent], None] | None:
+        return self._on_event
+
+    @property
     def pid(self) -> int | None:
         process = self._process
         return process.pid if process is not None and process.alive else None

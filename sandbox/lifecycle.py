@@ -26,12 +26,14 @@ import math
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from gateway.errors import WorkerUnavailable
-from gateway.types import GenerateEvent, GenerateRequest
+from gateway.errors import WorkerError, WorkerUnavailable
+from gateway.types import ChatMessage, DoneEvent, GenerateEvent, GenerateRequest, GenerationParams
 from sandbox.client import ModelWorker
 from sandbox.inventory import Inventory
+from sandbox.manifest import ManifestError, WeightsInfo, read_manifest, verify_model_dir
 from sandbox.placement import (
     Allocation,
     LoadedModel,
@@ -309,3 +311,106 @@ class ModelPool:
                 "manifest_digest": m.manifest_digest,
             }
         return {"devices": devices, "models": models, "evictions": self.evictions}
+
+    # -- zero-downtime update ---------------------------------------------------------------
+
+    async def update(self, name: str, model_dir: Path, *, drain_timeout_s: float = 300.0) -> str | None:
+        """Serve ``name`` from ``model_dir`` without dropping a request; the new manifest digest.
+
+        A loaded model: the new version is placed beside the old one (evicting idle models if
+        needed), started (its manifest verified like any start), and must answer a health
+        prompt; then new requests go to it, the old worker finishes what it holds (at most
+        ``drain_timeout_s``) and stops. Any failure before the switch stops the new worker and
+        leaves the old one serving (``UpdateFailed``). An unloaded model just loads the new
+        version next time (its manifest is verified now)."""
+        model = self._get(name)
+        old = model.worker
+        if old.spec.model_dir is None:
+            raise UpdateFailed(f"model {name!r} loads no files; there is nothing to update")
+        spec = replace(old.spec, model_dir=model_dir)
+        memory = await asyncio.to_thread(_estimate, model_dir, spec)
+        if not model.loaded:
+            digest = None
+            if spec.trusted_keys:  # refuse a bad directory now, not at the next request
+                manifest = await asyncio.to_thread(verify_model_dir, model_dir, spec.trusted_keys)
+                digest = manifest.digest
+            model.worker = ModelWorker(spec, on_event=old.on_event)
+            model.memory_bytes = memory
+            log.info("model %r updated to %s (loads on its next request)", name, model_dir)
+            return digest
+        staging = f"{name}#next"
+        async with self._cond:
+            need = ModelNeed(staging, memory, device_kind=self._need(model).device_kind)
+            loaded = [
+                LoadedModel(m.name, m.last_used, m.pinned or m is model, busy=m.outstanding > 0 or m.loading)
+                for m in self.models.values()
+                if m.loaded
+            ]
+            victims = plan_eviction(self.inventory, self.allocations.values(), need, loaded)
+            if victims is None:
+                raise WorkerUnavailable(
+                    f"no room to load the new version of {name!r} beside the old one; retry later",
+                    code="model_capacity",
+                )
+            for victim in victims:
+                await self._unload(self.models[victim], why=f"evicted (LRU) to update {name}")
+            placement = place(self.inventory, self.allocations.values(), need)[0]
+            self.allocations[staging] = placement.allocation()
+        new = ModelWorker(
+            spec if model.fixed_gpus else replace(spec, gpus=placement.gpu_indices), on_event=old.on_event
+        )
+        try:
+            await new.start()
+            await new.wait_ready(self.start_timeout_s)
+            await _health_check(new)
+        except (WorkerError, OSError) as exc:
+            await new.stop()
+            del self.allocations[staging]
+            self.changed()
+            raise UpdateFailed(
+                f"the new version of {name!r} failed ({exc}); still serving the old one"
+            ) from exc
+        async with self._cond:  # the switch: new requests go to the new worker from here
+            model.worker, model.memory_bytes = new, memory
+            self.allocations[name] = replace(self.allocations.pop(staging), model=name)
+        log.info(
+            "model %r now served from %s (%s); draining the old worker", name, model_dir, new.manifest_digest
+        )
+        deadline = self.clock() + drain_timeout_s
+        while old.outstanding and self.clock() < deadline:
+            await asyncio.sleep(0.05)
+        await old.stop()
+        self.changed()
+        return new.manifest_digest
+
+
+class UpdateFailed(WorkerError):
+    """A model update did not happen; the old version still serves."""
+
+    code = "update_failed"
+
+
+HEALTH_PROMPT = "Say OK."
+
+
+async def _health_check(worker: ModelWorker) -> None:
+    """The new version must answer a short prompt before it gets traffic."""
+    request = GenerateRequest(
+        id="llmos-health",
+        params=GenerationParams(max_tokens=2),
+        messages=(ChatMessage("user", HEALTH_PROMPT),),
+    )
+    done = False
+    async for event in worker.generate(request):
+        done = isinstance(event, DoneEvent)
+    if not done:
+        raise UpdateFailed("the health prompt got no answer")
+
+
+def _estimate(model_dir: Path, spec: Any) -> int:
+    """The memory estimate of a model directory: its signed manifest's (verified at start)."""
+    try:
+        return read_manifest(model_dir).weights.memory_bytes
+    except ManifestError:
+        size = sum(p.stat().st_size for p in model_dir.rglob("*.safetensors"))
+        return WeightsInfo("F32", 0, size).memory_bytes

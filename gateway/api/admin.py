@@ -11,8 +11,10 @@ audited like any other request; a created key is returned once and never recorde
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -20,10 +22,12 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.api.body import read_body
 from gateway.api.schemas import parse_create_key
-from gateway.errors import ApiError, Conflict, NotFound, PermissionDenied
+from gateway.errors import ApiError, Conflict, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
 from gateway.keys import ApiKeyStore
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.policy.input import RequestSummary
+from sandbox.lifecycle import UpdateFailed
+from sandbox.manifest import ManifestError
 
 router = APIRouter()
 
@@ -136,9 +140,10 @@ async def models_status(request: Request) -> Response:
 
 
 @router.post("/admin/models/{name}/{action}")
-async def models_load(request: Request, name: str, action: str) -> Response:
-    """Load a model now (evicting idle ones as a request would), or unload it (refused with 409
-    while it has requests in flight)."""
+async def models_action(request: Request, name: str, action: str) -> Response:
+    """``load`` a model now (evicting idle ones as a request would), ``unload`` it (409 while it
+    has requests in flight), or ``update`` it to the model directory in the body's ``path``
+    without dropping a request (sandbox.lifecycle.ModelPool.update)."""
 
     async def act(pipeline: Pipeline, ctx: RequestContext) -> tuple[int, Any]:
         pool = request.app.state.model_pool
@@ -146,14 +151,40 @@ async def models_load(request: Request, name: str, action: str) -> Response:
             raise NotFound(f"No model named {name!r}.", code="model_not_found")
         if action == "load":
             await pool.load(name)
+        elif action == "update":
+            body = await read_body(request, MAX_ADMIN_BODY)
+            ctx.request_digest = pipeline.digest(body)
+            path = _update_path(body)
+            try:
+                digest = await pool.update(name, path)
+            except ManifestError as exc:
+                raise InvalidRequest(f"The new version was refused: {exc}", code=exc.code) from exc
+            except UpdateFailed as exc:
+                raise ServiceUnavailable(str(exc), code="update_failed") from exc
+            return 200, {**pool.status()["models"][name], "manifest_digest": digest, "path": str(path)}
         elif action == "unload":
             if not await pool.unload(name):
                 raise Conflict(f"Model {name!r} has requests in flight; retry later.", code="model_busy")
         else:
-            raise NotFound("Use /admin/models/NAME/load or /admin/models/NAME/unload.", code="unknown_url")
+            raise NotFound("Use /admin/models/NAME/load, /unload or /update.", code="unknown_url")
         return 200, pool.status()["models"][name]
 
     return await _admin(request, "admin.models", act)
+
+
+def _update_path(body: bytes) -> Path:
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(
+            'The body must be JSON: {"path": "/abs/model/dir"}.', code="invalid_json"
+        ) from exc
+    path = doc.get("path") if isinstance(doc, dict) else None
+    if not isinstance(path, str) or not Path(path).is_absolute():
+        raise InvalidRequest(
+            "path: an absolute model directory is required.", code="invalid_value", param="path"
+        )
+    return Path(path)
 
 
 @router.get("/admin/keys")
