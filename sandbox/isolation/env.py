@@ -24,6 +24,7 @@ ALLOWED_ENV_KEYS = frozenset(
         "OMP_NUM_THREADS",
         "MKL_NUM_THREADS",
         "CUDA_VISIBLE_DEVICES",
+        "CUDA_DEVICE_ORDER",
     }
 )
 
@@ -38,7 +39,8 @@ def build_worker_env(
     """The complete environment of a worker: nothing is inherited from the gateway.
 
     ``gpus``: the CUDA devices assigned to it (``CUDA_VISIBLE_DEVICES``); with none, the variable
-    is set empty, so a CUDA build of torch sees no device.
+    is set empty, so a CUDA build of torch sees no device. The indices are PCI bus order (what
+    NVML and placement use; CUDA's default order is fastest first), hence ``CUDA_DEVICE_ORDER``.
     """
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -54,6 +56,7 @@ def build_worker_env(
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in sorted(set(gpus or ()))),
+        "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
     }
     if pythonpath:
         env["PYTHONPATH"] = pythonpath

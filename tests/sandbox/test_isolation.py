@@ -94,3 +94,4 @@ def test_an_unexpected_variable_is_reported_without_its_name(tmp_path: Path) -> 
 def test_gpus_set_cuda_visible_devices(tmp_path: Path) -> None:
     assert build_worker_env(tmp_path, gpus=(3, 1))["CUDA_VISIBLE_DEVICES"] == "1,3"
     assert build_worker_env(tmp_path)["CUDA_VISIBLE_DEVICES"] == ""  # no GPU unless assigned
+    assert build_worker_env(tmp_path, gpus=(0,))["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"  # placement's numbering
