@@ -24,6 +24,7 @@ from sandbox.isolation.limits import (
     apply_rlimits,
     join_cgroup,
     own_cgroup,
+    processes_of_uid,
     worker_cgroup_dir,
 )
 from sandbox.isolation.probe import probe_host
@@ -152,10 +153,14 @@ def apply_isolation(
     will_drop = root and settings.uid != 0 and "uid" not in settings.unsafe_skip_layers
     if warm is not None and will_drop and facts.landlock_abi == 0:
         warm()  # a plain drop (no CAP_DAC_READ_SEARCH without Landlock) may lose the interpreter's files
+    # RLIMIT_NPROC counts every process of the uid. After the drop the worker's uid is its own;
+    # without root it shares the gateway's, so the limit is what the uid runs now plus the
+    # worker's allowance (a fork bomb stops there instead of at the machine's limit).
+    shared = 0 if will_drop or root else processes_of_uid(os.getuid())
     rl = RlimitPlan(
         address_space=None if settings.gpus else settings.memory_limit_bytes,  # CUDA reserves huge VA
         open_files=settings.max_open_files,
-        processes=settings.max_processes if will_drop else None,
+        processes=None if root and not will_drop else shared + settings.max_processes,
     )
     if not skipped("rlimits"):
         _rlimits(put, rl, will_drop, settings)
@@ -262,8 +267,12 @@ def _rlimits(
 ) -> None:
     try:
         done = apply_rlimits(rl)
-        if not will_drop:
-            done.append("nproc not set (it would count every process of this uid)")
+        if not will_drop and rl.processes is not None:
+            done.append(
+                f"nproc counts the {rl.processes - settings.max_processes} processes this uid already runs"
+            )
+        elif not will_drop:
+            done.append("nproc not set (root is exempt)")
         if settings.gpus and settings.memory_limit_bytes is not None:
             done.append("as not set with GPUs (CUDA maps huge address ranges); memory via cgroup only")
         put("rlimits", "applied", True, ", ".join(done))

@@ -44,6 +44,23 @@ def apply_rlimits(plan: RlimitPlan) -> list[str]:
     return done
 
 
+def processes_of_uid(uid: int, proc: Path = Path("/proc")) -> int:
+    """How many processes (threads count too for RLIMIT_NPROC) run with real uid ``uid``."""
+    count = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("Uid", "").split()[:1] == [str(uid)]:
+            threads = fields.get("Threads", "1").strip()
+            count += int(threads) if threads.isdigit() else 1
+    return count
+
+
 def own_cgroup(proc_self_cgroup: str) -> str | None:
     """The cgroup v2 path from the text of ``/proc/self/cgroup`` (the ``0::`` line), or None."""
     for line in proc_self_cgroup.splitlines():

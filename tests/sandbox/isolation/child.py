@@ -52,6 +52,25 @@ def write(path: str) -> None:
         f.write("x")
 
 
+def forks(count: int) -> None:
+    """Fork up to ``count`` children that wait on a pipe; all are reaped before returning."""
+    read_end, write_end = os.pipe()
+    children = []
+    try:
+        for _ in range(count):
+            pid = os.fork()
+            if pid == 0:
+                os.close(write_end)
+                os.read(read_end, 1)  # returns when the parent closes its end
+                os._exit(0)
+            children.append(pid)
+    finally:
+        os.close(write_end)
+        for pid in children:
+            os.waitpid(pid, 0)
+        os.close(read_end)
+
+
 def run(path: str) -> None:
     subprocess.run([path, "-c", "true"], check=True, timeout=10)
 
@@ -67,6 +86,7 @@ CHECKS = {
     "ptrace_traceme": lambda arg: attempt(lambda: syscall_check(libc.ptrace(0, 0, None, None))),
     "unshare_uts": lambda arg: attempt(lambda: syscall_check(libc.unshare(0x04000000))),
     "alloc": lambda arg: attempt(lambda: bytearray(int(arg))),
+    "forks": lambda arg: attempt(lambda: forks(int(arg))),
     "uid": lambda arg: list(os.getresuid()),
     "groups": lambda arg: os.getgroups(),
 }

@@ -136,12 +136,45 @@ def test_a_gateway_without_root_and_without_namespaces_degrades_explicitly(
     assert "seccomp refuses every socket but AF_UNIX" in layers["network"]["detail"]
     assert layers["uid"]["status"] == "not_needed"
     assert layers["cgroup"]["status"] in ("unavailable", "failed")  # /sys/fs/cgroup is root's
-    assert "nproc not set" in layers["rlimits"]["detail"]
+    assert "nproc counts the" in layers["rlimits"]["detail"]  # the uid's processes + its allowance
     assert layers["filesystem"]["status"] == layers["seccomp"]["status"] == "applied"
     tcp, socket_inet, socket_unix, outside = out["results"]
     assert tcp == socket_inet == f"refused:{errno.EPERM}"
     assert socket_unix == "ok"
     assert outside in REFUSED
+
+
+@needs_root  # to become an unprivileged user at all
+@needs_landlock
+@needs_seccomp
+def test_the_non_root_path_blocks_the_hostile_model_attacks_too(
+    run_child: RunChild, outside_file: Path, tmp_path: Path
+) -> None:
+    writable = tmp_path / "world-writable"
+    writable.mkdir()
+    writable.chmod(0o1777)  # the uid may write here: only Landlock stops it
+    settings = {"max_processes": 32, "memory_limit_bytes": 512 * 2**20}
+    out = run_child(
+        ["all"],
+        [
+            ("read", str(outside_file)),
+            ("read", "/etc/shadow"),
+            ("write", str(writable / "x")),
+            ("exec", "/bin/sh"),
+            ("forks", "2000"),
+            ("alloc", str(1024 * 2**20)),
+        ],
+        become=65534,
+        settings=settings,
+    )
+    layers = {layer["name"]: layer for layer in out["applied"]["all"]["layers"]}
+    assert layers["uid"]["status"] == "not_needed"
+    assert "nproc counts the" in layers["rlimits"]["detail"]
+    outside, shadow, write, exec_sh, forks, alloc = out["results"]
+    assert outside in REFUSED and shadow in REFUSED and write in REFUSED and exec_sh in REFUSED
+    assert forks == f"refused:{errno.EAGAIN}"  # the fork bomb stopped at the uid's count + 32
+    assert alloc == "refused:memory"
+    assert not (writable / "x").exists()
 
 
 @needs_root
