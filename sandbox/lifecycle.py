@@ -138,6 +138,7 @@ class ModelPool:
         self.evictions = 0
         self._cond = asyncio.Condition()
         self._idle_task: asyncio.Task[None] | None = None
+        self._notifying: set[asyncio.Task[None]] = set()
         for model in models:
             model.pool = self
             if not fits(inventory, [], self._need(model)):
@@ -166,7 +167,9 @@ class ModelPool:
 
     def changed(self) -> None:
         """A request finished or a model was unloaded: waiting loads look again."""
-        asyncio.get_running_loop().create_task(self._notify())
+        task = asyncio.get_running_loop().create_task(self._notify())
+        self._notifying.add(task)  # a task nothing refers to may be collected before it runs
+        task.add_done_callback(self._notifying.discard)
 
     async def _notify(self) -> None:
         async with self._cond:
