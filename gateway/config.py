@@ -182,6 +182,8 @@ class ModelConfig(_Section):
     # (transformers), 64 MiB (echo).
     memory_bytes: StrictInt | None = Field(default=None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Continuous batching in the worker: requests decoding together (1: one at a time).
+    max_batch: int = Field(default=16, ge=1, le=256)
 
     @field_validator("gpus")
     @classmethod

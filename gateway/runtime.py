@@ -197,6 +197,7 @@ def build_runtime(config: Config) -> Runtime:
                 request_timeout_s=config.workers.request_timeout_s,
                 trusted_keys=trusted,
                 unsafe_allow_pickle_weights=m.unsafe_allow_pickle_weights,
+                max_batch=m.max_batch,
                 unhealthy_after_failures=config.workers.unhealthy_after_failures,
             ),
             on_event=worker_events,

@@ -2,7 +2,8 @@
 
 ``Backend`` is the seam between the worker's request loop and a model. ``load_backend`` picks the
 implementation for a model kind; only ``transformers`` imports torch (lazily, after the model
-directory passed its checks), so an ``echo`` worker never loads it.
+directory passed its checks), so an ``echo`` worker never loads it. ``batch_engine`` gives the
+batched decoder of a backend that has one (``sandbox.batching``); others run one request at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sandbox.echo_model import EchoModel
 from sandbox.modeldir import ModelLoadError, check_model_dir
 
 if TYPE_CHECKING:
+    from sandbox.batching import BatchEngine
     from sandbox.model import LoadedModel
 
 ModelKind = Literal["transformers", "echo"]
@@ -51,6 +53,16 @@ class TransformersBackend:
         from sandbox.model import generate
 
         return generate(self.loaded, request, cancelled)
+
+
+def batch_engine(model: Backend) -> BatchEngine | None:
+    """A batched decoder for ``model``, or None when it can only run one request at a time (the
+    echo model, or a transformers model whose KV cache cannot be padded: sliding window, ...)."""
+    if not isinstance(model, TransformersBackend):
+        return None
+    from sandbox.batchdecode import BatchDecoder, supports_batching
+
+    return BatchDecoder(model.loaded) if supports_batching(model.loaded) else None
 
 
 def load_backend(kind: ModelKind, model_dir: Path | None, *, allow_pickle_weights: bool = False) -> Backend:

@@ -5,8 +5,8 @@ its ``ready`` frame, routes frames to the requests waiting on them, and when the
 fails every request it held with ``WorkerUnavailable(code="worker_crashed")`` and starts a new
 one after an exponential backoff (reset once a worker has stayed ready for a while).
 
-Admission: all admitted requests are sent to the worker, which runs them one at a time in
-order. A request counts as outstanding from admission until the worker answers it with a
+Admission: all admitted requests are sent to the worker, which decodes up to ``max_batch`` of
+them together (``sandbox.batching``) and queues the rest in order. A request counts as outstanding from admission until the worker answers it with a
 terminal frame (or dies); when more than ``max_queue`` are outstanding besides the running one,
 new requests are refused at once with ``code="model_overloaded"``.
 

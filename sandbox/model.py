@@ -195,6 +195,51 @@ def _decode(loaded: LoadedModel, ids: Sequence[int]) -> str:
     return str(loaded.tokenizer.decode(list(ids), skip_special_tokens=True))
 
 
+class SequenceDecoder:
+    """One request's decoding state, apart from the model's forward pass: its prompt, its RNG,
+    the tokens chosen so far and the text already streamed. Both the one-at-a-time loop below and
+    the batched loop (``sandbox.batchdecode``) feed it one set of logits per step.
+
+    Raises WorkerRequestError (an unusable prompt, ``context_length_exceeded``) when built.
+    """
+
+    def __init__(self, loaded: LoadedModel, request: GenerateRequest) -> None:
+        self.loaded = loaded
+        self.params = request.params
+        self.prompt_ids = encode_prompt(loaded, request)
+        check_context(loaded, len(self.prompt_ids), self.params.max_tokens)
+        self.generator = make_generator(self.params.seed)
+        self.stream = StopTextStream(self.params.stop)
+        self.out_ids: list[int] = []
+        self.finished = False
+
+    def choose(self, logits: torch.Tensor) -> int:
+        """The next token from this sequence's 1-D logits, with its own sampling parameters."""
+        return sample_next_token(logits, self.params.temperature, self.params.top_p, self.generator)
+
+    def accept(self, token: int) -> list[GenerateEvent]:
+        """Take the chosen token; the events it releases (ending with a DoneEvent when finished)."""
+        loaded, out_ids = self.loaded, self.out_ids
+        out_ids.append(token)
+        if token in loaded.eos_token_ids:
+            return self._end(self.stream.finish(_decode(loaded, out_ids[:-1])), "stop")
+        text = _decode(loaded, out_ids)
+        if len(out_ids) >= self.params.max_tokens:
+            piece = self.stream.finish(text)
+            return self._end(piece, "stop" if self.stream.stopped else "length")
+        piece = self.stream.push(text)
+        if self.stream.stopped:
+            return self._end(piece, "stop")
+        return [TokenEvent(piece)] if piece else []
+
+    def _end(self, piece: str, reason: FinishReason) -> list[GenerateEvent]:
+        self.finished = True
+        done = DoneEvent(
+            finish_reason=reason, prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.out_ids)
+        )
+        return [TokenEvent(piece), done] if piece else [done]
+
+
 def generate(
     loaded: LoadedModel, request: GenerateRequest, cancelled: Callable[[], bool]
 ) -> Iterator[GenerateEvent]:
@@ -202,42 +247,16 @@ def generate(
 
     If ``cancelled()`` turns true the iterator simply ends without a DoneEvent.
     """
-    params = request.params
-    prompt_ids = encode_prompt(loaded, request)
-    check_context(loaded, len(prompt_ids), params.max_tokens)
-    generator = make_generator(params.seed)
-    stream = StopTextStream(params.stop)
+    sequence = SequenceDecoder(loaded, request)
     cache = DynamicCache(config=loaded.model.config)
-    step_input = torch.tensor([prompt_ids], dtype=torch.long)
-    out_ids: list[int] = []
-
-    def done(reason: FinishReason) -> DoneEvent:
-        return DoneEvent(finish_reason=reason, prompt_tokens=len(prompt_ids), completion_tokens=len(out_ids))
-
+    step_input = torch.tensor([sequence.prompt_ids], dtype=torch.long)
     while True:
         if cancelled():
             return
         with torch.inference_mode():
             outputs = loaded.model(input_ids=step_input, use_cache=True, **{loaded.cache_kwarg: cache})
-            token = sample_next_token(outputs.logits[0, -1], params.temperature, params.top_p, generator)
-        out_ids.append(token)
-        if token in loaded.eos_token_ids:
-            rest = stream.finish(_decode(loaded, out_ids[:-1]))
-            if rest:
-                yield TokenEvent(rest)
-            yield done("stop")
-            return
-        text = _decode(loaded, out_ids)
-        if len(out_ids) >= params.max_tokens:
-            piece = stream.finish(text)
-            if piece:
-                yield TokenEvent(piece)
-            yield done("stop" if stream.stopped else "length")
-            return
-        piece = stream.push(text)
-        if piece:
-            yield TokenEvent(piece)
-        if stream.stopped:
-            yield done("stop")
+            token = sequence.choose(outputs.logits[0, -1])
+        yield from sequence.accept(token)
+        if sequence.finished:
             return
         step_input = torch.tensor([[token]], dtype=torch.long)

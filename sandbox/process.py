@@ -55,6 +55,10 @@ class WorkerSpec:
     # Release keys whose signed manifest a transformers model directory must match, checked by the
     # gateway before each start (sandbox.manifest); no keys: not checked (model_trust.unsafe_allow_unsigned).
     trusted_keys: tuple[Ed25519PublicKey, ...] = ()
+    # Continuous batching in the worker (sandbox/batching.py): at most this many requests decode
+    # together (1: one at a time); an idle worker waits this long for others to start with.
+    max_batch: int = 16
+    batch_window_ms: float = 5.0
     # Load pickle-format weights (.bin, .pt, ...) too: they can run code in the worker when loaded.
     unsafe_allow_pickle_weights: bool = False
     # Tests only, never from the configuration: a Python file the worker runs after isolation and
@@ -68,6 +72,8 @@ class WorkerSpec:
                 raise ValueError(f"WorkerSpec.{name} must be > 0")
         if self.restart_backoff_max_s < self.restart_backoff_initial_s:
             raise ValueError("WorkerSpec.restart_backoff_max_s must be >= restart_backoff_initial_s")
+        if self.max_batch < 1 or not 0 <= self.batch_window_ms <= 1000:
+            raise ValueError("WorkerSpec.max_batch must be >= 1 and batch_window_ms in [0, 1000]")
         if self.unhealthy_after_failures < 1:
             raise ValueError("WorkerSpec.unhealthy_after_failures must be >= 1")
         if self.max_queue < 0:
@@ -95,6 +101,7 @@ class WorkerSpec:
             args.append("--unsafe-allow-pickle-weights")
         if self.payload is not None:
             args += ["--payload", str(self.payload.resolve())]
+        args += ["--max-batch", str(self.max_batch), "--batch-window-ms", f"{self.batch_window_ms:g}"]
         return [*args, "--sandbox", self.isolation_settings().to_json()]
 
 

@@ -1,14 +1,18 @@
 """The model worker process: ``python -m sandbox.worker --fd N --name NAME [--kind KIND]
 [--model-dir DIR] [--canaries FILE] [--sandbox JSON] [--unsafe-allow-pickle-weights]
-[--payload FILE]``.
+[--max-batch N] [--batch-window-ms MS] [--payload FILE]``.
 
 It reads the canary file (if any), applies isolation (``sandbox.isolation``; in strict mode a
 missing layer ends it with a ``fatal`` frame before any model file is read), loads the model
 (``sandbox.backend``; pickle-format weights are refused with code ``unsafe_weights`` unless
-``--unsafe-allow-pickle-weights``), sends ``ready`` and then serves generate requests one at a
-time over the inherited socket. A request in which a canary value occurs is refused with
-``canary_tripped`` before generation. A reader thread takes frames off the channel (generate ->
-queue, cancel -> flag); the main thread generates and writes frames under a lock. It exits on
+``--unsafe-allow-pickle-weights``), sends ``ready`` and then serves generate requests over the
+inherited socket: batched (``sandbox.batching``: up to ``--max-batch`` requests decode together,
+new ones joining the running batch; default 16, the first waiting up to ``--batch-window-ms``
+for company when the worker was idle) when the model supports it, else one at a time
+(``--max-batch 1``, the echo model, sliding-window models). A request in which a canary value
+occurs is refused with ``canary_tripped`` before generation. A reader thread takes frames off
+the channel (generate -> queue, cancel -> flag); the main thread generates and writes frames
+under a lock. It exits on
 ``shutdown`` or when the channel closes (the gateway is gone). Logs go to stderr and never
 contain prompt or completion text, nor a canary value. A ``fatal`` frame carries a reason
 ``code`` besides its message.
@@ -37,7 +41,8 @@ from types import CodeType
 
 from gateway.errors import WorkerError, WorkerRequestError
 from gateway.types import DoneEvent, GenerateRequest
-from sandbox.backend import MODEL_KINDS, Backend, load_backend
+from sandbox.backend import MODEL_KINDS, Backend, batch_engine, load_backend
+from sandbox.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, BatchLoop, BatchSettings
 from sandbox.canaries import CANARY_TRIPPED, CANARY_TRIPPED_MESSAGE, Canaries, CanaryFileError, load_canaries
 from sandbox.isolation import IsolationReport, SandboxSettings, apply_isolation, describe_missing
 from sandbox.modeldir import ModelLoadError, check_model_dir
@@ -116,23 +121,34 @@ def read_loop(channel: Channel, inbox: Inbox) -> None:
         inbox.queue.put(_SHUTDOWN)
 
 
-def serve_one(
-    channel: Channel, inbox: Inbox, model: Backend, canaries: Canaries, wire_id: str, frame: Frame
-) -> None:
+def admissible(
+    channel: Channel, inbox: Inbox, canaries: Canaries, wire_id: str, frame: Frame
+) -> GenerateRequest | None:
+    """The request of a generate frame, or None after answering it: malformed, a canary in it,
+    or already cancelled."""
     try:
         request: GenerateRequest = request_from_frame(frame)
     except ProtocolError as exc:
         channel.send(error_frame(wire_id, "invalid_request", str(exc)))
-        return
+        return None
     line = canaries.tripped_by(request)
     if line is not None:  # never log or send the value itself
         log.warning(
             "request %s refused: a canary value reached the worker (canary file line %d)", wire_id, line
         )
         channel.send(error_frame(wire_id, CANARY_TRIPPED, CANARY_TRIPPED_MESSAGE))
-        return
+        return None
     if inbox.is_cancelled(wire_id):
         channel.send(error_frame(wire_id, "cancelled", "request cancelled"))
+        return None
+    return request
+
+
+def serve_one(
+    channel: Channel, inbox: Inbox, model: Backend, canaries: Canaries, wire_id: str, frame: Frame
+) -> None:
+    request = admissible(channel, inbox, canaries, wire_id, frame)
+    if request is None:
         return
     finished = False
     try:
@@ -162,10 +178,34 @@ def serve_one(
         channel.send(error_frame(wire_id, "cancelled", "request cancelled"))
 
 
-def serve(channel: Channel, model: Backend, canaries: Canaries = NO_CANARIES) -> None:
+def serve(
+    channel: Channel,
+    model: Backend,
+    canaries: Canaries = NO_CANARIES,
+    batching: BatchSettings | None = None,
+) -> None:
+    """Serve requests until shutdown: batched when ``batching`` allows more than one request and
+    the model supports it, else one at a time."""
+    settings = batching or BatchSettings()
     inbox = Inbox()
     reader = threading.Thread(target=read_loop, args=(channel, inbox), name="channel-reader", daemon=True)
     reader.start()
+    engine = batch_engine(model) if settings.max_batch > 1 else None
+    if engine is not None:
+        log.info("batching up to %d requests (window %g ms)", settings.max_batch, settings.window_s * 1000)
+        loop = BatchLoop(
+            inbox,
+            engine,
+            settings,
+            prepare=lambda wire_id, frame: admissible(channel, inbox, canaries, wire_id, frame),
+            send=channel.send,
+        )
+        try:
+            loop.run()
+        except OSError as exc:
+            log.error("could not write to the gateway: %s", exc)
+        return
+    log.info("serving one request at a time")
     while (item := inbox.queue.get()) is not _SHUTDOWN:
         wire_id, frame = item
         try:
@@ -190,6 +230,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="load pickle-format weights (.bin, .pt, ...) too; they can run code when loaded",
     )
     parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        help=f"most requests decoded together (default {DEFAULT_MAX_BATCH}; 1: one at a time)",
+    )
+    parser.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=DEFAULT_WINDOW_MS,
+        help=f"how long an idle worker's first request waits for others (default {DEFAULT_WINDOW_MS:g})",
+    )
+    parser.add_argument(
         "--payload", type=Path, help="tests only: Python file run after isolation, before the model loads"
     )
     parser.add_argument(
@@ -203,6 +255,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--model-dir is required with --kind transformers")
     if args.kind == "echo" and args.model_dir is not None:
         parser.error("--model-dir is not used with --kind echo")
+    try:
+        args.batching = BatchSettings(max_batch=args.max_batch, window_s=args.batch_window_ms / 1000)
+    except ValueError as exc:
+        parser.error(f"--max-batch/--batch-window-ms: {exc}")
     return args
 
 
@@ -300,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             len(canaries),
             report.summary(),
         )
-        serve(channel, model, canaries)
+        serve(channel, model, canaries, args.batching)
         return 0
     except OSError as exc:
         log.error("channel to the gateway failed: %s", exc)

@@ -15,7 +15,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from gateway.errors import WorkerRequestError, WorkerUnavailable
-from gateway.types import ChatMessage, DoneEvent, GenerateEvent, GenerateRequest, GenerationParams, TokenEvent
+from gateway.types import ChatMessage, DoneEvent, GenerateRequest, GenerationParams, TokenEvent
 from sandbox.client import ModelWorker, WorkerSpec
 from sandbox.isolation import ALLOWED_ENV_KEYS
 from sandbox.textstream import REPLACEMENT_CHAR
@@ -42,10 +42,6 @@ async def collect(worker: ModelWorker, request: GenerateRequest) -> tuple[str, D
     assert isinstance(events[-1], DoneEvent)
     assert all(isinstance(e, TokenEvent) for e in events[:-1])
     return "".join(e.text for e in events if isinstance(e, TokenEvent)), events[-1]
-
-
-async def first_event(worker: ModelWorker, request: GenerateRequest) -> GenerateEvent:
-    return await anext(worker.generate(request))
 
 
 def spec(model_dir: Path, log_dir: Path, **overrides: object) -> WorkerSpec:
@@ -178,14 +174,15 @@ def test_overload_is_refused_at_once(runner: asyncio.Runner, worker: ModelWorker
     async def scenario() -> None:
         running = worker.generate(req(max_tokens=LONG, rid="running"))
         await anext(running)
-        queued = asyncio.create_task(first_event(worker, req(max_tokens=3, rid="queued")))
-        await asyncio.sleep(0.01)
-        assert not queued.done()
+        joined = worker.generate(req(max_tokens=30, rid="joined"))  # batched with "running"
+        first = await anext(joined)
         with pytest.raises(WorkerUnavailable) as info:
             await anext(worker.generate(req(rid="refused")))
         assert info.value.code == "model_overloaded"
+        rest = [event async for event in joined]  # finishes while "running" still runs
+        assert isinstance(first, TokenEvent) and isinstance(rest[-1], DoneEvent)
+        assert rest[-1].completion_tokens == 30
         await running.aclose()
-        assert isinstance(await asyncio.wait_for(queued, 30), TokenEvent | DoneEvent)
         await collect(worker, req(rid="later"))
 
     runner.run(scenario())
@@ -199,7 +196,7 @@ def test_killed_worker_fails_its_requests_and_comes_back(
         assert old_pid is not None
         running = worker.generate(req(max_tokens=LONG, rid="victim"))
         await anext(running)
-        queued = asyncio.create_task(first_event(worker, req(rid="bystander")))
+        bystander = asyncio.create_task(collect(worker, req(max_tokens=LONG, rid="bystander")))
         await asyncio.sleep(0.01)
         os.kill(old_pid, signal.SIGKILL)
         with pytest.raises(WorkerUnavailable) as info:
@@ -207,9 +204,9 @@ def test_killed_worker_fails_its_requests_and_comes_back(
                 pass
         assert info.value.code == "worker_crashed"
         assert "stopped unexpectedly; it is being restarted" in str(info.value)
-        with pytest.raises(WorkerUnavailable) as queued_info:
-            await queued
-        assert queued_info.value.code == "worker_crashed"
+        with pytest.raises(WorkerUnavailable) as bystander_info:
+            await bystander
+        assert bystander_info.value.code == "worker_crashed"
 
         await worker.wait_ready(60)
         assert worker.pid not in (None, old_pid)

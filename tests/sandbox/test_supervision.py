@@ -68,9 +68,22 @@ def test_worker_args_carry_kind_model_dir_and_canaries(tmp_path: Path) -> None:
         "echo",
         "--canaries",
         str(canaries),
+        "--max-batch",
+        "16",
+        "--batch-window-ms",
+        "5",
         "--sandbox",
         SandboxSettings().to_json(),
     ]
+    one = WorkerSpec(name="e", kind="echo", max_batch=1, batch_window_ms=0.5).worker_args(7)
+    assert one[one.index("--max-batch") : one.index("--max-batch") + 4] == [
+        "--max-batch",
+        "1",
+        "--batch-window-ms",
+        "0.5",
+    ]
+    with pytest.raises(ValueError, match="max_batch"):
+        WorkerSpec(name="e", kind="echo", max_batch=0)
     spec = WorkerSpec(name="t", model_dir=tmp_path, memory_limit_bytes=2**30, gpus=(1, 0))
     args = spec.worker_args(7)
     assert args[4:8] == ["--kind", "transformers", "--model-dir", str(tmp_path)]

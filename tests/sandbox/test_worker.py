@@ -18,7 +18,7 @@ from sandbox.protocol import recv_frames, send_frame
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def spawn(model_dir: Path, work_dir: Path) -> tuple[subprocess.Popen[bytes], socket.socket]:
+def spawn(model_dir: Path, work_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], socket.socket]:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with child:
         proc = subprocess.Popen(
@@ -32,6 +32,7 @@ def spawn(model_dir: Path, work_dir: Path) -> tuple[subprocess.Popen[bytes], soc
                 str(model_dir),
                 "--name",
                 "probe",
+                *extra,
             ],
             env=build_worker_env(work_dir, pythonpath=str(PROJECT_ROOT)),
             cwd=work_dir,
@@ -75,7 +76,7 @@ def test_pickle_weights_get_a_fatal_frame_and_a_failed_exit(demo_model_dir: Path
 
 def test_serves_cancels_refuses_and_exits_when_the_gateway_goes(demo_model_dir: Path, tmp_path: Path) -> None:
     secret_prompt = "PROMPT-MARKER-7f3a never log me"
-    proc, sock = spawn(demo_model_dir, tmp_path)
+    proc, sock = spawn(demo_model_dir, tmp_path, "--max-batch", "1")  # one at a time: "queued" waits
     try:
         frames = recv_frames(sock)
         ready = next(frames)
@@ -122,6 +123,8 @@ def test_serves_cancels_refuses_and_exits_when_the_gateway_goes(demo_model_dir: 
         (["--fd", "3", "--name", "n"], b"--model-dir is required with --kind transformers"),
         (["--fd", "3", "--name", "n", "--kind", "echo", "--model-dir", "."], b"not used with --kind echo"),
         (["--fd", "3", "--name", "n", "--kind", "gpt"], b"--kind"),
+        (["--fd", "3", "--name", "n", "--kind", "echo", "--max-batch", "0"], b"max_batch must be at least 1"),
+        (["--fd", "3", "--name", "n", "--kind", "echo", "--batch-window-ms", "-1"], b"batch window"),
     ],
 )
 def test_bad_arguments_exit_with_usage(argv: list[str], says: bytes) -> None:
