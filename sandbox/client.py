@@ -6,8 +6,9 @@ fails every request it held with ``WorkerUnavailable(code="worker_crashed")`` an
 one after an exponential backoff (reset once a worker has stayed ready for a while).
 
 Admission: all admitted requests are sent to the worker, which decodes up to ``max_batch`` of
-them together (``sandbox.batching``) and queues the rest in order. A request counts as outstanding from admission until the worker answers it with a
-terminal frame (or dies); when more than ``max_queue`` are outstanding besides the running one,
+them together (``sandbox.batching``) and queues the rest in order. A request counts as
+outstanding from admission until the worker answers it with a terminal frame (or dies); when
+more than ``max_queue`` are outstanding besides the running one,
 new requests are refused at once with ``code="model_overloaded"``.
 
 Containment: a worker that holds requests and sends nothing for ``request_timeout_s`` is hung:
