@@ -122,6 +122,7 @@ class ModelWorker:
             return
         self._stopping = False
         self._load_failed = False
+        self.unhealthy, self.failures = False, 0  # a fresh start (say, a reload after eviction)
         self._set_state("starting")
         self._task = asyncio.create_task(self._supervise(), name=f"llmos-worker-{self.spec.name}")
 
@@ -258,8 +259,8 @@ class ModelWorker:
                 self._load_failed = True
                 log.error("model worker %r: %s", self.spec.name, self.last_error)
                 self._emit("refused", "worker_refused", exc.code)
-            except OSError as exc:
-                self.last_error = f"could not start the worker process: {exc}"
+            except Exception as exc:  # supervision boundary: a failed start, never a dead supervisor
+                self.last_error = f"could not start the worker process: {type(exc).__name__}: {exc}"
                 log.error("model worker %r: %s", self.spec.name, self.last_error)
             else:
                 self._process = process

@@ -64,6 +64,8 @@ class ManagedModel:
     last_used: float = 0.0
     outstanding: int = 0
     loading: bool = False
+    unloading: bool = False  # its worker is stopping: not loaded for new requests
+    updating: bool = False
     loads: int = 0
     evictions: int = 0
 
@@ -73,7 +75,7 @@ class ManagedModel:
 
     @property
     def loaded(self) -> bool:
-        return self.pool is not None and self.name in self.pool.allocations
+        return self.pool is not None and self.name in self.pool.allocations and not self.unloading
 
     @property
     def state(self) -> str:
@@ -162,7 +164,10 @@ class ModelPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._idle_task
         for model in self.models.values():
-            await model.worker.stop()
+            try:
+                await model.worker.stop()
+            except Exception:  # one worker's failure must not keep the others (or the gateway) up
+                log.exception("model %r: stopping its worker failed", model.name)
         self.allocations.clear()
 
     def changed(self) -> None:
@@ -262,8 +267,12 @@ class ModelPool:
         if model.name not in self.allocations:
             return
         log.info("model %r unloading: %s", model.name, why)
-        await model.worker.stop()
-        del self.allocations[model.name]
+        model.unloading = True  # a request arriving now waits for the lock, then loads it again
+        try:
+            await model.worker.stop()
+        finally:
+            del self.allocations[model.name]
+            model.unloading = False
         if why.startswith("evicted"):
             model.evictions += 1
             self.evictions += 1
@@ -277,9 +286,12 @@ class ModelPool:
                 idle = model.loaded and not model.pinned and not model.outstanding and not model.loading
                 if idle and ttl is not None and now - model.last_used >= ttl:
                     async with self._cond:
-                        if model.outstanding or model.loading:
+                        if model.outstanding or model.loading or not model.loaded:
                             continue
-                        await self._unload(model, why=f"idle for {ttl:.0f} s")
+                        try:
+                            await self._unload(model, why=f"idle for {ttl:.0f} s")
+                        except Exception:  # keep unloading the others
+                            log.exception("model %r: idle unload failed", model.name)
                         self._cond.notify_all()
 
     def status(self) -> dict[str, Any]:
@@ -327,20 +339,31 @@ class ModelPool:
         leaves the old one serving (``UpdateFailed``). An unloaded model just loads the new
         version next time (its manifest is verified now)."""
         model = self._get(name)
+        if model.updating:
+            raise UpdateFailed(f"model {name!r} is being updated already; wait for that to finish")
+        model.updating = True
+        try:
+            return await self._update(model, model_dir, drain_timeout_s)
+        finally:
+            model.updating = False
+
+    async def _update(self, model: ManagedModel, model_dir: Path, drain_timeout_s: float) -> str | None:
+        name = model.name
         old = model.worker
         if old.spec.model_dir is None:
             raise UpdateFailed(f"model {name!r} loads no files; there is nothing to update")
         spec = replace(old.spec, model_dir=model_dir)
         memory = await asyncio.to_thread(_estimate, model_dir, spec)
-        if not model.loaded:
-            digest = None
-            if spec.trusted_keys:  # refuse a bad directory now, not at the next request
-                manifest = await asyncio.to_thread(verify_model_dir, model_dir, spec.trusted_keys)
-                digest = manifest.digest
-            model.worker = ModelWorker(spec, on_event=old.on_event)
-            model.memory_bytes = memory
-            log.info("model %r updated to %s (loads on its next request)", name, model_dir)
-            return digest
+        digest = None
+        if spec.trusted_keys:  # refuse a bad directory now, whether loaded or not
+            manifest = await asyncio.to_thread(verify_model_dir, model_dir, spec.trusted_keys)
+            digest = manifest.digest
+        async with self._cond:
+            if not model.loaded:  # checked under the lock: no load can start meanwhile
+                model.worker = ModelWorker(spec, on_event=old.on_event)
+                model.memory_bytes = memory
+                log.info("model %r updated to %s (loads on its next request)", name, model_dir)
+                return digest
         staging = f"{name}#next"
         async with self._cond:
             need = ModelNeed(staging, memory, device_kind=self._need(model).device_kind)
@@ -362,28 +385,37 @@ class ModelPool:
         new = ModelWorker(
             spec if model.fixed_gpus else replace(spec, gpus=placement.gpu_indices), on_event=old.on_event
         )
+        switched = False
         try:
             await new.start()
             await new.wait_ready(self.start_timeout_s)
             await _health_check(new)
+            async with self._cond:  # the switch: new requests go to the new worker from here
+                model.worker, model.memory_bytes = new, memory
+                draining = f"{name}#old"  # the old worker keeps its memory until it has stopped
+                self.allocations[draining] = replace(self.allocations.pop(name), model=draining)
+                self.allocations[name] = replace(self.allocations.pop(staging), model=name)
+                switched = True
         except (WorkerError, OSError) as exc:
-            await new.stop()
-            del self.allocations[staging]
-            self.changed()
             raise UpdateFailed(
                 f"the new version of {name!r} failed ({exc}); still serving the old one"
             ) from exc
-        async with self._cond:  # the switch: new requests go to the new worker from here
-            model.worker, model.memory_bytes = new, memory
-            self.allocations[name] = replace(self.allocations.pop(staging), model=name)
+        finally:
+            if not switched:  # whatever happened (cancelled too): nothing of the new version stays
+                await new.stop()
+                self.allocations.pop(staging, None)
+                self.changed()
         log.info(
             "model %r now served from %s (%s); draining the old worker", name, model_dir, new.manifest_digest
         )
         deadline = self.clock() + drain_timeout_s
-        while old.outstanding and self.clock() < deadline:
-            await asyncio.sleep(0.05)
-        await old.stop()
-        self.changed()
+        try:
+            while old.outstanding and self.clock() < deadline:
+                await asyncio.sleep(0.05)
+            await old.stop()
+        finally:
+            self.allocations.pop(draining, None)
+            self.changed()
         return new.manifest_digest
 
 

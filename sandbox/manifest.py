@@ -30,6 +30,7 @@ import binascii
 import hashlib
 import json
 import math
+import stat
 import struct
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -41,7 +42,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.audit.canonical import canonical_json
+from gateway.audit.canonical import MAX_SAFE_INTEGER, canonical_json
 from gateway.audit.keys import load_private_key, load_public_key
 from gateway.errors import AuditError, WorkerError
 from sandbox.modeldir import check_model_dir
@@ -135,7 +136,22 @@ def _relative(model_dir: Path, path: Path) -> str:
 
 
 def _model_files(model_dir: Path) -> list[Path]:
-    return sorted(p for p in model_dir.rglob("*") if p.is_file() and _relative(model_dir, p) != MANIFEST_FILE)
+    """Every file of the directory but the manifest; ManifestError for anything that is not a
+    plain file or directory (a symlink could point anywhere, later)."""
+    files = []
+    for path in model_dir.rglob("*"):
+        mode = path.lstat().st_mode
+        if stat.S_ISDIR(mode):
+            continue
+        if not stat.S_ISREG(mode):
+            raise ManifestError(
+                f"{model_dir}: {_relative(model_dir, path)} is not a regular file (a symlink, FIFO or"
+                " device); a model directory holds plain files only",
+                code="manifest_invalid",
+            )
+        if _relative(model_dir, path) != MANIFEST_FILE:
+            files.append(path)
+    return sorted(files)
 
 
 def _sha256(path: Path) -> tuple[int, str]:
@@ -230,7 +246,17 @@ def write_manifest(model_dir: Path, manifest: Manifest) -> Path:
 
 def parse_manifest(text: str) -> Manifest:
     """A manifest from its JSON text; ManifestError(manifest_invalid) saying what is wrong."""
+    try:
+        return _parse_manifest(text)
+    except ManifestError:
+        raise
+    except (ValueError, TypeError, RecursionError, AuditError) as exc:  # whatever a crafted file holds
+        raise ManifestError(
+            f"{MANIFEST_FILE}: malformed ({type(exc).__name__})", code="manifest_invalid"
+        ) from exc
 
+
+def _parse_manifest(text: str) -> Manifest:
     def bad(why: str) -> ManifestError:
         return ManifestError(f"{MANIFEST_FILE}: {why}", code="manifest_invalid")
 
@@ -280,7 +306,7 @@ def parse_manifest(text: str) -> Manifest:
 
 
 def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SAFE_INTEGER
 
 
 def _hex(text: str) -> bool:

@@ -22,9 +22,17 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.api.body import read_body
 from gateway.api.schemas import parse_create_key
-from gateway.errors import ApiError, Conflict, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
+from gateway.errors import (
+    ApiError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ServiceUnavailable,
+    WorkerError,
+)
 from gateway.keys import ApiKeyStore
-from gateway.pipeline import Pipeline, RequestContext
+from gateway.pipeline import Pipeline, RequestContext, translate
 from gateway.policy.input import RequestSummary
 from sandbox.lifecycle import UpdateFailed
 from sandbox.manifest import ManifestError
@@ -149,27 +157,35 @@ async def models_action(request: Request, name: str, action: str) -> Response:
         pool = request.app.state.model_pool
         if name not in pool.models:
             raise NotFound(f"No model named {name!r}.", code="model_not_found")
-        if action == "load":
-            await pool.load(name)
-        elif action == "update":
-            body = await read_body(request, MAX_ADMIN_BODY)
-            ctx.request_digest = pipeline.digest(body)
-            path = _update_path(body)
-            try:
-                digest = await pool.update(name, path)
-            except ManifestError as exc:
-                raise InvalidRequest(f"The new version was refused: {exc}", code=exc.code) from exc
-            except UpdateFailed as exc:
-                raise ServiceUnavailable(str(exc), code="update_failed") from exc
-            return 200, {**pool.status()["models"][name], "manifest_digest": digest, "path": str(path)}
-        elif action == "unload":
-            if not await pool.unload(name):
-                raise Conflict(f"Model {name!r} has requests in flight; retry later.", code="model_busy")
-        else:
-            raise NotFound("Use /admin/models/NAME/load, /unload or /update.", code="unknown_url")
-        return 200, pool.status()["models"][name]
+        try:
+            return await _model_action(request, pool, pipeline, ctx, name, action)
+        except ManifestError as exc:
+            raise InvalidRequest(f"The new version was refused: {exc}", code=exc.code) from exc
+        except UpdateFailed as exc:
+            raise ServiceUnavailable(str(exc), code="update_failed") from exc
+        except WorkerError as exc:  # capacity, placement: the client's envelope, and audited
+            raise translate(exc) from exc
 
     return await _admin(request, "admin.models", act)
+
+
+async def _model_action(
+    request: Request, pool: Any, pipeline: Pipeline, ctx: RequestContext, name: str, action: str
+) -> tuple[int, Any]:
+    if action == "load":
+        await pool.load(name)
+    elif action == "unload":
+        if not await pool.unload(name):
+            raise Conflict(f"Model {name!r} has requests in flight; retry later.", code="model_busy")
+    elif action == "update":
+        body = await read_body(request, MAX_ADMIN_BODY)
+        ctx.request_digest = pipeline.digest(body)
+        path = _update_path(body)
+        digest = await pool.update(name, path)
+        return 200, {**pool.status()["models"][name], "manifest_digest": digest, "path": str(path)}
+    else:
+        raise NotFound("Use /admin/models/NAME/load, /unload or /update.", code="unknown_url")
+    return 200, pool.status()["models"][name]
 
 
 def _update_path(body: bytes) -> Path:

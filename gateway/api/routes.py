@@ -73,9 +73,11 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    states = {name: w.state for name, w in _pipeline(request).workers.items()}
-    # A model loaded on demand is fine unloaded: its first request loads it.
-    ready = all(s in ("ready", "unloaded") for s in states.values())
+    workers = _pipeline(request).workers
+    states = {name: w.state for name, w in workers.items()}
+    # Pinned models must be ready; one loaded on demand may be unloaded, loading or failing
+    # without taking the gateway (and its other models) out of a load balancer's rotation.
+    ready = all(w.state == "ready" for w in workers.values() if getattr(w, "pinned", True))
     return JSONResponse(
         {"status": "ready" if ready else "not_ready", "models": states}, status_code=200 if ready else 503
     )

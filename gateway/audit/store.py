@@ -191,6 +191,19 @@ class AuditStore:
             raise
         return store
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the file (one WAL snapshot), though a writer goes on."""
+        try:
+            self._conn.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        try:
+            yield
+        finally:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
+
     def _user_version(self) -> int:
         row = self._conn.execute("PRAGMA user_version").fetchone()
         return int(row[0])

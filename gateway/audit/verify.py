@@ -207,7 +207,8 @@ def verify_log(
     count = 0
     seen: set[tuple[str, str]] = set()
     tree = merkle.CompactRange()
-    with AuditStore.open_readonly(Path(db_path)) as store:
+    with AuditStore.open_readonly(Path(db_path)) as store, store.snapshot():
+        # One snapshot: entries committed while we read are not half-seen (unsigned, uncovered).
         notes = [(f"stored checkpoint at size {size}", note) for size, note, _ in store.checkpoints()]
         head_note = store.meta(HEAD_META_KEY)
         if head_note is not None:

@@ -124,7 +124,7 @@ def test_an_idle_model_is_unloaded_after_its_ttl(tmp_path: Path) -> None:
             assert await ask(a, "hello") == "hello"
             assert a.loaded
             for _ in range(50):
-                if not a.loaded:
+                if not a.loaded and a.worker.state == "stopped":
                     break
                 await asyncio.sleep(0.1)
             assert not a.loaded and a.worker.state == "stopped"
@@ -138,3 +138,23 @@ def test_an_idle_model_is_unloaded_after_its_ttl(tmp_path: Path) -> None:
 def test_a_model_larger_than_every_device_is_refused_at_once(tmp_path: Path) -> None:
     with pytest.raises(PlacementError, match="needs"):
         ModelPool(cpu(1000), [managed(tmp_path, "huge", 4000, pinned=False)])
+
+
+def test_a_request_arriving_while_its_model_is_evicted_waits_and_reloads_it(tmp_path: Path) -> None:
+    a = managed(tmp_path, "a", 600, pinned=False)
+    b = managed(tmp_path, "b", 600, pinned=False)
+    pool = ModelPool(cpu(1000), [a, b], admission_timeout_s=30)
+
+    async def scenario() -> None:
+        await pool.start()
+        try:
+            assert await ask(a, "first") == "first"
+            evicting = asyncio.create_task(ask(b, "b"))  # evicts a
+            while not a.unloading:
+                await asyncio.sleep(0.001)
+            assert await ask(a, "again") == "again"  # not worker_stopped: it waits, then reloads
+            assert await evicting == "b"
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())

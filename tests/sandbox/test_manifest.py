@@ -155,3 +155,22 @@ def test_malformed_manifests_say_what_is_wrong(signed_dir: Path, mutate: object,
         parse_manifest(json.dumps(doc))
     with pytest.raises(ManifestError, match="not JSON"):
         parse_manifest("{")
+
+
+def test_symlinks_and_other_non_files_are_refused(signed_dir: Path, tmp_path: Path) -> None:
+    (signed_dir / "pytorch_model.bin").symlink_to(tmp_path / "filled-in-later")  # dangling today
+    refused(signed_dir, "manifest_invalid", "pytorch_model.bin is not a regular file")
+    (signed_dir / "pytorch_model.bin").unlink()
+    (signed_dir / "extra").symlink_to(tmp_path, target_is_directory=True)
+    refused(signed_dir, "manifest_invalid", "extra is not a regular file")
+
+
+def test_numbers_past_the_canonical_range_are_malformed_not_a_crash(signed_dir: Path) -> None:
+    doc = json.loads((signed_dir / MANIFEST_FILE).read_text())
+    doc["files"][0]["size"] = 2**60
+    with pytest.raises(ManifestError, match="malformed") as info:
+        parse_manifest(json.dumps(doc))
+    assert info.value.code == "manifest_invalid"
+    with pytest.raises(ManifestError) as deep:
+        parse_manifest('{"format": "llmos-model-manifest/1", "model": ' + "[" * 100000 + "]" * 100000 + "}")
+    assert deep.value.code == "manifest_invalid"

@@ -311,3 +311,23 @@ def test_missing_or_foreign_file_is_audit_error(tmp_path: Path, keypair: KeyPair
     foreign.write_bytes(b"")
     with pytest.raises(AuditError, match="schema version 0"):
         verify_log(foreign, keypair.public_key)
+
+
+def test_verify_reads_one_snapshot_while_the_gateway_writes(
+    open_log: Callable[[], AuditLog], db_path: Path, keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries committed between reading the signed head and reading the entries are not seen
+    as unsigned: the walk reads the same state of the file as the head."""
+    log = open_log()
+    for n in range(3):
+        log.append(make_record(n))
+    from gateway.audit import store as store_module
+
+    original = store_module.AuditStore.iter_leaves
+
+    def append_then_iterate(self: store_module.AuditStore) -> object:
+        log.append(make_record(99))  # commits a new entry and a new head after the head was read
+        return original(self)
+
+    monkeypatch.setattr(store_module.AuditStore, "iter_leaves", append_then_iterate)
+    assert verify_log(db_path, keypair.public_key).entries == 3
