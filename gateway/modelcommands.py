@@ -26,12 +26,18 @@ import httpx
 from gateway.audit.keys import generate_signing_key
 from gateway.config import Config, ModelConfig
 from gateway.errors import AuditError, ConfigError
-from gateway.modelregistry import add_model, all_models, load_registry, registry_path, set_model_path
+from gateway.modelregistry import (
+    add_model,
+    all_models,
+    load_registry,
+    registry_path,
+    release_public_keys,
+    set_model_path,
+)
 from sandbox.manifest import (
     Manifest,
     ManifestError,
     build_manifest,
-    load_public_keys,
     load_release_key,
     read_manifest,
     sign,
@@ -83,10 +89,6 @@ def add_model_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser],
             p.add_argument("dir", type=Path, help="the new version's directory (signed)")
         p.add_argument("--url", help="the gateway (default: http://server.host:server.port)")
         p.add_argument("--json", action="store_true", help="print the JSON answer")
-
-
-def _trusted(config: Config) -> list[Any]:
-    return load_public_keys([config.release_public_key, *config.model_trust.public_keys])
 
 
 def _keygen(out: Path) -> int:
@@ -141,7 +143,7 @@ def _describe(config: Config, model: ModelConfig, source: str, trusted: list[Any
 
 
 def _list(config: Config, as_json: bool) -> int:
-    trusted = [] if config.model_trust.unsafe_allow_unsigned else _trusted(config)
+    trusted = [] if config.model_trust.unsafe_allow_unsigned else release_public_keys(config)
     added = {m.name for m in load_registry(config)}
     rows = [
         _describe(config, m, "added" if m.name in added else "config", trusted) for m in all_models(config)
@@ -221,7 +223,7 @@ def run_models(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         if command in ("status", "load", "unload", "update"):
             return _remote(config, args)
         if command == "add":
-            manifest = verify_model_dir(args.dir, _trusted(config))
+            manifest = verify_model_dir(args.dir, release_public_keys(config))
             add_model(config, args.name, args.dir)
             print(f"added {args.name} ({manifest.digest}); restart the gateway to serve it")
             return 0

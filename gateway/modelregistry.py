@@ -13,12 +13,20 @@ import json
 import os
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from gateway.config import Config, ModelConfig
 from gateway.errors import ConfigError
+from sandbox.manifest import load_public_keys
 
 REGISTRY_FILE = "models.json"
+
+
+def release_public_keys(config: Config) -> list[Ed25519PublicKey]:
+    """The release keys model manifests may be signed by: the state directory's own and
+    ``model_trust.public_keys``. ManifestError if one cannot be loaded."""
+    return load_public_keys([config.release_public_key, *config.model_trust.public_keys])
 
 
 def registry_path(config: Config) -> Path:

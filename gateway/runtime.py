@@ -16,7 +16,7 @@ from gateway.config import Config, ModelConfig
 from gateway.errors import ConfigError
 from gateway.identity import Authenticator
 from gateway.limits import build_store
-from gateway.modelregistry import all_models
+from gateway.modelregistry import all_models, release_public_keys
 from gateway.mtls import CertMapper
 from gateway.oidc import TokenVerifier
 from gateway.pipeline import Pipeline, Worker
@@ -31,7 +31,7 @@ from sandbox.inventory import detect_inventory, probe_nvml
 from sandbox.isolation import SandboxSettings, describe_missing
 from sandbox.isolation.probe import unsupported_layers
 from sandbox.lifecycle import ManagedModel, ModelPool
-from sandbox.manifest import ManifestError, WeightsInfo, load_public_keys, read_manifest
+from sandbox.manifest import ManifestError, estimate_memory
 from sandbox.placement import PlacementError
 
 log = logging.getLogger("llmos.gateway")
@@ -105,7 +105,7 @@ def trusted_release_keys(config: Config) -> tuple[Ed25519PublicKey, ...]:
         )
         return ()
     try:
-        return tuple(load_public_keys([config.release_public_key, *config.model_trust.public_keys]))
+        return tuple(release_public_keys(config))
     except ManifestError as exc:
         raise ConfigError(f"model_trust: {exc}") from exc
 
@@ -120,11 +120,7 @@ def memory_estimate(model: ModelConfig) -> int:
         return model.memory_bytes
     if model.kind == "echo" or model.path is None:
         return ECHO_MEMORY_BYTES
-    try:
-        return read_manifest(model.path).weights.memory_bytes
-    except ManifestError:
-        size = sum(p.stat().st_size for p in model.path.rglob("*.safetensors"))
-        return WeightsInfo("F32", 0, size).memory_bytes
+    return estimate_memory(model.path)
 
 
 def build_pool(config: Config, models: list[ModelConfig], workers: dict[str, ModelWorker]) -> ModelPool:

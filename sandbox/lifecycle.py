@@ -33,7 +33,7 @@ from gateway.errors import WorkerError, WorkerUnavailable
 from gateway.types import ChatMessage, DoneEvent, GenerateEvent, GenerateRequest, GenerationParams
 from sandbox.client import ModelWorker
 from sandbox.inventory import Inventory
-from sandbox.manifest import ManifestError, WeightsInfo, read_manifest, verify_model_dir
+from sandbox.manifest import estimate_memory, verify_model_dir
 from sandbox.placement import (
     Allocation,
     LoadedModel,
@@ -141,6 +141,7 @@ class ModelPool:
         self._cond = asyncio.Condition()
         self._idle_task: asyncio.Task[None] | None = None
         self._notifying: set[asyncio.Task[None]] = set()
+        self._waiters = 0  # loads waiting for memory to be freed
         for model in models:
             model.pool = self
             if not fits(inventory, [], self._need(model)):
@@ -172,6 +173,8 @@ class ModelPool:
 
     def changed(self) -> None:
         """A request finished or a model was unloaded: waiting loads look again."""
+        if not self._waiters:
+            return  # the usual case, on every request's way out: nobody is waiting for memory
         task = asyncio.get_running_loop().create_task(self._notify())
         self._notifying.add(task)  # a task nothing refers to may be collected before it runs
         task.add_done_callback(self._notifying.discard)
@@ -252,8 +255,12 @@ class ModelPool:
                         code="model_capacity",
                         retry_after=max(1, math.ceil(self.admission_timeout_s / 4)),
                     )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cond.wait(), remaining)
+                self._waiters += 1
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._cond.wait(), remaining)
+                finally:
+                    self._waiters -= 1
         if model.loading:
             try:
                 await model.worker.wait_ready(self.start_timeout_s)
@@ -353,7 +360,7 @@ class ModelPool:
         if old.spec.model_dir is None:
             raise UpdateFailed(f"model {name!r} loads no files; there is nothing to update")
         spec = replace(old.spec, model_dir=model_dir)
-        memory = await asyncio.to_thread(_estimate, model_dir, spec)
+        memory = await asyncio.to_thread(estimate_memory, model_dir)
         digest = None
         if spec.trusted_keys:  # refuse a bad directory now, whether loaded or not
             manifest = await asyncio.to_thread(verify_model_dir, model_dir, spec.trusted_keys)
@@ -440,12 +447,3 @@ async def _health_check(worker: ModelWorker) -> None:
         done = isinstance(event, DoneEvent)
     if not done:
         raise UpdateFailed("the health prompt got no answer")
-
-
-def _estimate(model_dir: Path, spec: Any) -> int:
-    """The memory estimate of a model directory: its signed manifest's (verified at start)."""
-    try:
-        return read_manifest(model_dir).weights.memory_bytes
-    except ManifestError:
-        size = sum(p.stat().st_size for p in model_dir.rglob("*.safetensors"))
-        return WeightsInfo("F32", 0, size).memory_bytes

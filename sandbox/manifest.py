@@ -386,6 +386,17 @@ def verify_model_dir(model_dir: Path, trusted: Sequence[Ed25519PublicKey]) -> Ma
     return manifest
 
 
+def estimate_memory(model_dir: Path) -> int:
+    """What placement counts for a model directory: its manifest's estimate, or (no usable
+    manifest: unsigned models, allowed by model_trust.unsafe_allow_unsigned) the same formula
+    over the size of its safetensors files. The manifest's signature is checked at start."""
+    try:
+        return read_manifest(model_dir).weights.memory_bytes
+    except ManifestError:
+        size = sum(p.stat().st_size for p in model_dir.rglob("*.safetensors"))
+        return WeightsInfo("F32", 0, size).memory_bytes
+
+
 def load_release_key(path: Path) -> Ed25519PrivateKey:
     try:
         return load_private_key(path, what="model release key")

@@ -174,3 +174,12 @@ def test_numbers_past_the_canonical_range_are_malformed_not_a_crash(signed_dir: 
     with pytest.raises(ManifestError) as deep:
         parse_manifest('{"format": "llmos-model-manifest/1", "model": ' + "[" * 100000 + "]" * 100000 + "}")
     assert deep.value.code == "manifest_invalid"
+
+
+def test_the_memory_estimate_comes_from_the_manifest_or_the_weights(signed_dir: Path) -> None:
+    from sandbox.manifest import RUNTIME_OVERHEAD_BYTES, estimate_memory
+
+    assert estimate_memory(signed_dir) == read_manifest(signed_dir).weights.memory_bytes
+    (signed_dir / MANIFEST_FILE).unlink()  # unsigned: the same formula over the file sizes
+    size = (signed_dir / "model.safetensors").stat().st_size
+    assert estimate_memory(signed_dir) == size + size // 5 + RUNTIME_OVERHEAD_BYTES
