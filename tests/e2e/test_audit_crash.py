@@ -33,6 +33,7 @@ pytestmark = pytest.mark.e2e
 CLIENTS = 8
 LOAD_BEFORE_KILL_S = 2.5
 CHECKPOINT_EVERY = 50
+LONG_STREAM_TOKENS = 4000  # under the default policy's max_tokens limit (4096)
 AFTER_RESTART = 60  # requests after the restart: more than CHECKPOINT_EVERY entries
 VERIFIED = re.compile(
     r"^OK: (\d+) entries verified; .* (\d+) signed checkpoints and the signed head \(origin (\S+)\);", re.M
@@ -157,6 +158,40 @@ def _client_loop(gw: Gateway, worker: int, load: Load, killed: threading.Event) 
             n += CLIENTS
 
 
+def _kill_mid_stream(gw: Gateway, load: Load, killed: threading.Event) -> None:
+    """Open a long stream, and SIGKILL the gateway once its first bytes arrived: at least this
+    request is cut off however the load threads happen to be scheduled (they may all sit between
+    requests, or hold complete answers they have not read yet, when the kill lands)."""
+    words = " ".join(f"w{i}" for i in range(LONG_STREAM_TOKENS))
+    body = {
+        "model": "echo",
+        "messages": [{"role": "user", "content": words}],
+        "max_tokens": LONG_STREAM_TOKENS,
+        "stream": True,
+    }
+    headers = {"authorization": f"Bearer {gw.admin_key}"}
+    with (
+        httpx.Client(base_url=gw.base_url, timeout=30) as http,
+        http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        assert r.status_code == 200, r.read()
+        with load.lock:
+            load.acked.append((r.headers.get("x-request-id", ""), "stream_start"))
+        chunks = r.iter_bytes()
+        first = next(chunks)
+        assert b"[DONE]" not in first, "the long stream ended before the kill"
+        killed.set()
+        gw.proc.kill()
+        assert gw.proc.wait(timeout=10) == -signal.SIGKILL
+        try:
+            rest = b"".join(chunks)
+        except httpx.TransportError:
+            with load.lock:
+                load.cut_off += 1
+        else:
+            raise AssertionError(f"a stream cut off by SIGKILL read as complete ({len(rest)} more bytes)")
+
+
 def _verify(gw: Gateway, config: Path) -> tuple[int, int, str]:
     """``llmos audit verify``: exit 0; (entries, checkpoints, origin) from its report."""
     out = gw.cli("audit", "verify", "--config", str(config), check=False)
@@ -197,9 +232,7 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
             time.sleep(LOAD_BEFORE_KILL_S)
             with load.lock:
                 before_kill = len(load.acked)
-            killed.set()
-            gw.proc.kill()  # SIGKILL, mid-load: no shutdown, no last checkpoint
-            assert gw.proc.wait(timeout=10) == -signal.SIGKILL
+            _kill_mid_stream(gw, load, killed)  # SIGKILL, mid-load: no shutdown, no last checkpoint
         finally:
             killed.set()
             for t in threads:
