@@ -184,6 +184,11 @@ class ModelConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Continuous batching in the worker: requests decoding together (1: one at a time).
     max_batch: int = Field(default=16, ge=1, le=256)
+    # Workers serving this model, each with the memory above, spread over GPUs by placement;
+    # requests go to the ready one with the fewest in flight (docs/models.md, "Replicas").
+    replicas: int = Field(default=1, ge=1, le=64)
+    # false: one GPU per replica (or the CPU with device auto), never one worker over several GPUs.
+    allow_sharding: bool = True
 
     @field_validator("gpus")
     @classmethod
@@ -193,6 +198,15 @@ class ModelConfig(_Section):
         return gpus
 
     _resolve = field_validator("path", "canary_file")(_resolve)
+
+    @model_validator(mode="after")
+    def _replicas_not_pinned_to_gpus(self) -> ModelConfig:
+        if self.gpus and self.replicas > 1:
+            raise ValueError(
+                "gpus names one worker's devices; with replicas > 1 leave gpus out and let placement"
+                " spread the replicas (device: cuda)"
+            )
+        return self
 
     @field_validator("path")
     @classmethod

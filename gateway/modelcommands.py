@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -196,11 +197,7 @@ def _remote(config: Config, args: argparse.Namespace) -> int:
                 f" ({', '.join(d['models']) or 'no models'})"
             )
         for name, m in body["models"].items():
-            pinned = " pinned" if m["pinned"] else ""
-            print(
-                f"  {name}: {m['state']}{pinned}, {m['memory_bytes'] / 2**20:.0f} MiB on"
-                f" {', '.join(m['devices']) or '-'}; loads {m['loads']}, evictions {m['evictions']}"
-            )
+            print(f"  {name}: {_model_line(m)}")
     elif command == "update":
         print(f"{args.name}: now served from {body['path']} ({body['manifest_digest']})")
         if set_model_path(config, args.name, args.dir):
@@ -210,6 +207,20 @@ def _remote(config: Config, args: argparse.Namespace) -> int:
     else:
         print(f"{args.name}: {body['state']}")
     return 0
+
+
+def _model_line(m: dict[str, Any]) -> str:
+    """One model of ``/admin/models`` for ``llmos models status``."""
+    pinned = " pinned" if m["pinned"] else ""
+    line = (
+        f"{m['state']}{pinned}, {m['memory_bytes'] / 2**20:.0f} MiB per replica on"
+        f" {', '.join(m['devices']) or '-'}; replicas {m['replicas']}/{m['replicas_configured']}"
+    )
+    if m["replicas_configured"] > 1:
+        line += " (in flight " + ", ".join(str(r["outstanding"]) for r in m["replica_status"]) + ")"
+    last = m["last_used"]
+    ago = "never used" if last is None else f"last used {max(0.0, time.time() - last):.0f} s ago"
+    return f"{line}; {ago}; loads {m['loads']}, evictions {m['evictions']}"
 
 
 def run_models(args: argparse.Namespace, load_config: ConfigLoader) -> int:

@@ -113,6 +113,9 @@ class RequestContext:
     output_findings: list[Finding] = field(default_factory=list)  # in the delivered text (audit)
     limit_subjects: tuple[Subject, ...] = ()
     charged: bool = False
+    # The signed manifest of the worker that answered, read when it started answering (during an
+    # update the old and the new version both serve for a while).
+    model_digest: str | None = None
 
     def engine(self, pipeline: Pipeline) -> PolicyEngine:
         if self.policy is None:
@@ -366,7 +369,7 @@ class Pipeline:
             principal_id=ctx.principal.id,
             auth_method=ctx.principal.auth_method,
             findings=findings_document(ctx.input_findings, ctx.output_findings),
-            model_digest=self._model_digest(ctx.model),
+            model_digest=ctx.model_digest or self._model_digest(ctx.model),
             tenant=ctx.principal.tenant,
             endpoint=ctx.endpoint,
             model=ctx.model,
@@ -387,6 +390,14 @@ class Pipeline:
                 _json(obligations_document(ctx.output_obligations)) if ctx.output_obligations else None
             ),
         )
+
+    @staticmethod
+    def served_digest(worker: Worker, request_id: str) -> str | None:
+        """The manifest digest of the worker answering ``request_id`` (a replica, or one version
+        while an update switches); None for echo or unsigned models."""
+        served = getattr(worker, "served_digest", None)
+        digest = served(request_id) if callable(served) else getattr(worker, "manifest_digest", None)
+        return digest if isinstance(digest, str) else None
 
     def _model_digest(self, model: str | None) -> str | None:
         """The signed manifest of the model serving ``model`` (None for echo or unsigned models)."""

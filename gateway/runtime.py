@@ -137,6 +137,8 @@ def build_pool(config: Config, models: list[ModelConfig], workers: dict[str, Mod
             idle_unload_s=m.idle_unload_s,
             device_kind=m.device,
             fixed_gpus=bool(m.gpus),
+            replicas=m.replicas,
+            allow_sharding=m.allow_sharding,
         )
         for m in models
     ]

@@ -8,7 +8,7 @@ batched decoder of a backend that has one (``sandbox.batching``); others run one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -65,7 +65,13 @@ def batch_engine(model: Backend) -> BatchEngine | None:
     return BatchDecoder(model.loaded) if supports_batching(model.loaded) else None
 
 
-def load_backend(kind: ModelKind, model_dir: Path | None, *, allow_pickle_weights: bool = False) -> Backend:
+def load_backend(
+    kind: ModelKind,
+    model_dir: Path | None,
+    *,
+    allow_pickle_weights: bool = False,
+    max_memory: Mapping[int | str, int] | None = None,
+) -> Backend:
     """Load the model of ``kind``; raises ModelLoadError (a WorkerError; UnsafeWeightsError for
     pickle-format files unless ``allow_pickle_weights``)."""
     if kind == "echo":
@@ -75,4 +81,6 @@ def load_backend(kind: ModelKind, model_dir: Path | None, *, allow_pickle_weight
     check_model_dir(model_dir, allow_pickle_weights=allow_pickle_weights)  # fail fast, before torch
     from sandbox.model import load_model
 
-    return TransformersBackend(load_model(model_dir, allow_pickle_weights=allow_pickle_weights))
+    return TransformersBackend(
+        load_model(model_dir, allow_pickle_weights=allow_pickle_weights, max_memory=max_memory)
+    )

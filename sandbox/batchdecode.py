@@ -52,7 +52,7 @@ class BatchDecoder:
         self.loaded = loaded
         self._rows: list[_Row] = []
         self._cache: DynamicCache | None = None
-        self._mask = torch.zeros((0, 0), dtype=torch.long)
+        self._mask = torch.zeros((0, 0), dtype=torch.long, device=loaded.device)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -69,7 +69,7 @@ class BatchDecoder:
         cache = DynamicCache(config=loaded.model.config)
         with torch.inference_mode():
             outputs = loaded.model(
-                input_ids=torch.tensor([sequence.prompt_ids], dtype=torch.long),
+                input_ids=torch.tensor([sequence.prompt_ids], dtype=torch.long, device=loaded.device),
                 use_cache=True,
                 **{loaded.cache_kwarg: cache},
             )
@@ -84,10 +84,13 @@ class BatchDecoder:
         if not self._rows:
             return []
         loaded = self.loaded
-        mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=torch.long)], dim=1)
+        ones = torch.ones((len(self._rows), 1), dtype=torch.long, device=loaded.device)
+        mask = torch.cat([self._mask, ones], dim=1)
         with torch.inference_mode():
             outputs = loaded.model(
-                input_ids=torch.tensor([[row.token] for row in self._rows], dtype=torch.long),
+                input_ids=torch.tensor(
+                    [[row.token] for row in self._rows], dtype=torch.long, device=loaded.device
+                ),
                 attention_mask=mask,
                 position_ids=mask.sum(dim=1, keepdim=True) - 1,
                 use_cache=True,
@@ -124,7 +127,7 @@ class BatchDecoder:
     # -- cache surgery ----------------------------------------------------------------------------
 
     def _join(self, row: _Row, cache: DynamicCache, length: int) -> None:
-        new_mask = torch.ones((1, length), dtype=torch.long)
+        new_mask = torch.ones((1, length), dtype=torch.long, device=self.loaded.device)
         if self._cache is None or not self._rows:
             self._rows, self._cache, self._mask = [row], cache, new_mask
             return
@@ -138,17 +141,18 @@ class BatchDecoder:
     def _select(self, keep: list[int]) -> None:
         if not keep:
             self._rows, self._cache = [], None
-            self._mask = torch.zeros((0, 0), dtype=torch.long)
+            self._mask = torch.zeros((0, 0), dtype=torch.long, device=self.loaded.device)
             return
-        index = torch.tensor(keep, dtype=torch.long)
+        index = torch.tensor(keep, dtype=torch.long, device=self.loaded.device)
         mask = self._mask.index_select(0, index)
         start = int(mask.any(dim=0).long().argmax())  # leading columns that are padding everywhere
         self._mask = mask[:, start:]
         if self._cache is not None:
             for layer in _layers(self._cache):
                 keys, values = _kv(layer)
-                layer.keys = keys.index_select(0, index)[:, :, start:]
-                layer.values = values.index_select(0, index)[:, :, start:]
+                at = index.to(keys.device)  # sharded: each layer's cache lives on its layer's GPU
+                layer.keys = keys.index_select(0, at)[:, :, start:]
+                layer.values = values.index_select(0, at)[:, :, start:]
         self._rows = [self._rows[i] for i in keep]
 
 

@@ -11,6 +11,10 @@ evicted the request waits, at most ``admission_timeout_s``, for memory to be fre
 with 503 ``model_capacity`` (and ``Retry-After``). One load decision is made at a time; a
 model that does not fit even an empty inventory is refused at once (``placement_failed``).
 
+A model with ``replicas: N`` loads and unloads as one unit of N workers (placement spreads
+them over GPUs, ``sandbox.placement``); each request goes to the ready replica with the
+fewest requests in flight (``pick_replica``), ties taken in turn.
+
 Memory is what each model is *estimated* to need (its signed manifest's ``memory_bytes``, or
 the configured ``memory_bytes``), counted against the budgets; placement never measures a
 running worker. Every load, unload and eviction is logged, counted, and shown by
@@ -38,21 +42,38 @@ from sandbox.placement import (
     Allocation,
     LoadedModel,
     ModelNeed,
+    Placement,
     PlacementError,
+    ReplicaLoad,
     device_usage,
     fits,
+    pick_replica,
     place,
     plan_eviction,
 )
+from sandbox.process import WorkerSpec
 
 log = logging.getLogger("llmos.sandbox.lifecycle")
 
 IDLE_CHECK_S = 1.0
 
 
+def replica_spec(spec: WorkerSpec, replica: int) -> WorkerSpec:
+    """Replica ``replica``'s spec: the model's, with a log file of its own (replica 0 keeps the
+    model's file name)."""
+    if replica == 0 or spec.log_path is None:
+        return spec
+    log_path = spec.log_path.with_name(f"{spec.log_path.stem}.r{replica}{spec.log_path.suffix}")
+    return replace(spec, log_path=log_path)
+
+
 @dataclass
 class ManagedModel:
-    """One model in the pool; the pipeline's worker for it."""
+    """One model in the pool; the pipeline's worker for it.
+
+    ``worker`` is replica 0's worker; ``workers`` holds one per replica (built from it).
+    ``memory_bytes`` is what one replica needs.
+    """
 
     worker: ModelWorker
     memory_bytes: int
@@ -60,14 +81,41 @@ class ManagedModel:
     idle_unload_s: float | None = None  # None: stays loaded until evicted
     device_kind: str = "auto"
     fixed_gpus: bool = False  # the configuration names its GPUs: placement only accounts for them
+    replicas: int = 1
+    allow_sharding: bool = True
     pool: ModelPool | None = field(default=None, repr=False)
     last_used: float = 0.0
     outstanding: int = 0
     loading: bool = False
-    unloading: bool = False  # its worker is stopping: not loaded for new requests
+    unloading: bool = False  # its workers are stopping: not loaded for new requests
     updating: bool = False
     loads: int = 0
     evictions: int = 0
+    workers: list[ModelWorker] = field(init=False)
+    _inflight: list[int] = field(init=False, repr=False)  # per replica, counted at the pick
+    _rotation: int = field(default=0, init=False, repr=False)
+    _serving: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"model {self.name!r}: replicas must be >= 1")
+        if self.fixed_gpus and self.replicas > 1:
+            raise ValueError(f"model {self.name!r}: fixed GPUs and replicas > 1 exclude each other")
+        on_event = self.worker.on_event
+        others = [
+            ModelWorker(replica_spec(self.worker.spec, r), on_event=on_event) for r in range(1, self.replicas)
+        ]
+        self.adopt([self.worker, *others])
+
+    def fresh_workers(self, spec: WorkerSpec) -> list[ModelWorker]:
+        """New (not started) workers for ``spec``, one per replica."""
+        on_event = self.worker.on_event
+        return [ModelWorker(replica_spec(spec, r), on_event=on_event) for r in range(self.replicas)]
+
+    def adopt(self, workers: list[ModelWorker]) -> None:
+        """Serve with ``workers`` (one per replica) from now on."""
+        self.worker, self.workers = workers[0], workers
+        self._inflight = [0] * len(workers)
 
     @property
     def name(self) -> str:
@@ -75,26 +123,30 @@ class ManagedModel:
 
     @property
     def loaded(self) -> bool:
-        return self.pool is not None and self.name in self.pool.allocations and not self.unloading
+        return self.pool is not None and (self.name, 0) in self.pool.allocations and not self.unloading
 
     @property
     def state(self) -> str:
-        if self.loading and self.worker.state != "ready":
+        """``ready`` when any replica is; else replica 0's state (or loading, unloaded)."""
+        states = [w.state for w in self.workers]
+        if self.loading and "ready" not in states:
             return "loading"
-        return self.worker.state if self.loaded else "unloaded"
+        if not self.loaded:
+            return "unloaded"
+        return "ready" if "ready" in states else states[0]
 
-    # What /admin/workers shows of a worker.
+    # What /admin/workers shows of a worker (replica 0; ``replica_status`` has them all).
     @property
     def pid(self) -> int | None:
         return self.worker.pid
 
     @property
     def restarts(self) -> int:
-        return self.worker.restarts
+        return sum(w.restarts for w in self.workers)
 
     @property
     def last_error(self) -> str | None:
-        return self.worker.last_error
+        return next((w.last_error for w in self.workers if w.last_error), None)
 
     @property
     def isolation(self) -> Any:
@@ -104,6 +156,39 @@ class ManagedModel:
     def manifest_digest(self) -> str | None:
         return self.worker.manifest_digest
 
+    def replica_status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "replica": r,
+                "state": w.state if self.loaded else "unloaded",
+                "pid": w.pid,
+                "outstanding": self._inflight[r],
+                "restarts": w.restarts,
+                "last_error": w.last_error,
+                "gpus": list(w.spec.gpus),
+            }
+            for r, w in enumerate(self.workers)
+        ]
+
+    def served_digest(self, request_id: str) -> str | None:
+        """The manifest digest of the worker serving ``request_id`` (while it is being served),
+        else the current one: the audit entry names the version that answered, even while an
+        update switches versions."""
+        return self._serving.get(request_id, self.manifest_digest)
+
+    def _pick(self) -> int:
+        """The replica for the next request: least outstanding among the ready ones (ties in
+        turn); when none is ready, the least loaded one (its worker answers why, or waits)."""
+        self._rotation += 1
+        loads = [ReplicaLoad(r, n, ready=w.state == "ready") for r, (w, n) in enumerate(self._replicas())]
+        chosen = pick_replica(loads, self._rotation)
+        if chosen is None:
+            chosen = pick_replica([replace(x, ready=True) for x in loads], self._rotation)
+        return chosen or 0
+
+    def _replicas(self) -> list[tuple[ModelWorker, int]]:
+        return list(zip(self.workers, self._inflight, strict=True))
+
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateEvent, None]:
         if self.pool is None:
             raise WorkerUnavailable(f"model {self.name!r} is not in a pool", code="worker_stopped")
@@ -111,8 +196,16 @@ class ManagedModel:
         self.last_used = self.pool.clock()
         try:
             await self.pool.ensure_loaded(self)
-            async for event in self.worker.generate(request):
-                yield event
+            replica = self._pick()
+            worker, inflight = self.workers[replica], self._inflight
+            inflight[replica] += 1
+            self._serving[request.id] = worker.manifest_digest
+            try:
+                async for event in worker.generate(request):
+                    yield event
+            finally:
+                inflight[replica] -= 1
+                self._serving.pop(request.id, None)
         finally:
             self.outstanding -= 1
             self.last_used = self.pool.clock()
@@ -136,7 +229,8 @@ class ModelPool:
         self.admission_timeout_s = admission_timeout_s
         self.start_timeout_s = start_timeout_s
         self.clock = clock
-        self.allocations: dict[str, Allocation] = {}
+        # (model, replica) -> its memory; "NAME#next" / "NAME#old" during an update
+        self.allocations: dict[tuple[str, int], Allocation] = {}
         self.evictions = 0
         self._cond = asyncio.Condition()
         self._idle_task: asyncio.Task[None] | None = None
@@ -148,9 +242,36 @@ class ModelPool:
                 # fits nowhere even with everything unloaded: say so now, not on every request
                 place(inventory, [], self._need(model))  # raises the PlacementError that says why
 
-    def _need(self, model: ManagedModel) -> ModelNeed:
+    def _need(self, model: ManagedModel, name: str | None = None, memory: int | None = None) -> ModelNeed:
         kind = model.device_kind if model.device_kind in ("cpu", "cuda") else "auto"
-        return ModelNeed(model.name, model.memory_bytes, device_kind=kind)  # type: ignore[arg-type]
+        return ModelNeed(
+            name or model.name,
+            memory or model.memory_bytes,
+            replicas=model.replicas,
+            device_kind=kind,  # type: ignore[arg-type]
+            allow_sharding=model.allow_sharding,
+        )
+
+    def _held(self) -> list[Allocation]:
+        return list(self.allocations.values())
+
+    def _hold(self, placements: list[Placement]) -> None:
+        for placement in placements:
+            self.allocations[(placement.model, placement.replica)] = placement.allocation()
+
+    def _release(self, name: str) -> None:
+        for key in [k for k in self.allocations if k[0] == name]:
+            del self.allocations[key]
+
+    def _loaded_view(
+        self, model: ManagedModel | None = None, *, keep: ManagedModel | None = None
+    ) -> list[LoadedModel]:
+        """The loaded models as eviction sees them, ``model`` left out and ``keep`` never evicted."""
+        return [
+            LoadedModel(m.name, m.last_used, m.pinned or m is keep, busy=m.outstanding > 0 or m.loading)
+            for m in self.models.values()
+            if m.loaded and m is not model
+        ]
 
     async def start(self) -> None:
         """Load the pinned models (in order), start the idle unloader."""
@@ -165,10 +286,11 @@ class ModelPool:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._idle_task
         for model in self.models.values():
-            try:
-                await model.worker.stop()
-            except Exception:  # one worker's failure must not keep the others (or the gateway) up
-                log.exception("model %r: stopping its worker failed", model.name)
+            for worker in model.workers:
+                try:
+                    await worker.stop()
+                except Exception:  # one worker's failure must not keep the others (or the gateway) up
+                    log.exception("model %r: stopping a worker failed", model.name)
         self.allocations.clear()
 
     def changed(self) -> None:
@@ -215,29 +337,25 @@ class ModelPool:
         async with self._cond:
             while not model.loaded:
                 need = self._need(model)
-                loaded = [
-                    LoadedModel(m.name, m.last_used, m.pinned, busy=m.outstanding > 0 or m.loading)
-                    for m in self.models.values()
-                    if m.loaded and m is not model
-                ]
-                victims = plan_eviction(self.inventory, self.allocations.values(), need, loaded)
+                victims = plan_eviction(self.inventory, self._held(), need, self._loaded_view(model))
                 if victims is not None:
                     for name in victims:
                         await self._unload(self.models[name], why=f"evicted (LRU) for {model.name}")
-                    placement = place(self.inventory, self.allocations.values(), need)[0]
-                    self.allocations[model.name] = placement.allocation()
+                    placements = place(self.inventory, self._held(), need)
+                    self._hold(placements)
                     if not model.fixed_gpus:
-                        model.worker.spec = replace(model.worker.spec, gpus=placement.gpu_indices)
+                        place_workers(model.workers, placements)
                     model.loading = True
                     model.loads += 1
                     model.last_used = self.clock()
                     log.info(
-                        "model %r loading on %s (%d MiB)",
+                        "model %r loading on %s (%d MiB per replica)",
                         model.name,
-                        ", ".join(placement.devices),
+                        "; ".join(", ".join(p.devices) for p in placements),
                         model.memory_bytes // 2**20,
                     )
-                    await model.worker.start()
+                    for worker in model.workers:
+                        await worker.start()
                     break
                 remaining = deadline - self.clock()
                 if not wait or remaining <= 0:
@@ -262,23 +380,23 @@ class ModelPool:
                 finally:
                     self._waiters -= 1
         if model.loading:
-            try:
-                await model.worker.wait_ready(self.start_timeout_s)
-            except WorkerUnavailable:
-                pass  # the request that waits on it gets the worker's own error
+            try:  # the request that waits on it gets a worker's own error
+                await asyncio.gather(
+                    *(w.wait_ready(self.start_timeout_s) for w in model.workers), return_exceptions=True
+                )
             finally:
                 model.loading = False
                 self.changed()
 
     async def _unload(self, model: ManagedModel, *, why: str) -> None:
-        if model.name not in self.allocations:
+        if (model.name, 0) not in self.allocations:
             return
         log.info("model %r unloading: %s", model.name, why)
         model.unloading = True  # a request arriving now waits for the lock, then loads it again
         try:
-            await model.worker.stop()
+            await asyncio.gather(*(w.stop() for w in model.workers))
         finally:
-            del self.allocations[model.name]
+            self._release(model.name)
             model.unloading = False
         if why.startswith("evicted"):
             model.evictions += 1
@@ -318,13 +436,19 @@ class ModelPool:
         ]
         models = {}
         for m in self.models.values():
-            allocation = self.allocations.get(m.name)
+            held = sorted(
+                (a for a in self.allocations.values() if a.model == m.name), key=lambda a: a.replica
+            )
             models[m.name] = {
                 "state": m.state,
                 "pinned": m.pinned,
                 "memory_bytes": m.memory_bytes,
-                "devices": [s.device_id for s in allocation.shares] if allocation else [],
-                "replicas": 1 if allocation else 0,
+                "devices": sorted({s.device_id for a in held for s in a.shares}),
+                "replicas": len(held),
+                "replicas_configured": m.replicas,
+                "replica_status": [
+                    {**r, "devices": _devices(held, r["replica"])} for r in m.replica_status()
+                ],
                 "outstanding": m.outstanding,
                 "last_used": None if not m.last_used else round(wall - (now - m.last_used), 3),
                 "idle_unload_s": m.idle_unload_s,
@@ -356,10 +480,11 @@ class ModelPool:
 
     async def _update(self, model: ManagedModel, model_dir: Path, drain_timeout_s: float) -> str | None:
         name = model.name
-        old = model.worker
-        if old.spec.model_dir is None:
+        old_workers = list(model.workers)
+        base = model.worker.spec
+        if base.model_dir is None:
             raise UpdateFailed(f"model {name!r} loads no files; there is nothing to update")
-        spec = replace(old.spec, model_dir=model_dir)
+        spec = replace(base, model_dir=model_dir)
         memory = await asyncio.to_thread(estimate_memory, model_dir)
         digest = None
         if spec.trusted_keys:  # refuse a bad directory now, whether loaded or not
@@ -367,19 +492,14 @@ class ModelPool:
             digest = manifest.digest
         async with self._cond:
             if not model.loaded:  # checked under the lock: no load can start meanwhile
-                model.worker = ModelWorker(spec, on_event=old.on_event)
+                model.adopt(model.fresh_workers(spec))
                 model.memory_bytes = memory
                 log.info("model %r updated to %s (loads on its next request)", name, model_dir)
                 return digest
         staging = f"{name}#next"
-        async with self._cond:
-            need = ModelNeed(staging, memory, device_kind=self._need(model).device_kind)
-            loaded = [
-                LoadedModel(m.name, m.last_used, m.pinned or m is model, busy=m.outstanding > 0 or m.loading)
-                for m in self.models.values()
-                if m.loaded
-            ]
-            victims = plan_eviction(self.inventory, self.allocations.values(), need, loaded)
+        async with self._cond:  # the whole new replica set, beside the old one
+            need = self._need(model, staging, memory)
+            victims = plan_eviction(self.inventory, self._held(), need, self._loaded_view(keep=model))
             if victims is None:
                 raise WorkerUnavailable(
                     f"no room to load the new version of {name!r} beside the old one; retry later",
@@ -387,21 +507,23 @@ class ModelPool:
                 )
             for victim in victims:
                 await self._unload(self.models[victim], why=f"evicted (LRU) to update {name}")
-            placement = place(self.inventory, self.allocations.values(), need)[0]
-            self.allocations[staging] = placement.allocation()
-        new = ModelWorker(
-            spec if model.fixed_gpus else replace(spec, gpus=placement.gpu_indices), on_event=old.on_event
-        )
+            placements = place(self.inventory, self._held(), need)
+            self._hold(placements)
+        new = model.fresh_workers(spec)
+        if not model.fixed_gpus:
+            place_workers(new, placements)
         switched = False
         try:
-            await new.start()
-            await new.wait_ready(self.start_timeout_s)
-            await _health_check(new)
-            async with self._cond:  # the switch: new requests go to the new worker from here
-                model.worker, model.memory_bytes = new, memory
-                draining = f"{name}#old"  # the old worker keeps its memory until it has stopped
-                self.allocations[draining] = replace(self.allocations.pop(name), model=draining)
-                self.allocations[name] = replace(self.allocations.pop(staging), model=name)
+            for worker in new:
+                await worker.start()
+            for worker in new:
+                await worker.wait_ready(self.start_timeout_s)
+                await _health_check(worker)
+            async with self._cond:  # the switch: new requests go to the new workers from here
+                model.adopt(new)
+                model.memory_bytes = memory
+                self._rename(name, f"{name}#old")  # the old workers keep their memory until stopped
+                self._rename(staging, name)
                 switched = True
         except (WorkerError, OSError) as exc:
             raise UpdateFailed(
@@ -409,21 +531,43 @@ class ModelPool:
             ) from exc
         finally:
             if not switched:  # whatever happened (cancelled too): nothing of the new version stays
-                await new.stop()
-                self.allocations.pop(staging, None)
+                await asyncio.gather(*(w.stop() for w in new), return_exceptions=True)
+                self._release(staging)
                 self.changed()
         log.info(
-            "model %r now served from %s (%s); draining the old worker", name, model_dir, new.manifest_digest
+            "model %r now served from %s (%s); draining the old worker(s)",
+            name,
+            model_dir,
+            model.manifest_digest,
         )
         deadline = self.clock() + drain_timeout_s
         try:
-            while old.outstanding and self.clock() < deadline:
+            while any(w.outstanding for w in old_workers) and self.clock() < deadline:
                 await asyncio.sleep(0.05)
-            await old.stop()
+            await asyncio.gather(*(w.stop() for w in old_workers))
         finally:
-            self.allocations.pop(draining, None)
+            self._release(f"{name}#old")
             self.changed()
-        return new.manifest_digest
+        return model.manifest_digest
+
+    def _rename(self, name: str, to: str) -> None:
+        for key in [k for k in self.allocations if k[0] == name]:
+            allocation = self.allocations.pop(key)
+            self.allocations[(to, key[1])] = replace(allocation, model=to)
+
+
+def _devices(held: list[Allocation], replica: int) -> list[str]:
+    return [s.device_id for a in held if a.replica == replica for s in a.shares]
+
+
+def place_workers(workers: list[ModelWorker], placements: list[Placement]) -> None:
+    """Give each replica's worker its devices: GPUs, and per-GPU ``max_memory`` when sharded."""
+    for worker, placement in zip(workers, placements, strict=True):
+        worker.spec = replace(
+            worker.spec,
+            gpus=placement.gpu_indices,
+            max_memory=placement.max_memory() if placement.sharded else None,
+        )
 
 
 class UpdateFailed(WorkerError):

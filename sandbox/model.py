@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from gateway.types import (
     TokenEvent,
     ToolSpec,
 )
+from sandbox.devicemap import assigned_gpus, load_options
 from sandbox.modeldir import ModelLoadError, check_model_dir
 from sandbox.sampling import make_generator, sample_next_token
 from sandbox.textstream import StopTextStream
@@ -38,10 +40,25 @@ class LoadedModel:
     context_length: int
     eos_token_ids: frozenset[int]
     cache_kwarg: str  # "cache" (transformers >= 5.2x) or the older "past_key_values"
+    device: torch.device = field(
+        default_factory=lambda: torch.device("cpu")
+    )  # where inputs go: the input embeddings' device
 
 
-def load_model(model_dir: Path, *, allow_pickle_weights: bool = False) -> LoadedModel:
+def _visible_gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def load_model(
+    model_dir: Path,
+    *,
+    allow_pickle_weights: bool = False,
+    max_memory: Mapping[int | str, int] | None = None,
+) -> LoadedModel:
     """Load tokenizer and model from a local directory; raises ModelLoadError.
+
+    The model goes on the GPU(s) the gateway gave the worker (``CUDA_VISIBLE_DEVICES``), sharded
+    by layer with ``max_memory`` over several (``sandbox.devicemap``), else on the CPU.
 
     safetensors only (``use_safetensors=True``: transformers never falls back to ``torch.load``),
     unless ``allow_pickle_weights`` (the model's ``unsafe_allow_pickle_weights``) lets it prefer
@@ -49,6 +66,12 @@ def load_model(model_dir: Path, *, allow_pickle_weights: bool = False) -> Loaded
     """
     path = check_model_dir(model_dir, allow_pickle_weights=allow_pickle_weights)
     hf_logging.disable_progress_bar()
+    assigned = assigned_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    placement = load_options(assigned, _visible_gpus() if assigned else 0, max_memory)
+    if placement.get("device_map") == "auto":  # sharded: whole layers per GPU, nothing off them
+        from sandbox.sharding import shard_map
+
+        placement = {"device_map": shard_map(path, placement["max_memory"])}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
@@ -56,6 +79,7 @@ def load_model(model_dir: Path, *, allow_pickle_weights: bool = False) -> Loaded
             use_safetensors=None if allow_pickle_weights else True,
             trust_remote_code=False,
             local_files_only=True,
+            **placement,
         )
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise ModelLoadError(f"could not load the model in {path}: {type(exc).__name__}: {exc}") from exc
@@ -80,6 +104,7 @@ def load_model(model_dir: Path, *, allow_pickle_weights: bool = False) -> Loaded
         context_length=context_length,
         eos_token_ids=frozenset(eos),
         cache_kwarg="cache" if "cache" in params else "past_key_values",
+        device=next(model.get_input_embeddings().parameters()).device,
     )
 
 
@@ -249,7 +274,7 @@ def generate(
     """
     sequence = SequenceDecoder(loaded, request)
     cache = DynamicCache(config=loaded.model.config)
-    step_input = torch.tensor([sequence.prompt_ids], dtype=torch.long)
+    step_input = torch.tensor([sequence.prompt_ids], dtype=torch.long, device=loaded.device)
     while True:
         if cancelled():
             return
@@ -259,4 +284,4 @@ def generate(
         yield from sequence.accept(token)
         if sequence.finished:
             return
-        step_input = torch.tensor([[token]], dtype=torch.long)
+        step_input = torch.tensor([[token]], dtype=torch.long, device=loaded.device)

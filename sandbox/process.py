@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
@@ -51,6 +53,9 @@ class WorkerSpec:
     unhealthy_after_failures: int = 3
     memory_limit_bytes: int | None = None  # RLIMIT_AS and cgroup memory.max; None: unlimited
     gpus: tuple[int, ...] = ()  # CUDA devices: CUDA_VISIBLE_DEVICES and their /dev/nvidia* files
+    # One worker over several GPUs (layer sharding): bytes per *local* GPU index for
+    # from_pretrained(device_map="auto", max_memory=...); placement sets it (sandbox/placement).
+    max_memory: Mapping[int | str, int] | None = None
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # host-wide isolation settings
     # Release keys whose signed manifest a transformers model directory must match, checked by the
     # gateway before each start (sandbox.manifest); no keys: not checked (model_trust.unsafe_allow_unsigned).
@@ -102,6 +107,8 @@ class WorkerSpec:
         if self.payload is not None:
             args += ["--payload", str(self.payload.resolve())]
         args += ["--max-batch", str(self.max_batch), "--batch-window-ms", f"{self.batch_window_ms:g}"]
+        if self.max_memory:
+            args += ["--max-memory", json.dumps({str(k): v for k, v in self.max_memory.items()})]
         return [*args, "--sandbox", self.isolation_settings().to_json()]
 
 

@@ -40,7 +40,7 @@ def sample_next_token(
     """Pick a token id from 1-D ``logits``."""
     if logits.dim() != 1:
         raise ValueError(f"expected 1-D logits, got shape {tuple(logits.shape)}")
-    logits = logits.float()
+    logits = logits.float().cpu()  # sampled on the CPU: the request's generator lives there
     if temperature < MIN_TEMPERATURE:  # below this, logits / temperature overflows: greedy
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / temperature, dim=-1)

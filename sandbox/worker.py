@@ -29,6 +29,7 @@ text; one that returns lets the worker go on to load its model.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import queue
@@ -46,6 +47,7 @@ from sandbox.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, BatchLoop, Ba
 from sandbox.canaries import CANARY_TRIPPED, CANARY_TRIPPED_MESSAGE, Canaries, CanaryFileError, load_canaries
 from sandbox.isolation import IsolationReport, SandboxSettings, apply_isolation, describe_missing
 from sandbox.modeldir import ModelLoadError, check_model_dir
+from sandbox.placement import max_memory_from_json
 from sandbox.protocol import (
     Frame,
     ProtocolError,
@@ -217,6 +219,16 @@ def serve(
             inbox.forget(wire_id)
 
 
+def _max_memory(text: str) -> dict[int | str, int]:
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return max_memory_from_json(data)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--max-memory: {exc}") from exc
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m sandbox.worker", description=__doc__)
     parser.add_argument("--fd", type=int, required=True, help="inherited Unix socket to the gateway")
@@ -240,6 +252,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_WINDOW_MS,
         help=f"how long an idle worker's first request waits for others (default {DEFAULT_WINDOW_MS:g})",
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=_max_memory,
+        help='sharded over several GPUs: bytes per local GPU index, JSON ({"0": N, "1": M})',
     )
     parser.add_argument(
         "--payload", type=Path, help="tests only: Python file run after isolation, before the model loads"
@@ -336,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if outcome is not None:
                 return fatal("payload_failed", outcome, 4)
         try:
-            model = load_backend(args.kind, args.model_dir, allow_pickle_weights=allow_pickle)
+            model = load_backend(
+                args.kind, args.model_dir, allow_pickle_weights=allow_pickle, max_memory=args.max_memory
+            )
         except WorkerError as exc:
             code = exc.code if isinstance(exc, ModelLoadError) else "model_load_failed"
             return fatal(code, str(exc), logged_as="model load failed: ")

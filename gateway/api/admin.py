@@ -131,6 +131,9 @@ async def workers_status(request: Request) -> Response:
                 "last_error": getattr(worker, "last_error", None),
                 "isolation": isolation.to_dict() if isolation is not None else None,
             }
+            replicas = getattr(worker, "replica_status", None)
+            if callable(replicas):
+                data[name]["replicas"] = replicas()
         return 200, {"workers": data}
 
     return await _admin(request, "admin.workers", act)

@@ -255,6 +255,7 @@ async def _run(
     except BaseException:
         await events.aclose()
         raise
+    ctx.model_digest = pipeline.served_digest(worker, gen.id)
     model = ctx.model or ""
     decide: Decide | None = pipeline.output_decider(ctx)
     if decide is None and restore is not None:  # no output policy, but placeholders to restore

@@ -98,5 +98,5 @@ def test_the_cli_shows_status_and_loads_through_the_admin_api(pooled: Gateway) -
     assert llmos("load", "left").strip() in ("left: loading", "left: ready")
     out = llmos("status")
     assert out.startswith("cpu: ") and "of 1000 MiB" in out
-    assert "always: ready pinned, 300 MiB on cpu" in out
+    assert "always: ready pinned, 300 MiB per replica on cpu; replicas 1/1; last used " in out
     assert "left: " in out and "right: " in out

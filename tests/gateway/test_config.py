@@ -172,6 +172,11 @@ INVALID = [
         "models:\n  - name: a\n    path: /m\n  - name: a\n    path: /n\n",
         "models: Value error, duplicate model names: a",
     ),
+    ("models:\n  - name: a\n    kind: echo\n    replicas: 0\n", "models.0.replicas: "),
+    (
+        "models:\n  - name: a\n    kind: echo\n    replicas: 2\n    gpus: [0]\n",
+        "models.0: Value error, gpus names one worker's devices; with replicas > 1",
+    ),
     ("workers:\n  start_timeout_s: 0\n", "workers.start_timeout_s: "),
     ("policy:\n  dirr: x\n", "policy.dirr: Extra inputs are not permitted"),
 ]

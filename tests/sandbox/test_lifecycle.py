@@ -12,10 +12,11 @@ from gateway.errors import WorkerUnavailable
 from gateway.types import ChatMessage, DoneEvent, GenerateRequest, GenerationParams, TokenEvent
 from sandbox.client import ModelWorker, WorkerSpec
 from sandbox.inventory import Device, Inventory
-from sandbox.lifecycle import ManagedModel, ModelPool
-from sandbox.placement import PlacementError
+from sandbox.lifecycle import ManagedModel, ModelPool, place_workers
+from sandbox.placement import ModelNeed, PlacementError
 
 MiB = 2**20
+GiB = 2**30
 
 
 def chat(text: str) -> GenerateRequest:
@@ -158,3 +159,127 @@ def test_a_request_arriving_while_its_model_is_evicted_waits_and_reloads_it(tmp_
             await pool.stop()
 
     asyncio.run(scenario())
+
+
+def held_request(n: int) -> GenerateRequest:
+    """A long echo answer, read one piece at a time by the test: the request stays in flight."""
+    words = " ".join(f"w{i}" for i in range(200))
+    return GenerateRequest(
+        id=f"held-{n}", params=GenerationParams(max_tokens=256), messages=(ChatMessage("user", words),)
+    )
+
+
+def test_replicas_share_requests_by_least_outstanding(tmp_path: Path) -> None:
+    model = managed(tmp_path, "r", 100, replicas=3)
+    pool = ModelPool(cpu(1000), [model], admission_timeout_s=5)
+
+    async def scenario() -> None:
+        await pool.start()
+        try:
+            await asyncio.gather(*(w.wait_ready(60) for w in model.workers))
+            pids = {w.pid for w in model.workers}
+            assert len(pids) == 3 and None not in pids, "three workers, three processes"
+            status = pool.status()
+            assert status["models"]["r"]["replicas"] == 3
+            assert status["devices"][0]["used_bytes"] == 300 * MiB  # each replica counts its memory
+            streams = [model.generate(held_request(n)) for n in range(6)]
+            for n, stream in enumerate(streams):
+                await anext(stream)
+                inflight = [r["outstanding"] for r in model.replica_status()]
+                # each new request went to a least loaded replica: the counts never differ by 2
+                assert sum(inflight) == n + 1 and max(inflight) - min(inflight) <= 1, inflight
+            assert [r["outstanding"] for r in model.replica_status()] == [2, 2, 2]
+            finish = streams.pop(1)  # one replica frees up: the next request goes there
+            freed = [r["outstanding"] for r in model.replica_status()]
+            async for _ in finish:
+                pass
+            after = [r["outstanding"] for r in model.replica_status()]
+            assert sum(after) == 5 and sum(freed) == 6
+            idle = after.index(1)
+            extra = model.generate(held_request(99))
+            await anext(extra)
+            assert model.replica_status()[idle]["outstanding"] == 2
+            for stream in [*streams, extra]:
+                async for _ in stream:
+                    pass
+            assert [r["outstanding"] for r in model.replica_status()] == [0, 0, 0]
+            # sequential requests on idle replicas take them in turn, not always the first
+            served = set()
+            for n in range(3):
+                stream = model.generate(held_request(100 + n))
+                await anext(stream)
+                served.add(next(r["replica"] for r in model.replica_status() if r["outstanding"]))
+                async for _ in stream:
+                    pass
+            assert served == {0, 1, 2}
+        finally:
+            await pool.stop()
+        assert all(w.state == "stopped" for w in model.workers)
+
+    asyncio.run(scenario())
+
+
+def test_replicas_load_and_unload_together(tmp_path: Path) -> None:
+    two = managed(tmp_path, "two", 300, pinned=False, replicas=2)
+    big = managed(tmp_path, "big", 600, pinned=False)
+    pool = ModelPool(cpu(1000), [two, big], admission_timeout_s=5)
+
+    async def scenario() -> None:
+        await pool.start()
+        try:
+            assert await ask(two, "x") == "x"
+            assert len(pool.allocations) == 2 and all(w.state != "stopped" for w in two.workers)
+            assert await ask(big, "y") == "y"  # 600 + 2 x 300 > 1000: both replicas go
+            assert not two.loaded and all(w.state == "stopped" for w in two.workers)
+            assert pool.status()["models"]["two"]["replicas"] == 0
+            assert two.evictions == 1
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())
+
+
+def test_replicas_that_cannot_all_fit_are_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(PlacementError, match="replica"):
+        ModelPool(cpu(1000), [managed(tmp_path, "r", 600, replicas=2)])
+
+
+def test_a_replica_has_its_own_log_file(tmp_path: Path) -> None:
+    model = managed(tmp_path, "r", 100, replicas=2)
+    logs = [w.spec.log_path for w in model.workers]
+    assert logs == [tmp_path / "r.log", tmp_path / "r.r1.log"]
+
+
+def test_placed_workers_get_their_gpus_and_shard_limits(tmp_path: Path) -> None:
+    """Replicas placed on a simulated 3 x 10 GiB machine: one sharded, the worker's arguments
+    carry its local max_memory, which the worker parses back."""
+    from sandbox.placement import PlacementPolicy, place
+    from sandbox.worker import parse_args
+
+    inventory = Inventory.of(*(Device.gpu(n, 10 * GiB, reserve_fraction=0.0) for n in range(3)))
+    model = managed(tmp_path, "big", 12 * 1024, replicas=2)
+    need = ModelNeed("big", 12 * GiB, replicas=2, device_kind="cuda")
+    placements = place(inventory, [], need, PlacementPolicy(shard_overhead_bytes=GiB))
+    place_workers(model.workers, placements)
+    specs = [w.spec for w in model.workers]
+    assert [s.gpus for s in specs] == [p.gpu_indices for p in placements]
+    assert all(len(s.gpus) >= 2 and s.max_memory for s in specs), specs
+    assert set(specs[0].gpus) | set(specs[1].gpus) == {0, 1, 2}
+    for spec, placement in zip(specs, placements, strict=True):
+        args = parse_args(spec.worker_args(3))
+        assert args.max_memory == placement.max_memory()
+        assert sorted(args.max_memory) == list(range(len(spec.gpus)))  # local indices, not physical
+        assert sum(args.max_memory.values()) == 12 * GiB + len(spec.gpus) * GiB
+
+
+def test_a_single_gpu_replica_gets_no_shard_limits(tmp_path: Path) -> None:
+    from sandbox.placement import place
+
+    inventory = Inventory.of(*(Device.gpu(n, 10 * GiB, reserve_fraction=0.0) for n in range(2)))
+    model = managed(tmp_path, "small", 1024, replicas=2)
+    place_workers(
+        model.workers, place(inventory, [], ModelNeed("small", GiB, replicas=2, device_kind="cuda"))
+    )
+    assert [w.spec.gpus for w in model.workers] == [(0,), (1,)]  # one replica per GPU
+    assert all(w.spec.max_memory is None for w in model.workers)
+    assert "--max-memory" not in model.workers[0].spec.worker_args(3)

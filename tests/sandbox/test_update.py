@@ -105,7 +105,43 @@ def test_a_bad_new_version_leaves_the_old_one_serving(demo_model_dir: Path, tmp_
                     await pool.update("m", bad)
                 assert model.worker is serving and serving.state == "ready"
                 await ask(model, 1)
-            assert list(pool.allocations) == ["m"]
+            assert list(pool.allocations) == [("m", 0)]
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_answered_by_the_old_version_names_the_old_digest(
+    demo_model_dir: Path, tmp_path: Path
+) -> None:
+    """A request that started on v1 and ends after the switch is audited with v1's digest."""
+    v1 = signed_copy(demo_model_dir, tmp_path / "v1")
+    build_demo_model(tmp_path / "v2-src", seed=1)
+    v2 = signed_copy(tmp_path / "v2-src", tmp_path / "v2")
+    pool, model = pool_for(tmp_path, v1)
+    d1, d2 = read_manifest(v1).digest, read_manifest(v2).digest
+
+    async def scenario() -> None:
+        await pool.start()
+        try:
+            await model.worker.wait_ready(120)
+            held = GenerateRequest(
+                id="held", params=GenerationParams(max_tokens=64), messages=(ChatMessage("user", "hello"),)
+            )
+            events = model.generate(held)
+            await anext(events)  # answering on v1 now
+            assert model.served_digest("held") == d1
+            update = asyncio.create_task(pool.update("m", v2))
+            while model.manifest_digest != d2:  # wait for the switch
+                assert not update.done(), update
+                await asyncio.sleep(0.05)
+            assert model.served_digest("held") == d1  # still the version that answers it
+            assert model.served_digest("another") == d2
+            async for _ in events:
+                pass
+            assert await update == d2
+            assert model.served_digest("held") == d2  # done: no longer tracked
         finally:
             await pool.stop()
 
