@@ -38,6 +38,7 @@ from gateway.errors import (
     PermissionDenied,
     PolicyError,
     ServiceUnavailable,
+    WorkerError,
     WorkerRequestError,
     WorkerTimeout,
     WorkerUnavailable,
@@ -525,6 +526,8 @@ def translate(exc: Exception) -> ApiError:
         return InvalidRequest(str(exc), code=exc.code)
     if isinstance(exc, WorkerUnavailable):
         return ServiceUnavailable(str(exc), code=exc.code, retry_after=exc.retry_after)
+    if isinstance(exc, WorkerError) and getattr(exc, "code", None) == "placement_failed":
+        return ServiceUnavailable(str(exc), code="placement_failed")  # larger than every device
     if isinstance(exc, WorkerTimeout):
         return GatewayTimeout(str(exc), code=exc.code)
     raise exc

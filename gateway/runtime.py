@@ -32,7 +32,6 @@ from sandbox.isolation import SandboxSettings, describe_missing
 from sandbox.isolation.probe import unsupported_layers
 from sandbox.lifecycle import ManagedModel, ModelPool
 from sandbox.manifest import ManifestError, estimate_memory
-from sandbox.placement import PlacementError
 
 log = logging.getLogger("llmos.gateway")
 
@@ -142,15 +141,12 @@ def build_pool(config: Config, models: list[ModelConfig], workers: dict[str, Mod
         )
         for m in models
     ]
-    try:
-        return ModelPool(
-            inventory,
-            managed,
-            admission_timeout_s=config.workers.admission_timeout_s,
-            start_timeout_s=config.workers.start_timeout_s,
-        )
-    except PlacementError as exc:
-        raise ConfigError(f"models: {exc} (devices.cpu_budget_bytes, or the model's memory_bytes)") from exc
+    return ModelPool(  # a model larger than every device is refused there, not here (docs/placement.md)
+        inventory,
+        managed,
+        admission_timeout_s=config.workers.admission_timeout_s,
+        start_timeout_s=config.workers.start_timeout_s,
+    )
 
 
 def build_runtime(config: Config) -> Runtime:

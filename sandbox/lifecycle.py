@@ -8,8 +8,11 @@ within the device's budget; when it does not fit, the least recently used idle m
 unloaded first (true LRU by the time each last started or finished a request; pinned models,
 models with requests in flight and models being loaded are never evicted). When nothing can be
 evicted the request waits, at most ``admission_timeout_s``, for memory to be freed, then fails
-with 503 ``model_capacity`` (and ``Retry-After``). One load decision is made at a time; a
-model that does not fit even an empty inventory is refused at once (``placement_failed``).
+with 503 ``model_capacity`` (and ``Retry-After``). One load decision is made at a time. A
+model that does not fit even an empty inventory (larger than every device) is *refused*: the
+gateway still starts and serves the others, that model's state is ``refused``, its requests
+fail at once with ``placement_failed``, and a ``refused`` worker event is recorded when the
+pool starts (the audit trail).
 
 A model with ``replicas: N`` loads and unloads as one unit of N workers (placement spreads
 them over GPUs, ``sandbox.placement``); each request goes to the ready replica with the
@@ -36,6 +39,7 @@ from typing import Any
 from gateway.errors import WorkerError, WorkerUnavailable
 from gateway.types import ChatMessage, DoneEvent, GenerateEvent, GenerateRequest, GenerationParams
 from sandbox.client import ModelWorker
+from sandbox.events import WorkerEvent
 from sandbox.inventory import Inventory
 from sandbox.manifest import estimate_memory, verify_model_dir
 from sandbox.placement import (
@@ -91,6 +95,7 @@ class ManagedModel:
     updating: bool = False
     loads: int = 0
     evictions: int = 0
+    refusal: PlacementError | None = None  # fits no device even with everything unloaded
     workers: list[ModelWorker] = field(init=False)
     _inflight: list[int] = field(init=False, repr=False)  # per replica, counted at the pick
     _rotation: int = field(default=0, init=False, repr=False)
@@ -127,7 +132,9 @@ class ManagedModel:
 
     @property
     def state(self) -> str:
-        """``ready`` when any replica is; else replica 0's state (or loading, unloaded)."""
+        """``ready`` when any replica is; else replica 0's state (or loading, unloaded, refused)."""
+        if self.refusal is not None:
+            return "refused"
         states = [w.state for w in self.workers]
         if self.loading and "ready" not in states:
             return "loading"
@@ -146,6 +153,8 @@ class ManagedModel:
 
     @property
     def last_error(self) -> str | None:
+        if self.refusal is not None:
+            return str(self.refusal)
         return next((w.last_error for w in self.workers if w.last_error), None)
 
     @property
@@ -239,8 +248,12 @@ class ModelPool:
         for model in models:
             model.pool = self
             if not fits(inventory, [], self._need(model)):
-                # fits nowhere even with everything unloaded: say so now, not on every request
-                place(inventory, [], self._need(model))  # raises the PlacementError that says why
+                # fits nowhere even with everything unloaded: refused, said once, not on every request
+                try:
+                    place(inventory, [], self._need(model))
+                except PlacementError as exc:
+                    model.refusal = exc
+                    log.error("model %r refused: %s", model.name, exc)
 
     def _need(self, model: ManagedModel, name: str | None = None, memory: int | None = None) -> ModelNeed:
         kind = model.device_kind if model.device_kind in ("cpu", "cuda") else "auto"
@@ -274,9 +287,13 @@ class ModelPool:
         ]
 
     async def start(self) -> None:
-        """Load the pinned models (in order), start the idle unloader."""
+        """Load the pinned models (in order), start the idle unloader; record refused models."""
         for model in self.models.values():
-            if model.pinned:
+            if model.refusal is not None:
+                on_event = model.worker.on_event
+                if on_event is not None:
+                    on_event(WorkerEvent("refused", model.name, ("placement_failed", "model_too_large")))
+            elif model.pinned:
                 await self._load(model, wait=False)
         self._idle_task = asyncio.create_task(self._unload_idle(), name="llmos-model-pool-idle")
 
@@ -333,6 +350,8 @@ class ModelPool:
         return model
 
     async def _load(self, model: ManagedModel, *, wait: bool) -> None:
+        if model.refusal is not None:
+            raise model.refusal
         deadline = self.clock() + self.admission_timeout_s
         async with self._cond:
             while not model.loaded:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import audit_reader
 from tests.e2e.conftest import LLMOS, Gateway, free_port, serve_config
 
 pytestmark = pytest.mark.e2e
@@ -27,6 +28,7 @@ def pooled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         f"  - {{name: left, kind: echo, load: on_demand, memory_bytes: {600 * MiB}}}\n"
         f"  - {{name: right, kind: echo, load: on_demand, memory_bytes: {600 * MiB}}}\n"
         f"  - {{name: always, kind: echo, memory_bytes: {300 * MiB}}}\n"
+        f"  - {{name: huge, kind: echo, load: on_demand, memory_bytes: {4000 * MiB}}}\n"  # fits nowhere
     )
     with serve_config(config, port, root / "state") as gw:
         yield gw
@@ -100,3 +102,29 @@ def test_the_cli_shows_status_and_loads_through_the_admin_api(pooled: Gateway) -
     assert out.startswith("cpu: ") and "of 1000 MiB" in out
     assert "always: ready pinned, 300 MiB per replica on cpu; replicas 1/1; last used " in out
     assert "left: " in out and "right: " in out
+
+
+def test_a_model_larger_than_every_device_is_refused_with_an_audit_entry(pooled: Gateway) -> None:
+    """The gateway started and serves the others; the huge model answers 503 placement_failed
+    in the OpenAI envelope, loads nothing, and its refusal is in the audit trail."""
+    with pooled.http() as http:
+        r = http.post(
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {pooled.admin_key}"},
+            json={"model": "huge", "messages": [{"role": "user", "content": "hi"}]},
+        )
+    assert r.status_code == 503, r.text
+    error = r.json()["error"]
+    assert error["code"] == "placement_failed" and "huge" in error["message"], error
+    assert "retry-after" not in r.headers  # retrying cannot help
+    model = status(pooled)["models"]["huge"]
+    assert model["state"] == "refused" and model["replicas"] == 0 and model["loads"] == 0
+    refused = [
+        e
+        for e in audit_reader.entries(pooled.home)
+        if e["endpoint"] == "sandbox.worker" and e["model"] == "huge"
+    ]
+    assert refused and refused[0]["decision"] == "deny"
+    assert "placement_failed" in refused[0]["reasons"]
+    with pooled.http() as http:
+        assert http.get("/readyz").status_code == 200  # an on-demand model does not count

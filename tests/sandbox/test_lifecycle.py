@@ -11,6 +11,7 @@ import pytest
 from gateway.errors import WorkerUnavailable
 from gateway.types import ChatMessage, DoneEvent, GenerateRequest, GenerationParams, TokenEvent
 from sandbox.client import ModelWorker, WorkerSpec
+from sandbox.events import WorkerEvent
 from sandbox.inventory import Device, Inventory
 from sandbox.lifecycle import ManagedModel, ModelPool, place_workers
 from sandbox.placement import ModelNeed, PlacementError
@@ -136,9 +137,36 @@ def test_an_idle_model_is_unloaded_after_its_ttl(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_a_model_larger_than_every_device_is_refused_at_once(tmp_path: Path) -> None:
-    with pytest.raises(PlacementError, match="needs"):
-        ModelPool(cpu(1000), [managed(tmp_path, "huge", 4000, pinned=False)])
+def refused_scenario(pool: ModelPool, model: ManagedModel, match: str) -> list[WorkerEvent]:
+    """The pool starts; ``model`` is refused (state, error, event) and the others serve."""
+    events: list[WorkerEvent] = []
+    model.worker._on_event = events.append  # what the gateway records in the audit trail
+
+    async def scenario() -> None:
+        await pool.start()
+        try:
+            assert model.state == "refused" and not model.loaded
+            with pytest.raises(PlacementError, match=match) as err:
+                await ask(model, "x")
+            assert err.value.code == "placement_failed"
+            assert pool.status()["models"][model.name]["state"] == "refused"
+            assert model.last_error is not None and match in model.last_error
+            assert all(w.state == "stopped" and w.pid is None for w in model.workers)  # nothing started
+            for other in pool.models.values():
+                if other is not model:
+                    assert await ask(other, "fine") == "fine"
+        finally:
+            await pool.stop()
+
+    asyncio.run(scenario())
+    return events
+
+
+def test_a_model_larger_than_every_device_is_refused_and_the_rest_serve(tmp_path: Path) -> None:
+    huge = managed(tmp_path, "huge", 4000, pinned=False)
+    pool = ModelPool(cpu(1000), [huge, managed(tmp_path, "small", 100)])
+    events = refused_scenario(pool, huge, "needs")
+    assert events == [WorkerEvent("refused", "huge", ("placement_failed", "model_too_large"))]
 
 
 def test_a_request_arriving_while_its_model_is_evicted_waits_and_reloads_it(tmp_path: Path) -> None:
@@ -239,9 +267,10 @@ def test_replicas_load_and_unload_together(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_replicas_that_cannot_all_fit_are_refused_at_once(tmp_path: Path) -> None:
-    with pytest.raises(PlacementError, match="replica"):
-        ModelPool(cpu(1000), [managed(tmp_path, "r", 600, replicas=2)])
+def test_replicas_that_cannot_all_fit_are_refused(tmp_path: Path) -> None:
+    wide = managed(tmp_path, "r", 600, replicas=2)  # pinned: the gateway still starts
+    pool = ModelPool(cpu(1000), [wide, managed(tmp_path, "small", 100)])
+    assert len(refused_scenario(pool, wide, "replica")) == 1
 
 
 def test_a_replica_has_its_own_log_file(tmp_path: Path) -> None:
