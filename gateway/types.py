@@ -84,12 +84,22 @@ class Obligations:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One policy rule that held for a decision, and why (for explanations; no prompt text)."""
+
+    rule: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Decision:
-    """A policy decision: allow or deny, with reasons (deny reasons when denied) and obligations."""
+    """A policy decision: allow or deny, with reasons (deny reasons when denied), obligations,
+    and the evidence: the rules that produced it (optional in a policy's answer)."""
 
     allow: bool
     reasons: tuple[Reason, ...] = ()
     obligations: Obligations = Obligations()
+    evidence: tuple[Evidence, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -41,4 +41,9 @@ obligations := {
 	"explain": explain_level,
 }
 
-decision := {"allow": allow, "reasons": [r | some r in deny], "obligations": obligations}
+decision := {
+	"allow": allow,
+	"reasons": [r | some r in deny],
+	"obligations": obligations,
+	"evidence": [e | some e in evidence],
+}

@@ -26,8 +26,22 @@ deny contains {"code": "credential_in_output", "message": msg} if {
 	])
 }
 
+# Evidence for the explanation record: the rules that held (docs/explanations.md).
+evidence contains {"rule": concat("", ["output.deny.", r.code]), "detail": r.message} if {
+	some r in deny
+}
+
+evidence contains {"rule": "output.obligations.redact", "detail": msg} if {
+	redact := object.get(cfg, "output_redact", null)
+	is_object(redact)
+	entities := object.get(redact, "entities", [])
+	count(entities) > 0
+	msg := concat("", ["the answer's ", concat(", ", entities), " are redacted (", object.get(redact, "operator", "placeholder"), ")"])
+}
+
 decision := {
 	"allow": allow,
 	"reasons": [r | some r in deny],
 	"obligations": {"redact": object.get(cfg, "output_redact", null)},
+	"evidence": [e | some e in evidence],
 }

@@ -145,6 +145,7 @@ def _eval(args: argparse.Namespace, load_config: ConfigLoader) -> int:
                 "allow": decision.allow,
                 "reasons": [{"code": r.code, "message": r.message} for r in decision.reasons],
                 "obligations": obligations_document(decision.obligations),
+                "evidence": [{"rule": e.rule, "detail": e.detail} for e in decision.evidence],
             },
             indent=2,
         )

@@ -19,7 +19,7 @@ from gateway.policy.bundle import PolicyBundle
 from gateway.policy.cache import DecisionCache
 from gateway.policy.deps import scan
 from gateway.policy.regoinput import NeedsJson, to_input
-from gateway.types import EXPLAIN_LEVELS, REDACT_OPERATORS, Decision, Obligations, Reason, Redaction
+from gateway.types import EXPLAIN_LEVELS, REDACT_OPERATORS, Decision, Evidence, Obligations, Reason, Redaction
 
 Phase = Literal["input", "output"]
 
@@ -184,8 +184,26 @@ def parse_decision(value: Any) -> Decision:
     if not value["allow"] and not reasons:
         reasons.append(Reason(code="denied", message="denied by policy"))
     return Decision(
-        allow=value["allow"], reasons=tuple(reasons), obligations=parse_obligations(value.get("obligations"))
+        allow=value["allow"],
+        reasons=tuple(reasons),
+        obligations=parse_obligations(value.get("obligations")),
+        evidence=parse_evidence(value.get("evidence", [])),
     )
+
+
+MAX_EVIDENCE = 256
+
+
+def parse_evidence(value: Any) -> tuple[Evidence, ...]:
+    """The decision's ``evidence``: a list of ``{rule, detail}`` strings (at most 256)."""
+    if not isinstance(value, list) or len(value) > MAX_EVIDENCE:
+        raise _malformed(f"'evidence' must be a list of at most {MAX_EVIDENCE} items")
+    items = []
+    for e in value:
+        if not (isinstance(e, dict) and isinstance(e.get("rule"), str) and isinstance(e.get("detail"), str)):
+            raise _malformed("each evidence item needs string 'rule' and 'detail'")
+        items.append(Evidence(rule=e["rule"], detail=e["detail"]))
+    return tuple(items)
 
 
 class RegoEngine:

@@ -8,7 +8,7 @@ import pytest
 from gateway.errors import PolicyError
 from gateway.policy.bundle import load_bundle
 from gateway.policy.engine import RegoEngine, RegoSession, parse_decision
-from gateway.types import Decision, Reason
+from gateway.types import Decision, Evidence, Reason
 
 QUERY = "data.t.decision"
 
@@ -172,6 +172,10 @@ PARSE_OK = [
         {"allow": True, "reasons": [{"code": "note", "message": "m", "extra": 1}]},
         Decision(True, (Reason("note", "m"),)),
     ),
+    (
+        {"allow": True, "evidence": [{"rule": "access.x", "detail": "why"}, {"rule": "b", "detail": ""}]},
+        Decision(True, evidence=(Evidence("access.x", "why"), Evidence("b", ""))),
+    ),
 ]
 
 PARSE_BAD: list[Any] = [
@@ -188,6 +192,11 @@ PARSE_BAD: list[Any] = [
     {"allow": False, "reasons": [{"code": "a"}]},
     {"allow": False, "reasons": [{"message": "a"}]},
     {"allow": False, "reasons": [{"code": "a", "message": 2}]},
+    {"allow": True, "evidence": None},
+    {"allow": True, "evidence": {"rule": "a", "detail": "b"}},
+    {"allow": True, "evidence": [{"rule": "a"}]},
+    {"allow": True, "evidence": [{"rule": 1, "detail": "b"}]},
+    {"allow": True, "evidence": [{"rule": "a", "detail": "b"}] * 257},
 ]
 
 
