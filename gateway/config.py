@@ -234,6 +234,10 @@ class WorkersConfig(_Section):
     # How long a request for an unloaded model waits for memory (busy or pinned models hold it)
     # before 503 model_capacity.
     admission_timeout_s: float = Field(default=30.0, gt=0)
+    # How worker processes start (docs/workers.md, "Spawner"): "exec", a fresh interpreter each
+    # time; "fork_server", forked from one server that imported torch and transformers already
+    # (a restart or reload is ready in a fraction of the time; workers share its memory layout).
+    spawner: Literal["exec", "fork_server"] = "exec"
 
 
 class ModelTrustConfig(_Section):

@@ -20,7 +20,8 @@
     └── WorkerError                 a model worker problem
         ├── WorkerUnavailable       died, not ready, unhealthy or overloaded (-> 503)
         ├── WorkerTimeout           the worker hung on this request and was killed (-> 504)
-        └── WorkerRequestError      the worker refused this request (-> 400)
+        ├── WorkerRequestError      the worker refused this request (-> 400)
+        └── ForkServerError         the fork server could not start, spawn, or be understood
 
 Third-party errors are translated at module boundaries with ``raise ... from exc``.
 Errors reach clients in exactly one place, ``gateway.api.errors``; their messages never carry
@@ -176,3 +177,9 @@ class WorkerRequestError(WorkerError):
     def __init__(self, message: str, *, code: str = "invalid_request") -> None:
         super().__init__(message)
         self.code = code
+
+
+class ForkServerError(WorkerError):
+    """The worker fork server (``sandbox.forkserver``) failed to start, died mid-request, refused
+    a spawn, or sent something unreadable; the supervisor counts it as a failed start and retries
+    (a new fork server is started for the next spawn)."""

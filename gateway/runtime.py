@@ -32,6 +32,7 @@ from sandbox.isolation import SandboxSettings, describe_missing
 from sandbox.isolation.probe import unsupported_layers
 from sandbox.lifecycle import ManagedModel, ModelPool
 from sandbox.manifest import ManifestError, estimate_memory
+from sandbox.spawner import close_fork_servers
 
 log = logging.getLogger("llmos.gateway")
 
@@ -59,6 +60,7 @@ class Runtime:
     async def stop(self) -> None:
         await self.reloader.stop()  # first: nothing is swapped in while shutting down
         await self.pool.stop()
+        await close_fork_servers()
         if self.worker_events is not None:
             await self.worker_events.drain()  # their entries, before the log closes
         self.audit.close()
@@ -193,6 +195,7 @@ def build_runtime(config: Config) -> Runtime:
                 unsafe_allow_pickle_weights=m.unsafe_allow_pickle_weights,
                 max_batch=m.max_batch,
                 unhealthy_after_failures=config.workers.unhealthy_after_failures,
+                spawner=config.workers.spawner,
             ),
             on_event=worker_events,
         )

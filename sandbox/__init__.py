@@ -9,5 +9,7 @@ demo_model   a tiny random Llama built locally, for tests and demos
 isolation    the isolation layers (netns, Landlock, seccomp, rlimits, cgroup, uid drop)
 worker       the worker process (``python -m sandbox.worker``)
 process      spawning and reaping one worker subprocess
+spawner      the fork server client (``workers.spawner: fork_server``): fast worker starts
+forkserver   the fork server process; forkchild its child becoming a worker; forkproto the wire
 client       ModelWorker: supervision, restarts, admission, streaming
 """

@@ -18,6 +18,10 @@ WorkerEventKind = Literal["ready", "refused", "hung", "exited", "unhealthy", "re
 
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
+# The return code of a worker whose status nobody could read: forked by a fork server that died
+# before it (sandbox.spawner); its new parent reaped it. Neither an exit code nor a signal.
+EXIT_STATUS_UNKNOWN = 256
+
 
 @dataclass(frozen=True)
 class WorkerEvent:
@@ -28,7 +32,10 @@ class WorkerEvent:
 
 
 def exit_reason(returncode: int) -> str:
-    """``exit_code_N`` or ``signal_signame`` (what ``Popen.returncode`` says) as a code."""
+    """``exit_code_N`` or ``signal_signame`` (what ``Popen.returncode`` says) as a code;
+    ``exit_status_unknown`` for ``EXIT_STATUS_UNKNOWN``."""
+    if returncode == EXIT_STATUS_UNKNOWN:
+        return "exit_status_unknown"
     if returncode < 0:
         try:
             return "signal_" + signal.Signals(-returncode).name.lower()

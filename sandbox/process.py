@@ -5,6 +5,11 @@ stdout on /dev/null, stderr appended to the operator's log file (or /dev/null), 
 descriptor except its end of a ``socketpair``. It runs in its own session, so a terminal's
 Ctrl-C reaches only the gateway, which then stops its workers in order. The worker isolates
 itself (``sandbox.isolation``) with the settings passed as ``--sandbox JSON``.
+
+``WorkerSpec.spawner`` says how the process starts: ``exec`` runs ``python -m sandbox.worker``
+in a fresh interpreter; ``fork_server`` forks it from the shared fork server
+(``sandbox.spawner``), which has imported torch and transformers already, and sets up the same
+session, descriptors, environment and cwd (``sandbox.forkchild``) before the same ``main``.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from typing import IO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sandbox.backend import ModelKind
+from sandbox.forkproto import CHANNEL_FD
 from sandbox.isolation import SandboxSettings, build_worker_env
 from sandbox.isolation.limits import remove_worker_cgroup
 from sandbox.protocol import Frame, encode_frame
+from sandbox.spawner import SpawnerKind, WorkerHandle, fork_server
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class WorkerSpec:
     restart_backoff_max_s: float = 30.0
     start_timeout_s: float = 120.0
     python: str = field(default_factory=lambda: sys.executable)
+    # How the worker process starts: "exec", a fresh interpreter, or "fork_server", forked from
+    # a server that imported torch and transformers already (ready far sooner; docs/workers.md).
+    spawner: SpawnerKind = "exec"
     max_queue: int = 64
     threads: int | None = None  # OMP/MKL threads of the worker; None leaves torch's default
     healthy_after_s: float = 30.0  # ready this long before dying => the backoff starts over
@@ -116,7 +126,7 @@ class WorkerSpec:
 class WorkerProcess:
     """One spawned worker process and its channel."""
 
-    proc: asyncio.subprocess.Process
+    proc: WorkerHandle  # an asyncio.subprocess.Process, or a ForkedProcess (spawner fork_server)
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     work_dir: Path
@@ -145,21 +155,34 @@ async def spawn_worker(spec: WorkerSpec) -> WorkerProcess:
         if spec.log_path is not None:
             spec.log_path.parent.mkdir(parents=True, exist_ok=True)
             stderr = spec.log_path.open("ab")
-        fd = child_sock.fileno()
-        proc = await asyncio.create_subprocess_exec(
-            spec.python,
-            "-m",
-            "sandbox.worker",
-            *spec.worker_args(fd),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env=build_worker_env(work_dir, threads=spec.threads, pythonpath=_project_root(), gpus=spec.gpus),
-            cwd=work_dir,
-            pass_fds=(fd,),
-            close_fds=True,
-            start_new_session=True,
-        )
+        env = build_worker_env(work_dir, threads=spec.threads, pythonpath=_project_root(), gpus=spec.gpus)
+        proc: WorkerHandle
+        if spec.spawner == "fork_server":
+            log_path = None if spec.log_path is None else spec.log_path.parent / "forkserver.log"
+            proc = await fork_server(spec.python, log_path).spawn(
+                spec.worker_args(CHANNEL_FD),
+                env=env,
+                cwd=work_dir,
+                channel=child_sock.fileno(),
+                stderr=None if isinstance(stderr, int) else stderr.fileno(),
+                timeout=spec.start_timeout_s,
+            )
+        else:
+            fd = child_sock.fileno()
+            proc = await asyncio.create_subprocess_exec(
+                spec.python,
+                "-m",
+                "sandbox.worker",
+                *spec.worker_args(fd),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                env=env,
+                cwd=work_dir,
+                pass_fds=(fd,),
+                close_fds=True,
+                start_new_session=True,
+            )
         reader, writer = await asyncio.open_unix_connection(sock=parent_sock)
     except BaseException:
         parent_sock.close()

@@ -36,7 +36,7 @@ import queue
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import CodeType
 
@@ -314,7 +314,9 @@ def run_payload(code: CodeType) -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, after_isolation: Callable[[], None] | None = None) -> int:
+    """Run the worker; ``after_isolation`` (a fork server's child: ``sandbox.forkchild``) runs
+    right after isolation, where the first thread may start."""
     args = parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -333,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     allow_pickle: bool = args.unsafe_allow_pickle_weights
     warm = None if model_dir is None else lambda: _warm_imports(model_dir, allow_pickle)
     report = apply_isolation(args.fd, args.sandbox, model_dir=model_dir, warm=warm)
+    if after_isolation is not None:
+        after_isolation()
     sock = socket.socket(fileno=args.fd)
     channel = Channel(sock)
 

@@ -125,6 +125,11 @@ def test_values_are_read(write_config) -> None:
     assert [(m.name, m.default_max_tokens) for m in config.model_list] == [("a", 32), ("b", 256)]
 
 
+def test_workers_spawner_defaults_to_exec(write_config) -> None:
+    assert Config.load(write_config("")).workers.spawner == "exec"
+    assert Config.load(write_config("workers: {spawner: fork_server}\n")).workers.spawner == "fork_server"
+
+
 def test_model_kind_and_canary_file(write_config, tmp_path: Path) -> None:
     config = Config.load(
         write_config(
@@ -178,6 +183,7 @@ INVALID = [
         "models.0: Value error, gpus names one worker's devices; with replicas > 1",
     ),
     ("workers:\n  start_timeout_s: 0\n", "workers.start_timeout_s: "),
+    ("workers:\n  spawner: zygote\n", "workers.spawner: Input should be 'exec' or 'fork_server'"),
     ("policy:\n  dirr: x\n", "policy.dirr: Extra inputs are not permitted"),
 ]
 

@@ -5,6 +5,9 @@ that the worker runs after isolation, where malicious model code would run, and 
 payload's verdict from the worker's ``fatal`` message. Every attack has a control: the same
 payload with the layer that stops it left off (``SandboxSettings.unsafe_skip_layers``) must
 succeed, so these tests fail if the layer stops working, or if the payload cannot tell.
+
+Every test runs twice: with workers exec'd as fresh interpreters and forked by the fork server
+(``WorkerSpec.spawner``), whose children must be exactly as confined.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from gateway.types import DoneEvent, GenerateRequest, GenerationParams, TokenEve
 from sandbox.client import ModelWorker, WorkerSpec
 from sandbox.isolation import SandboxSettings
 from sandbox.isolation.probe import probe_host
+from sandbox.spawner import SpawnerKind
 from tests.sandbox.hostile import payloads
 from tests.sandbox.hostile.payloads import payload_source, verdict
 
@@ -45,6 +49,15 @@ FACTS = probe_host()
 needs_landlock = pytest.mark.skipif(FACTS.landlock_abi == 0, reason="no Landlock on this host")
 needs_seccomp = pytest.mark.skipif(not FACTS.libseccomp, reason="no libseccomp on this host")
 GIB = 2**30
+SPAWNER: SpawnerKind = "exec"  # set for each test by the ``spawner`` fixture
+
+
+@pytest.fixture(autouse=True, params=["exec", "fork_server"])
+def spawner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SpawnerKind:
+    """How this test's workers start; every spec below reads it."""
+    kind: SpawnerKind = request.param
+    monkeypatch.setattr(sys.modules[__name__], "SPAWNER", kind)
+    return kind
 
 
 def prompt(request_id: str, text: str) -> GenerateRequest:
@@ -64,6 +77,7 @@ def hostile_spec(tmp_path: Path, source: str, *, skip: tuple[str, ...] = (), **k
         restart_backoff_initial_s=kw.pop("backoff_s", 60.0),
         restart_backoff_max_s=60.0,
         sandbox=SandboxSettings(unsafe_skip_layers=skip, max_processes=max_processes),
+        spawner=SPAWNER,
         **kw,
     )
 
@@ -335,7 +349,11 @@ def test_a_pickle_in_the_model_directory_is_refused_and_never_loaded(
     pickled_model: Path, marker: Path, tmp_path: Path
 ) -> None:
     spec = WorkerSpec(
-        name="pickled", model_dir=pickled_model, log_path=tmp_path / "w.log", start_timeout_s=60
+        name="pickled",
+        model_dir=pickled_model,
+        log_path=tmp_path / "w.log",
+        start_timeout_s=60,
+        spawner=SPAWNER,
     )
     worker = run_hostile(spec)
     assert worker.last_error is not None
@@ -354,6 +372,7 @@ def test_unsafe_allow_pickle_weights_loads_the_model_with_a_warning(
         log_path=log_path,
         start_timeout_s=60,
         unsafe_allow_pickle_weights=True,
+        spawner=SPAWNER,
     )
     worker = ModelWorker(spec)
 
@@ -374,7 +393,9 @@ def test_unsafe_allow_pickle_weights_loads_the_model_with_a_warning(
 
 def test_other_models_keep_serving_while_a_hostile_worker_crash_loops(tmp_path: Path) -> None:
     echo = ModelWorker(
-        WorkerSpec(name="echo", kind="echo", log_path=tmp_path / "echo.log", start_timeout_s=60)
+        WorkerSpec(
+            name="echo", kind="echo", log_path=tmp_path / "echo.log", start_timeout_s=60, spawner=SPAWNER
+        )
     )
     hostile_dir = tmp_path / "hostile"
     hostile_dir.mkdir()
