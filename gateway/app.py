@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from gateway.api.admin import router as admin_router
 from gateway.api.audit import router as audit_router
 from gateway.api.errors import install_error_handlers
+from gateway.api.explanations import router as explanations_router
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.routes import router
 from gateway.runtime import Runtime
@@ -41,5 +42,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(audit_router)
+    app.include_router(explanations_router)
     app.add_middleware(RequestIdMiddleware)
     return app

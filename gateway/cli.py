@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.errors import ApiError, AuditVerifyError, ConfigError, LlmosError
+from gateway.explaincommands import add_explain_commands, run_explain
 from gateway.modelcommands import add_model_commands, run_models
 from gateway.policy.commands import add_policy_commands, run_policy
 from gateway.sandboxcheck import add_sandbox_commands, run_sandbox
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_policy_commands(sub, _add_config)
     add_sandbox_commands(sub, _add_config)
     add_model_commands(sub, _add_config)
+    add_explain_commands(sub, _add_config)
     return parser
 
 
@@ -407,6 +409,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     return run_models(args, load_config)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    return run_explain(args, load_config)
+
+
 COMMANDS = {
     "init": cmd_init,
     "serve": cmd_serve,
@@ -415,6 +421,7 @@ COMMANDS = {
     "policy": cmd_policy,
     "sandbox": cmd_sandbox,
     "models": cmd_models,
+    "explain": cmd_explain,
 }
 
 

@@ -293,6 +293,28 @@ class SandboxConfig(_Section):
     max_processes: StrictInt = Field(default=512, ge=1)  # RLIMIT_NPROC (after the uid drop), pids.max
 
 
+class ExplainConfig(_Section):
+    """Explanation records (docs/explanations.md). Evidence (policy rules, PII findings) is
+    recorded for every decision; a model attribution when the policy's ``explain`` obligation
+    asks for one, for the sampled share of requests, computed by the model's own worker."""
+
+    db: Path | None = None  # default: <state_dir>/explanations.db
+    sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)  # share of asked-for attributions computed
+    # Defaults for what an obligation does not say (an obligation may name them itself).
+    method: Literal["gradient_x_activation", "integrated_gradients", "feature_ablation"] = (
+        "gradient_x_activation"
+    )
+    steps: int = Field(default=16, ge=1, le=1024)  # integrated gradients
+    max_prompt_tokens: int = Field(default=512, ge=1, le=65536)
+    max_output_tokens: int = Field(default=64, ge=1, le=65536)
+    time_budget_s: float = Field(default=10.0, gt=0)  # per attribution in the worker (full scope)
+    queue_size: int = Field(default=64, ge=1, le=65536)  # per worker; beyond: "skipped: overload"
+    wait_s: float = Field(default=120.0, gt=0)  # the gateway waits this long for an attribution
+    max_pending: int = Field(default=4096, ge=1)  # records awaiting attributions; beyond: overload
+
+    _resolve = field_validator("db")(_resolve)
+
+
 class Config(_Section):
     """The whole configuration. Build it with ``load()`` or ``embedded()``."""
 
@@ -309,6 +331,7 @@ class Config(_Section):
     sandbox: SandboxConfig = SandboxConfig()  # isolation of model workers (docs/sandbox.md)
     model_trust: ModelTrustConfig = ModelTrustConfig()  # signed model manifests (docs/models.md)
     devices: DevicesConfig = DevicesConfig()  # memory budgets for placement (docs/placement.md)
+    explain: ExplainConfig = ExplainConfig()  # explanation records (docs/explanations.md)
 
     _resolve = field_validator("state_dir")(_resolve)
 
@@ -355,6 +378,8 @@ class Config(_Section):
             }
         )
         object.__setattr__(self, "model_trust", trust)
+        explain = self.explain.model_copy(update={"db": self.explain.db or s / "explanations.db"})
+        object.__setattr__(self, "explain", explain)
         models = self.models
         if models is None:
             models = [ModelConfig(name=DEMO_MODEL_NAME, path=s / "models" / DEMO_MODEL_NAME)]
@@ -380,6 +405,10 @@ class Config(_Section):
     @property
     def audit_db(self) -> Path:
         return _req(self.audit.db)
+
+    @property
+    def explanations_db(self) -> Path:
+        return _req(self.explain.db)
 
     @property
     def signing_key(self) -> Path:

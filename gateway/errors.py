@@ -17,6 +17,7 @@
     ├── PolicyError                 the policy engine failed or gave no usable decision
     ├── AuditError                  the audit trail could not be written or read
     ├── AuditVerifyError            an audit log failed offline verification
+    ├── ExplanationError            an explanation record is malformed or altered (explain.errors)
     └── WorkerError                 a model worker problem
         ├── WorkerUnavailable       died, not ready, unhealthy or overloaded (-> 503)
         ├── WorkerTimeout           the worker hung on this request and was killed (-> 504)

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from starlette.requests import Request
 
@@ -55,13 +55,18 @@ from gateway.types import (
     AuditPhase,
     AuditRecord,
     Decision,
+    Evidence,
     Finding,
     GenerateEvent,
     GenerateRequest,
     Obligations,
     Principal,
+    Reason,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from gateway.explanations import Explanations
 
 log = logging.getLogger("llmos.gateway")
 
@@ -114,6 +119,13 @@ class RequestContext:
     output_findings: list[Finding] = field(default_factory=list)  # in the delivered text (audit)
     limit_subjects: tuple[Subject, ...] = ()
     charged: bool = False
+    # For the explanation record (gateway/explanations.py): the rules behind the decisions, the
+    # policy's reasons with their messages, the worker's attribution to come or why none was asked.
+    evidence: tuple[Evidence, ...] = ()
+    output_evidence: tuple[Evidence, ...] = ()
+    reason_messages: tuple[Reason, ...] = ()
+    explanation: asyncio.Future[Any] | None = None
+    explain_skip: tuple[str, str] | None = None
     # The signed manifest of the worker that answered, read when it started answering (during an
     # update the old and the new version both serve for a while).
     model_digest: str | None = None
@@ -149,6 +161,7 @@ class Pipeline:
     authenticator: Authenticator | None = None  # default: API keys only
     auth_failures: dict[str, int] = field(default_factory=dict)  # refused credentials by reason
     auth_failures_unaudited: int = 0  # refusals beyond the audit budget (counted, not written)
+    explanations: Explanations | None = None  # an explanation record per request (docs/explanations.md)
 
     _detached: set[asyncio.Task[bool]] = field(default_factory=set)
     _failure_window: tuple[int, int] = (0, 0)  # (minute, refusals audited in it)
@@ -355,6 +368,11 @@ class Pipeline:
                 "Request denied: the policy engine failed.", code="policy_unavailable", retry_after=1
             ) from exc
         ctx.reasons = (*ctx.reasons, *(r.code for r in decision.reasons))
+        ctx.reason_messages = (*ctx.reason_messages, *decision.reasons)
+        if phase == "input":
+            ctx.evidence = decision.evidence
+        else:
+            ctx.output_evidence = decision.evidence
         if not decision.allow:
             ctx.decision = "deny"
             detail = "; ".join(f"{r.message} [{r.code}]" for r in decision.reasons)
@@ -465,7 +483,13 @@ class Pipeline:
                 exc,
             )
             return False
+        if self.explanations is not None and record.phase in ("complete", "stream_end"):
+            self.explanations.submit(ctx, record)  # in the background: the answer is not delayed
         return True
+
+    def explain_settings(self, ctx: RequestContext) -> dict[str, Any] | None:
+        """The attribution to ask of the worker for this request (None: none; ctx says why)."""
+        return None if self.explanations is None else self.explanations.settings_for(ctx)
 
 
 def _json(value: Any) -> str:
@@ -494,7 +518,9 @@ def obligations_document(o: Obligations) -> dict[str, Any]:
         if o.redact is None
         else {"entities": list(o.redact.entities), "operator": o.redact.operator},
         "route": None if o.route is None else {"model": o.route},
-        "explain": o.explain,
+        "explain": o.explain
+        if o.explain_options is None
+        else {"level": o.explain, **o.explain_options.to_json()},
     }
 
 

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from explain.errors import ExplanationError
+from explain.store import ExplanationStore
 from gateway.api.routes import Limits
 from gateway.audit.keys import load_private_key
 from gateway.audit.log import AuditLog
 from gateway.config import Config, ModelConfig
 from gateway.errors import ConfigError
+from gateway.explanations import Explanations
 from gateway.identity import Authenticator
 from gateway.limits import build_store
 from gateway.modelregistry import all_models, release_public_keys
@@ -63,6 +66,10 @@ class Runtime:
         await close_fork_servers()
         if self.worker_events is not None:
             await self.worker_events.drain()  # their entries, before the log closes
+        explanations = self.pipeline.explanations
+        if explanations is not None:
+            await explanations.drain()  # their commit entries, before the log closes
+            explanations.close()
         self.audit.close()
         self.pipeline.limit_store.close()
         self.pipeline.keys.close()
@@ -151,6 +158,13 @@ def build_pool(config: Config, models: list[ModelConfig], workers: dict[str, Mod
     )
 
 
+def open_explanation_store(config: Config) -> ExplanationStore:
+    try:
+        return ExplanationStore(config.explanations_db)
+    except ExplanationError as exc:
+        raise ConfigError(f"explain.db: {exc}") from exc
+
+
 def build_runtime(config: Config) -> Runtime:
     models = all_models(config)  # llmos.yaml's, then those added with `llmos models add`
     keys = open_key_store(config)
@@ -220,6 +234,7 @@ def build_runtime(config: Config) -> Runtime:
         scanner=build_scanner(config.pii),
         scan_timeout_s=config.pii.timeout_s,
         scan_fail_open=frozenset(config.pii.fail_open_endpoints),
+        explanations=Explanations(open_explanation_store(config), audit, config.explain),
     )
     log.info("sensitive-data detector: %s", pipeline.scanner.name)
     limits = Limits(

@@ -6,8 +6,9 @@ boundary (HTTP parsing, key lookup, the worker protocol) and passed inward.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 # Built-in roles: "admin" (administration), "auditor" (audit evidence), "user". Any other role
 # name a policy knows is allowed too (the default policy adds "contractor").
@@ -33,8 +34,9 @@ FinishReason = Literal["stop", "length"]
 
 # An audit entry records a whole request ("complete"), or, for a stream, its start (written
 # before the first byte is sent) and its end (the outcome, token counts, response digest).
-AuditPhase = Literal["complete", "stream_start", "stream_end"]
-AUDIT_PHASES: tuple[AuditPhase, ...] = ("complete", "stream_start", "stream_end")
+# "explanation": the entry that commits a request's explanation record (docs/explanations.md).
+AuditPhase = Literal["complete", "stream_start", "stream_end", "explanation"]
+AUDIT_PHASES: tuple[AuditPhase, ...] = ("complete", "stream_start", "stream_end", "explanation")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,22 @@ class Redaction:
     restore: bool = False
 
 
+EXPLAIN_METHODS = ("gradient_x_activation", "integrated_gradients", "feature_ablation")
+
+
+@dataclass(frozen=True)
+class ExplainOptions:
+    """How to attribute, when the ``explain`` obligation says (None: the configured default)."""
+
+    method: str | None = None  # one of EXPLAIN_METHODS
+    steps: int | None = None
+    max_prompt_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class Obligations:
     """What an allow decision obliges the gateway to do (see docs/policy.md)."""
@@ -80,7 +98,8 @@ class Obligations:
     allowed_models: tuple[str, ...] | None = None  # models this principal may see and use
     redact: Redaction | None = None  # entities to redact, and how
     route: str | None = None  # serve the request with this model instead
-    explain: ExplainLevel = "none"  # explanation level for this decision (issue 9)
+    explain: ExplainLevel = "none"  # model attribution for this request: none, summary or full
+    explain_options: ExplainOptions | None = None  # method, steps, token limits (docs/explanations.md)
 
 
 @dataclass(frozen=True)
@@ -177,6 +196,9 @@ class GenerateRequest:
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
+    # Attribute the answer to the prompt after generating it: explain.types.AttributionSettings
+    # as JSON (the worker parses it); None: no attribution (docs/explanations.md).
+    explain: Mapping[str, Any] | None = None
 
     def texts(self) -> list[str]:
         """The client's texts the model sees, in order: per message its content, then each of its
@@ -216,6 +238,9 @@ class DoneEvent:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    # Inside the worker only (never on the wire): the token ids, for an explanation (explain/).
+    prompt_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    output_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
 
 
 GenerateEvent = TokenEvent | DoneEvent

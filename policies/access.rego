@@ -16,6 +16,8 @@ endpoint_roles := {
 	"audit.checkpoint": {"admin", "auditor"},
 	"audit.entries": {"admin", "auditor"},
 	"audit.consistency": {"admin", "auditor"},
+	# Own requests' records for everyone; the gateway lets auditors and admins read any.
+	"explanations.get": {"admin", "user", "auditor", "contractor"},
 }
 
 role_permitted if {

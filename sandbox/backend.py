@@ -55,6 +55,11 @@ class TransformersBackend:
         return generate(self.loaded, request, cancelled)
 
 
+def explained_model(model: Backend) -> LoadedModel | None:
+    """What attributions run on (``sandbox.explaining``): a transformers model; None for echo."""
+    return model.loaded if isinstance(model, TransformersBackend) else None
+
+
 def batch_engine(model: Backend) -> BatchEngine | None:
     """A batched decoder for ``model``, or None when it can only run one request at a time (the
     echo model, or a transformers model whose KV cache cannot be padded: sliding window, ...)."""

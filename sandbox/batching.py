@@ -9,7 +9,8 @@ with its usage, or ``error``); a request refused by the canary check or the mode
 ``context_length_exceeded``) is answered alone and never joins.
 
 The model side is a ``BatchEngine`` (``sandbox.batchdecode.BatchDecoder`` for transformers);
-this module imports no torch.
+this module imports no torch. Attributions asked for with a request (``sandbox.explaining``)
+run when no request is decoding, or between steps once the oldest has waited long enough.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Protocol
 
 from gateway.errors import WorkerRequestError
 from gateway.types import DoneEvent, GenerateEvent, GenerateRequest
+from sandbox.explaining import Explainer
 from sandbox.protocol import Frame, error_frame, event_to_frame
 
 log = logging.getLogger("llmos.sandbox.worker")
@@ -128,36 +130,47 @@ class BatchLoop:
         *,
         prepare: Callable[[str, Frame], GenerateRequest | None],
         send: Callable[[Frame], None],
+        explainer: Explainer | None = None,
     ) -> None:
         self.inbox = inbox
         self.engine = engine
         self.settings = settings
         self.prepare = prepare
         self.send = send
+        self.explainer = explainer
+        self._asked: dict[str, GenerateRequest] = {}  # running requests that asked for an explanation
 
     def run(self) -> None:
         shutdown = False
+        explainer = self.explainer
         while True:
             if not shutdown:
+                explaining = explainer is not None and explainer.pending()
                 arrivals, shutdown = take_arrivals(
                     self.inbox.queue,
                     room=self.settings.max_batch - len(self.engine),
-                    block=not len(self.engine),
+                    block=not len(self.engine) and not explaining,
                     window_s=self.settings.window_s,
                 )
                 for wire_id, frame in arrivals:
                     self._admit(wire_id, frame)
             self._sweep_cancelled()
             if len(self.engine):
+                if explainer is not None and explainer.due():
+                    explainer.run_one()  # waited too long: one attribution between two steps
                 self._step()
             elif shutdown:
                 return
+            elif explainer is not None and explainer.pending():
+                explainer.run_one()  # idle: explain what was answered
 
     def _admit(self, wire_id: str, frame: Frame) -> None:
         request = self.prepare(wire_id, frame)
         if request is None:
             self.inbox.forget(wire_id)
             return
+        if request.explain is not None:
+            self._asked[wire_id] = request
         try:
             events = self.engine.admit(wire_id, request)
         except WorkerRequestError as exc:
@@ -212,7 +225,11 @@ class BatchLoop:
                     event.completion_tokens,
                 )
                 self.inbox.forget(wire_id)
+                asked = self._asked.pop(wire_id, None)
+                if asked is not None and self.explainer is not None:
+                    self.explainer.offer(wire_id, asked, event)
 
     def _fail(self, wire_id: str, code: str, message: str) -> None:
+        self._asked.pop(wire_id, None)
         self.inbox.forget(wire_id)
         self.send(error_frame(wire_id, code, message))

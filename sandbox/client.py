@@ -60,6 +60,15 @@ class _Pending:
     sent_at: float = 0.0  # event-loop time it was sent
 
 
+# Explanations awaited or done but not yet taken by ``explanation()``; beyond this many, answered
+# ones are dropped as they come (a caller that never asks must not grow memory without bound).
+MAX_UNCLAIMED_EXPLANATIONS = 4096
+
+
+def _explanation(status: str, reason: str) -> Frame:
+    return {"type": "explanation", "status": status, "reason": reason}
+
+
 def next_backoff(spec: WorkerSpec, previous: float | None, ready_for_s: float | None) -> float:
     """Delay before the next start after a worker ended.
 
@@ -90,6 +99,8 @@ class ModelWorker:
         self._state: WorkerState = "stopped"
         self._process: WorkerProcess | None = None
         self._pending: dict[str, _Pending] = {}
+        # request id -> (the worker's explanation frame to come, the process that owes it)
+        self._explaining: dict[str, tuple[asyncio.Future[Frame], WorkerProcess | None]] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -157,6 +168,8 @@ class ModelWorker:
         for pending in self._pending.values():
             pending.queue.put_nowait(self._stopped_error())
         self._pending.clear()
+        for request_id in list(self._explaining):
+            self._explained(request_id, _explanation("failed", "worker_error"))
         self._set_state("stopped")
 
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateEvent, None]:
@@ -179,27 +192,51 @@ class ModelWorker:
             raise WorkerRequestError("the request is too large for the model worker") from exc
         pending = _Pending()
         self._pending[wire_id] = pending
-        finished = False
+        finished = answered = False
+        if request.explain is not None:
+            self._explaining[request.id] = (asyncio.get_running_loop().create_future(), None)
         try:
             process = await self._ready_process(self.spec.start_timeout_s)
             process.writer.write(data)
             pending.process = process
+            if request.id in self._explaining:
+                self._explaining[request.id] = (self._explaining[request.id][0], process)
             pending.sent_at = asyncio.get_running_loop().time()
             while True:
                 item = await pending.queue.get()
                 if isinstance(item, Exception):
                     finished = True
                     raise item
-                finished = isinstance(item, DoneEvent)
+                finished = answered = isinstance(item, DoneEvent)
                 yield item
                 if finished:
                     return
         finally:
+            if not answered:  # no answer: nothing to explain
+                self._explained(request.id, _explanation("not_applicable", "not_generated"))
             if pending.process is None or finished:
                 self._pending.pop(wire_id, None)
             elif pending.process.alive:
                 # the consumer went away mid-stream; the worker answers with a terminal frame
                 pending.process.send_nowait({"type": "cancel", "id": wire_id})
+
+    def explanation(self, request_id: str) -> asyncio.Future[Frame] | None:
+        """The ``explanation`` frame the worker owes for ``request_id`` (asked with ``explain``),
+        to await once the answer was sent; None if it owes none. Taken once: a second call
+        gets None. The frame's ``status`` says ``ok`` (with ``attribution``) or why not."""
+        entry = self._explaining.get(request_id)
+        if entry is None:
+            return None
+        future = entry[0]
+        future.add_done_callback(lambda _: self._explaining.pop(request_id, None))
+        return future
+
+    def _explained(self, request_id: str, frame: Frame) -> None:
+        entry = self._explaining.get(request_id)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(frame)
+        if entry is not None and len(self._explaining) > MAX_UNCLAIMED_EXPLANATIONS:
+            self._explaining.pop(request_id, None)  # nobody asked for it in time: let it go
 
     # -- supervision ---------------------------------------------------------------------------
 
@@ -446,6 +483,9 @@ class ModelWorker:
                 pending.queue.put_nowait(event)
                 if kind == "done":
                     del self._pending[str(wire_id)]
+        elif kind == "explanation":
+            request_id = wire_id.rsplit("#", 1)[0] if isinstance(wire_id, str) else ""
+            self._explained(request_id, frame)
         elif kind == "error":
             code = frame.get("code")
             message = frame.get("message")
@@ -468,6 +508,9 @@ class ModelWorker:
         process.alive = False  # first, so no new request is sent to it
         if not self._stopping:
             self._set_state("backoff")
+        for request_id, (_, owed_by) in list(self._explaining.items()):
+            if owed_by is process:
+                self._explained(request_id, _explanation("failed", "worker_error"))
         for wire_id, pending in list(self._pending.items()):
             if pending.process is process:
                 del self._pending[wire_id]

@@ -59,6 +59,7 @@ PRELOAD = (
     "sandbox.worker",
     "sandbox.model",
     "sandbox.batchdecode",
+    "explain.attribution",  # captum: attributions when a policy asks for them
 )
 PRELOAD_OPTIONAL = (
     "accelerate",

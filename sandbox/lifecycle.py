@@ -56,6 +56,7 @@ from sandbox.placement import (
     plan_eviction,
 )
 from sandbox.process import WorkerSpec
+from sandbox.protocol import Frame
 
 log = logging.getLogger("llmos.sandbox.lifecycle")
 
@@ -99,7 +100,7 @@ class ManagedModel:
     workers: list[ModelWorker] = field(init=False)
     _inflight: list[int] = field(init=False, repr=False)  # per replica, counted at the pick
     _rotation: int = field(default=0, init=False, repr=False)
-    _serving: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+    _serving: dict[str, ModelWorker] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -183,7 +184,13 @@ class ManagedModel:
         """The manifest digest of the worker serving ``request_id`` (while it is being served),
         else the current one: the audit entry names the version that answered, even while an
         update switches versions."""
-        return self._serving.get(request_id, self.manifest_digest)
+        worker = self._serving.get(request_id)
+        return self.manifest_digest if worker is None else worker.manifest_digest
+
+    def explanation(self, request_id: str) -> asyncio.Future[Frame] | None:
+        """The explanation the replica answering ``request_id`` owes (while it answers it)."""
+        worker = self._serving.get(request_id)
+        return None if worker is None else worker.explanation(request_id)
 
     def _pick(self) -> int:
         """The replica for the next request: least outstanding among the ready ones (ties in
@@ -208,7 +215,7 @@ class ManagedModel:
             replica = self._pick()
             worker, inflight = self.workers[replica], self._inflight
             inflight[replica] += 1
-            self._serving[request.id] = worker.manifest_digest
+            self._serving[request.id] = worker
             try:
                 async for event in worker.generate(request):
                     yield event

@@ -260,7 +260,11 @@ class SequenceDecoder:
     def _end(self, piece: str, reason: FinishReason) -> list[GenerateEvent]:
         self.finished = True
         done = DoneEvent(
-            finish_reason=reason, prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.out_ids)
+            finish_reason=reason,
+            prompt_tokens=len(self.prompt_ids),
+            completion_tokens=len(self.out_ids),
+            prompt_ids=tuple(self.prompt_ids),
+            output_ids=tuple(self.out_ids),
         )
         return [TokenEvent(piece), done] if piece else [done]
 

@@ -9,6 +9,9 @@ an object. Messages:
         {"type": "done", "id": str, "finish_reason": "stop"|"length",
          "prompt_tokens": int, "completion_tokens": int}
         {"type": "error", "id": str, "code": str, "message": str}
+        {"type": "explanation", "id": str, "status": "ok", "attribution": {...}}
+        {"type": "explanation", "id": str, "status": "not_applicable"|"skipped"|"failed",
+         "reason": str}                                        after "done", only when asked
         {"type": "fatal", "message": str}                      loading failed; the worker exits
     gateway -> worker
         {"type": "generate", "id": str, "messages": [message] | null, "prompt": str | null,
@@ -16,7 +19,8 @@ an object. Messages:
          "tools": [{"name": str, "description": str | null, "parameters": str | null,
                     "strict": bool | null}],                      (parameters: JSON Schema text)
          "tool_choice": {"mode": "none"|"auto"|"required"|"function", "function": str | null} | null,
-         "parallel_tool_calls": bool | null}
+         "parallel_tool_calls": bool | null,
+         "explain": {AttributionSettings} | null}              attribute the answer afterwards
         message = {"role": str, "content": str, "name": str | null, "tool_call_id": str | null,
                    "tool_calls": [{"id": str, "name": str, "arguments": str}]}
         {"type": "cancel", "id": str}
@@ -27,7 +31,10 @@ fields (per request and per message) may be absent, which means none; when prese
 checked as strictly as the others.
 
 Every generate is answered by exactly one terminal frame (done or error, including error code
-``cancelled`` for a cancelled request), so both sides can count outstanding requests.
+``cancelled`` for a cancelled request), so both sides can count outstanding requests. A
+generate that asked for ``explain`` and ended with ``done`` is later answered by exactly one
+``explanation`` frame too (the attribution, or why there is none: ``sandbox.explaining``);
+it is not a terminal frame and may come after other requests' frames.
 """
 
 from __future__ import annotations
@@ -272,6 +279,7 @@ def request_to_frame(wire_id: str, request: GenerateRequest) -> Frame:
         ],
         "tool_choice": None if choice is None else {"mode": choice.mode, "function": choice.function},
         "parallel_tool_calls": request.parallel_tool_calls,
+        **({} if request.explain is None else {"explain": dict(request.explain)}),
     }
 
 
@@ -310,6 +318,7 @@ def request_from_frame(frame: Frame) -> GenerateRequest:
         raise ProtocolError("tool names must be unique")
     choice = _tool_choice_from_frame(frame, tools)
     parallel = _optional(frame, "parallel_tool_calls", bool)
+    explain = _optional(frame, "explain", dict)  # its members are checked by the explainer
     if chat is None and (tools or choice is not None or parallel is not None):
         raise ProtocolError("tools, tool_choice and parallel_tool_calls come only with messages")
     return GenerateRequest(
@@ -322,6 +331,7 @@ def request_from_frame(frame: Frame) -> GenerateRequest:
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
+        explain=explain,
     )
 
 

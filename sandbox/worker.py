@@ -42,9 +42,10 @@ from types import CodeType
 
 from gateway.errors import WorkerError, WorkerRequestError
 from gateway.types import DoneEvent, GenerateRequest
-from sandbox.backend import MODEL_KINDS, Backend, batch_engine, load_backend
+from sandbox.backend import MODEL_KINDS, Backend, batch_engine, explained_model, load_backend
 from sandbox.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, BatchLoop, BatchSettings
 from sandbox.canaries import CANARY_TRIPPED, CANARY_TRIPPED_MESSAGE, Canaries, CanaryFileError, load_canaries
+from sandbox.explaining import Explainer
 from sandbox.isolation import IsolationReport, SandboxSettings, apply_isolation, describe_missing
 from sandbox.modeldir import ModelLoadError, check_model_dir
 from sandbox.placement import max_memory_from_json
@@ -147,7 +148,13 @@ def admissible(
 
 
 def serve_one(
-    channel: Channel, inbox: Inbox, model: Backend, canaries: Canaries, wire_id: str, frame: Frame
+    channel: Channel,
+    inbox: Inbox,
+    model: Backend,
+    canaries: Canaries,
+    wire_id: str,
+    frame: Frame,
+    explainer: Explainer | None = None,
 ) -> None:
     request = admissible(channel, inbox, canaries, wire_id, frame)
     if request is None:
@@ -158,6 +165,8 @@ def serve_one(
             channel.send(event_to_frame(wire_id, event))
             if isinstance(event, DoneEvent):
                 finished = True
+                if explainer is not None:
+                    explainer.offer(wire_id, request, event)
                 log.info(
                     "request %s done: %s, %d prompt + %d completion tokens",
                     wire_id,
@@ -193,6 +202,7 @@ def serve(
     reader = threading.Thread(target=read_loop, args=(channel, inbox), name="channel-reader", daemon=True)
     reader.start()
     engine = batch_engine(model) if settings.max_batch > 1 else None
+    explainer = Explainer(explained_model(model), channel.send)
     if engine is not None:
         log.info("batching up to %d requests (window %g ms)", settings.max_batch, settings.window_s * 1000)
         loop = BatchLoop(
@@ -201,6 +211,7 @@ def serve(
             settings,
             prepare=lambda wire_id, frame: admissible(channel, inbox, canaries, wire_id, frame),
             send=channel.send,
+            explainer=explainer,
         )
         try:
             loop.run()
@@ -208,15 +219,25 @@ def serve(
             log.error("could not write to the gateway: %s", exc)
         return
     log.info("serving one request at a time")
-    while (item := inbox.queue.get()) is not _SHUTDOWN:
+    while (item := _next_request(inbox, explainer)) is not _SHUTDOWN:
         wire_id, frame = item
         try:
-            serve_one(channel, inbox, model, canaries, wire_id, frame)
+            serve_one(channel, inbox, model, canaries, wire_id, frame, explainer)
         except OSError as exc:
             log.error("could not write to the gateway: %s", exc)
             break
         finally:
             inbox.forget(wire_id)
+
+
+def _next_request(inbox: Inbox, explainer: Explainer) -> tuple[str, Frame] | None:
+    """The next request (None: shut down), explaining answered ones while none is waiting."""
+    while explainer.pending():
+        try:
+            return inbox.queue.get_nowait()
+        except queue.Empty:
+            explainer.run_one()
+    return inbox.queue.get()
 
 
 def _max_memory(text: str) -> dict[int | str, int]:
@@ -286,6 +307,7 @@ def _warm_imports(model_dir: Path, allow_pickle_weights: bool) -> None:
         check_model_dir(model_dir, allow_pickle_weights=allow_pickle_weights)
     except WorkerError:
         return
+    import explain.attribution  # noqa: F401  (captum: attributions when a policy asks)
     import sandbox.model  # noqa: F401  (torch, transformers)
 
 

@@ -245,6 +245,9 @@ async def _run(
     include_usage: bool,
     restore: Callable[[str], str] | None = None,
 ) -> Response:
+    explain = pipeline.explain_settings(ctx)
+    if explain is not None:
+        gen = replace(gen, explain=explain)
     events = worker.generate(gen)
     # Wait for the first event before answering, so that a worker that is down or refuses the
     # request still produces a proper HTTP status (503/400) rather than a broken stream.
@@ -256,6 +259,11 @@ async def _run(
         await events.aclose()
         raise
     ctx.model_digest = pipeline.served_digest(worker, gen.id)
+    if explain is not None:
+        owed = getattr(worker, "explanation", None)  # the attribution its worker will send
+        ctx.explanation = owed(gen.id) if callable(owed) else None
+        if ctx.explanation is None:
+            ctx.explain_skip = ("not_applicable", "unsupported_model")
     model = ctx.model or ""
     decide: Decide | None = pipeline.output_decider(ctx)
     if decide is None and restore is not None:  # no output policy, but placeholders to restore

@@ -19,7 +19,18 @@ from gateway.policy.bundle import PolicyBundle
 from gateway.policy.cache import DecisionCache
 from gateway.policy.deps import scan
 from gateway.policy.regoinput import NeedsJson, to_input
-from gateway.types import EXPLAIN_LEVELS, REDACT_OPERATORS, Decision, Evidence, Obligations, Reason, Redaction
+from gateway.types import (
+    EXPLAIN_LEVELS,
+    EXPLAIN_METHODS,
+    REDACT_OPERATORS,
+    Decision,
+    Evidence,
+    ExplainLevel,
+    ExplainOptions,
+    Obligations,
+    Reason,
+    Redaction,
+)
 
 Phase = Literal["input", "output"]
 
@@ -161,12 +172,41 @@ def parse_obligations(value: Any) -> Obligations:
         if not isinstance(route, dict) or not isinstance(route.get("model"), str) or set(route) - {"model"}:
             raise _malformed("obligations.route must be {model: string}")
         route_model = route["model"]
-    explain = value.get("explain", "none")
-    if explain not in EXPLAIN_LEVELS:
-        raise _malformed(f"obligations.explain must be one of {', '.join(EXPLAIN_LEVELS)}")
+    explain, options = parse_explain(value.get("explain", "none"))
     return Obligations(
-        max_tokens=max_tokens, allowed_models=allowed, redact=redact, route=route_model, explain=explain
+        max_tokens=max_tokens,
+        allowed_models=allowed,
+        redact=redact,
+        route=route_model,
+        explain=explain,
+        explain_options=options,
     )
+
+
+_EXPLAIN_LIMITS = {"steps": 1024, "max_prompt_tokens": 65536, "max_output_tokens": 65536}
+
+
+def parse_explain(value: Any) -> tuple[ExplainLevel, ExplainOptions | None]:
+    """``explain``: a level, or ``{level, method?, steps?, max_prompt_tokens?, max_output_tokens?}``."""
+    options = None
+    if isinstance(value, dict):
+        unknown = set(value) - {"level", "method", *_EXPLAIN_LIMITS}
+        if unknown:
+            raise _malformed(f"unknown obligations.explain member(s) {sorted(unknown)}")
+        method = value.get("method")
+        if method is not None and method not in EXPLAIN_METHODS:
+            raise _malformed(f"obligations.explain.method must be one of {', '.join(EXPLAIN_METHODS)}")
+        numbers = {}
+        for name, top in _EXPLAIN_LIMITS.items():
+            n = value.get(name)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= top):
+                raise _malformed(f"obligations.explain.{name} must be an integer in [1, {top}]")
+            numbers[name] = n
+        options = ExplainOptions(method=method, **numbers)
+        value = value.get("level", "summary")
+    if value not in EXPLAIN_LEVELS:
+        raise _malformed(f"obligations.explain must be one of {', '.join(EXPLAIN_LEVELS)} or an object")
+    return value, options
 
 
 def parse_decision(value: Any) -> Decision:

@@ -205,6 +205,11 @@ def _worker_events(home: Path) -> int:
     return sum(1 for e in audit_reader.entries(home) if e["endpoint"] == "sandbox.worker")
 
 
+def _explanations(home: Path) -> int:
+    """Entries committing explanation records (written after each response, in the background)."""
+    return sum(1 for e in audit_reader.entries(home) if e["phase"] == "explanation")
+
+
 def test_kill_9_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
     port = free_port()
     home = tmp_path / "state"
@@ -250,6 +255,7 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
 
         entries, checkpoints, origin = _verify(gw, config)
         lifecycle = _worker_events(home)  # the echo worker's start (gateway/workerevents.py)
+        explained = _explanations(home)
         stored = {(e["request_id"], e["phase"]) for e in audit_reader.entries(home)}
         missing = [a for a in load.acked if a not in stored]
         assert not missing, f"{len(missing)} of {len(load.acked)} acknowledged entries lost: {missing[:5]}"
@@ -275,7 +281,9 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
 
     entries2, checkpoints2, origin2 = _verify(gw, config)
     assert origin2 == origin
-    assert entries2 == entries + AFTER_RESTART + (_worker_events(home) - lifecycle)
+    # each request after the restart: its complete entry and its explanation's (written at stop at the latest)
+    assert _explanations(home) - explained == AFTER_RESTART
+    assert entries2 == entries + 2 * AFTER_RESTART + (_worker_events(home) - lifecycle)
     assert checkpoints2 > checkpoints
     first = audit_reader.entry(home, after[0], "complete")
     # right after the old log's entries (the restarted worker's start may come first)

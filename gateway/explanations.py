@@ -1,0 +1,201 @@
+"""Explanation records for every decision: the gateway's side (docs/explanations.md).
+
+Every request that gets a final audit entry (``complete``, or ``stream_end`` for a stream) gets
+an explanation record (``explain.record``): the policy decision with the rules that produced it,
+the sensitive-data findings (never their values), and the model's token attribution or why
+there is none. The record is stored (``explain.store``) and its digest committed to the audit
+log by an entry of its own (phase ``explanation``, the digest in ``response_digest``), so the
+same signed log covers it.
+
+Attributions are asked of the worker serving the request (``sandbox.explaining``) when the
+policy's ``explain`` obligation says ``summary`` or ``full``, for ``explain.sample_rate`` of
+those requests, while fewer than ``explain.max_pending`` records wait for one. The record is
+written once the worker answers (at most ``explain.wait_s``), after the response was sent:
+answers are never delayed by it. When an attribution is not computed the record says why:
+``skipped`` (``disabled``, ``sampled_out``, ``overload``), ``not_applicable`` (``denied``,
+``not_generated``, ``echo_model``) or ``failed`` (``timeout``, ``worker_error``, ...).
+
+Only this module talks to the store; it never imports torch (``explain.attribution`` runs in
+the worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from explain.errors import ExplanationError
+from explain.evidence import ModelAttribution, PolicyReason, PolicyRule
+from explain.record import ExplanationRecord
+from explain.store import ExplanationStore, StoredExplanation
+from gateway.config import ExplainConfig
+from gateway.errors import AuditError
+from gateway.types import AuditRecord
+
+if TYPE_CHECKING:
+    from gateway.pipeline import RequestContext
+
+log = logging.getLogger("llmos.gateway")
+
+
+class AppendSink(Protocol):
+    async def append_async(self, record: AuditRecord) -> object: ...
+
+
+class Explanations:
+    """Builds, stores and commits the explanation record of every request."""
+
+    def __init__(
+        self,
+        store: ExplanationStore,
+        audit: AppendSink,
+        config: ExplainConfig,
+        *,
+        sample: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.config = config
+        self.sample = sample
+        self.pending = 0  # records waiting for an attribution
+        self.written = 0
+        self.failures = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- before generating ------------------------------------------------------------------
+
+    def settings_for(self, ctx: RequestContext) -> dict[str, Any] | None:
+        """The attribution settings to send with the request, or None (``ctx`` says why)."""
+        level = ctx.obligations.explain
+        if level == "none":
+            ctx.explain_skip = ("skipped", "disabled")
+            return None
+        if self.sample() >= self.config.sample_rate:
+            ctx.explain_skip = ("skipped", "sampled_out")
+            return None
+        if self.pending >= self.config.max_pending:
+            ctx.explain_skip = ("skipped", "overload")
+            return None
+        c, o = self.config, ctx.obligations.explain_options
+        return {
+            "method": (o.method if o and o.method else None) or c.method,
+            "scope": level,
+            "steps": (o.steps if o else None) or c.steps,
+            "max_prompt_tokens": (o.max_prompt_tokens if o else None) or c.max_prompt_tokens,
+            "max_output_tokens": (o.max_output_tokens if o else None) or c.max_output_tokens,
+            "time_budget_s": c.time_budget_s,
+        }
+
+    # -- after the final audit entry ---------------------------------------------------------
+
+    def submit(self, ctx: RequestContext, audit: AuditRecord) -> None:
+        """Record ``ctx``'s explanation in the background (``audit``: its final audit record)."""
+        owed = ctx.explanation
+        ctx.explanation = None
+        if owed is not None:
+            self.pending += 1
+        task = asyncio.get_running_loop().create_task(self._record(ctx, audit, owed), name="llmos-explain")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the records in progress (at shutdown, before the audit log closes)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _record(
+        self, ctx: RequestContext, audit: AuditRecord, owed: asyncio.Future[Any] | None
+    ) -> None:
+        try:
+            attribution = await self._attribution(ctx, audit, owed)
+        finally:
+            if owed is not None:
+                self.pending -= 1
+        try:
+            record = ExplanationRecord.from_audit(
+                audit,
+                level=ctx.obligations.explain,
+                model_attribution=attribution,
+                reasons=reasons_with_messages(audit.reasons, ctx),
+                rules=tuple(PolicyRule(e.rule, e.detail) for e in (*ctx.evidence, *ctx.output_evidence)),
+            )
+            stored = await asyncio.to_thread(self.store.put, record)
+            await self.audit.append_async(commit_entry(audit, stored.digest))
+            self.written += 1
+        except (ExplanationError, AuditError) as exc:
+            self.failures += 1
+            log.error("explanation for request %s not recorded: %s", audit.request_id, exc)
+        except Exception:  # a bug must not kill the event loop's other work
+            self.failures += 1
+            log.exception("explanation for request %s not recorded", audit.request_id)
+
+    async def _attribution(
+        self, ctx: RequestContext, audit: AuditRecord, owed: asyncio.Future[Any] | None
+    ) -> ModelAttribution:
+        if audit.decision != "allow":
+            return ModelAttribution(
+                "not_applicable", "denied" if audit.decision == "deny" else "not_generated"
+            )
+        if owed is None:
+            status, reason = ctx.explain_skip or ("not_applicable", "not_generated")
+            return ModelAttribution(status, reason)  # type: ignore[arg-type]
+        try:
+            frame = await asyncio.wait_for(asyncio.shield(owed), self.config.wait_s)
+        except TimeoutError:
+            return ModelAttribution("failed", "timeout")
+        return attribution_from_frame(frame)
+
+    def get(self, request_id: str) -> StoredExplanation | None:
+        return self.store.get(request_id)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def reasons_with_messages(codes: tuple[str, ...], ctx: RequestContext) -> tuple[PolicyReason, ...]:
+    """The audit entry's reason codes, with the policy's message where the policy gave one."""
+    messages = {r.code: r.message for r in ctx.reason_messages}
+    return tuple(PolicyReason(code, messages.get(code, "")) for code in codes)
+
+
+def attribution_from_frame(frame: Any) -> ModelAttribution:
+    """The worker's ``explanation`` frame (``sandbox.explaining``) as the record's attribution."""
+    if not isinstance(frame, dict):
+        return ModelAttribution("failed", "invalid_result")
+    try:
+        return ModelAttribution.from_json(
+            {
+                "status": frame.get("status"),
+                "reason": frame.get("reason"),
+                "attribution": frame.get("attribution"),
+            },
+            "$.explanation",
+        )
+    except ExplanationError as exc:
+        log.warning("unusable explanation from a worker: %s", exc)
+        return ModelAttribution("failed", "invalid_result")
+
+
+def commit_entry(audit: AuditRecord, digest: str) -> AuditRecord:
+    """The audit entry that commits a stored record: the request's identity, phase
+    ``explanation``, the record's digest in ``response_digest``."""
+    return replace(
+        audit,
+        time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        phase="explanation",
+        request_digest=None,
+        response_digest=digest,
+        prompt_tokens=0,
+        completion_tokens=0,
+        latency_ms=0,
+        policy_input=None,
+        output_policy_input=None,
+        obligations=None,
+        output_obligations=None,
+        findings=None,
+    )

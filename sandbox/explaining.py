@@ -1,0 +1,128 @@
+"""Explanations in the worker: attribute each answer to its prompt after it was sent.
+
+A generate frame may carry ``explain`` (``explain.types.AttributionSettings`` as JSON). When
+that request ends with ``done``, the worker owes the gateway one ``explanation`` frame:
+
+- ``status: ok`` with the attribution (``explain.attribution.attribute`` over the prompt and
+  output token ids the model saw and produced, computed by this worker on its own copy of the
+  weights: never a second one);
+- ``not_applicable`` (``echo_model``: nothing to attribute; ``not_generated``: no output token);
+- ``skipped`` / ``overload``: more than ``queue_size`` attributions were waiting;
+- ``failed`` (``invalid_result`` for unusable settings or scores, ``worker_error`` otherwise).
+
+Attributions wait in a bounded queue and run on the model's thread, *after* the answers they
+explain: when no request is decoding, or between two decoding steps once the oldest has waited
+``interleave_after_s`` (so a busy worker still explains, at a cost the benchmark measures,
+instead of starving the queue). This module imports the ``explain`` package (so its directory is
+readable after isolation) but not torch; ``explain.attribution`` (captum) loads with the model.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from explain.errors import ExplanationError
+from explain.types import AttributionSettings
+from gateway.types import DoneEvent, GenerateRequest
+from sandbox.protocol import Frame
+
+log = logging.getLogger("llmos.sandbox.worker")
+
+DEFAULT_QUEUE_SIZE = 64
+DEFAULT_INTERLEAVE_AFTER_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Job:
+    wire_id: str
+    settings: AttributionSettings
+    prompt_ids: tuple[int, ...]
+    output_ids: tuple[int, ...]
+    queued_at: float
+
+
+def explanation_frame(wire_id: str, status: str, reason: str | None = None, **extra: Any) -> Frame:
+    frame: Frame = {"type": "explanation", "id": wire_id, "status": status, **extra}
+    if reason is not None:
+        frame["reason"] = reason
+    return frame
+
+
+class Explainer:
+    """The worker's attribution queue. ``model``: the loaded ``sandbox.model.LoadedModel`` (or
+    None for a model that cannot be attributed, such as the echo model)."""
+
+    def __init__(
+        self,
+        model: Any,
+        send: Callable[[Frame], None],
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        interleave_after_s: float = DEFAULT_INTERLEAVE_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.model = model
+        self.send = send
+        self.queue_size = queue_size
+        self.interleave_after_s = interleave_after_s
+        self.clock = clock
+        self._jobs: collections.deque[_Job] = collections.deque()
+
+    def pending(self) -> bool:
+        return bool(self._jobs)
+
+    def due(self) -> bool:
+        """The oldest waiting attribution has waited long enough to run between decode steps."""
+        return bool(self._jobs) and self.clock() - self._jobs[0].queued_at >= self.interleave_after_s
+
+    def offer(self, wire_id: str, request: GenerateRequest, done: DoneEvent) -> None:
+        """``request`` ended with ``done``: queue its attribution, or answer now why there is none."""
+        if request.explain is None:
+            return
+        try:
+            settings = AttributionSettings.from_json(dict(request.explain))
+        except ExplanationError as exc:
+            log.warning("request %s: unusable explain settings: %s", wire_id, exc)
+            self.send(explanation_frame(wire_id, "failed", "invalid_result"))
+            return
+        if self.model is None:
+            self.send(explanation_frame(wire_id, "not_applicable", "echo_model"))
+        elif not done.prompt_ids or not done.output_ids:
+            self.send(explanation_frame(wire_id, "not_applicable", "not_generated"))
+        elif len(self._jobs) >= self.queue_size:
+            self.send(explanation_frame(wire_id, "skipped", "overload"))
+        else:
+            self._jobs.append(_Job(wire_id, settings, done.prompt_ids, done.output_ids, self.clock()))
+
+    def run_one(self) -> None:
+        """Attribute the oldest waiting answer and send its frame (OSError: the channel failed)."""
+        if not self._jobs:
+            return
+        job = self._jobs.popleft()
+        from explain.attribution import attribute  # torch and captum: imported before isolation
+
+        try:
+            result = attribute(
+                self.model.model, job.prompt_ids, job.output_ids, job.settings, tokenizer=self.model.tokenizer
+            )
+        except ExplanationError as exc:
+            log.warning("request %s: no attribution: %s", job.wire_id, exc)
+            frame = explanation_frame(job.wire_id, "failed", "invalid_result")
+        except Exception:  # the attribution boundary: the worker goes on serving
+            log.exception("request %s: attribution failed", job.wire_id)
+            frame = explanation_frame(job.wire_id, "failed", "worker_error")
+        else:
+            log.info(
+                "request %s explained: %s/%s in %d ms",
+                job.wire_id,
+                result.method,
+                result.scope,
+                result.elapsed_ms,
+            )
+            frame = explanation_frame(job.wire_id, "ok", attribution=result.to_json())
+        self.send(frame)

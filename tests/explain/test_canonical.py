@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from explain.canonical import MAX_SAFE_INTEGER, canonical_json, format_number
+from explain.errors import ExplanationError
+from gateway.audit.canonical import canonical_json as audit_canonical_json
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-MAX_SAFE_INTEGER, max_value=MAX_SAFE_INTEGER)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
+    max_leaves=30,
+)
+
+
+# RFC 8785 appendix B and ECMAScript Number.prototype.toString.
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.0, "0"),
+        (-0.0, "0"),
+        (1.0, "1"),
+        (-1.5, "-1.5"),
+        (4.5, "4.5"),
+        (0.002, "0.002"),
+        (0.000001, "0.000001"),
+        (1e-7, "1e-7"),
+        (1.5e-7, "1.5e-7"),
+        (123456789.0, "123456789"),
+        (1e20, "100000000000000000000"),
+        (1e21, "1e+21"),
+        (1.2345e22, "1.2345e+22"),
+        (333333333.3333333, "333333333.3333333"),
+        (9007199254740992.0, "9007199254740992"),
+        (295147905179352830000.0, "295147905179352830000"),
+        (5e-324, "5e-324"),
+        (-5e-324, "-5e-324"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+        (0.1 + 0.2, "0.30000000000000004"),
+        (123.456, "123.456"),
+        (-0.0000123, "-0.0000123"),
+    ],
+)
+def test_numbers_as_ecmascript_writes_them(value: float, expected: str) -> None:
+    assert format_number(value) == expected
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_numbers_read_back_exactly(value: float) -> None:
+    text = format_number(value)
+    assert float(text) == value
+    assert float(json.loads(text)) == value
+
+
+@given(json_values)
+def test_encoding_is_json_and_stable(value: object) -> None:
+    encoded = canonical_json(value)
+    again = canonical_json(json.loads(encoded))
+    assert again == encoded
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER) | st.text(),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(), c, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_same_bytes_as_the_audit_encoder_without_floats(value: object) -> None:
+    assert canonical_json(value) == audit_canonical_json(value)
+
+
+def test_keys_sorted_by_utf16_code_units() -> None:
+    # U+FF61 sorts before U+1F600 in UTF-16 (a surrogate pair starts with 0xD83D), not in code points.
+    assert (
+        canonical_json({"\U0001f600": 1, "\uff61": 2, "a": 3}) == '{"a":3,"\U0001f600":1,"\uff61":2}'.encode()
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        math.nan,
+        math.inf,
+        -math.inf,
+        [1, math.nan],
+        {"a": math.inf},
+        2**53 + 1,
+        2**1024,
+        {1: "x"},
+        b"x",
+        "\ud800",
+        object(),
+    ],
+)
+def test_refuses_what_is_not_canonical_json(value: object) -> None:
+    with pytest.raises(ExplanationError):
+        canonical_json(value)
