@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.overhead import LLMOS, RawHttp, free_port, wait_http_ready  # noqa: E402
 
+STATUSES: collections.Counter[str] = collections.Counter()  # attribution status:reason, "on" rounds
 PROMPTS = (
     "Summarise the benefits of running language models behind a policy-enforcing gateway.",
     "Write a short note to the team about the quarterly numbers and the next planning meeting.",
@@ -67,6 +69,7 @@ def attribution_ms(home: Path, since: int) -> list[int]:
     out = []
     for (body,) in rows:
         attribution = json.loads(body)["model_attribution"]
+        STATUSES[f"{attribution['status']}:{attribution['reason']}"] += 1
         if attribution["status"] == "ok":
             out.append(int(attribution["attribution"]["elapsed_ms"]))
     return out
@@ -151,12 +154,13 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         for r in range(args.rounds):
             rps_off, _, s_off = await one_round(home, key, "none", args)
+            STATUSES.clear()  # count the "on" round's records only
             rps_on, ms, s_on = await one_round(home, key, args.scope, args)
             off.append(rps_off)
             on.append(rps_on)
             times += ms
             print(f"round {r + 1}: off {rps_off:.1f} req/s {s_off}; on {rps_on:.1f} req/s {s_on};", end=" ")
-            print(f"{len(ms)} attributions")
+            print(f"{len(ms)} attributions; records: {dict(STATUSES)}")
     finally:
         shutil.rmtree(home, ignore_errors=True)
     best_off, best_on = statistics.median(off), statistics.median(on)

@@ -44,6 +44,10 @@ evidence contains {"rule": "obligations.route", "detail": msg} if {
 }
 
 evidence contains {"rule": "obligations.explain", "detail": msg} if {
-	explain_level != "none"
-	msg := concat("", ["explanations at level ", explain_level])
+	level := explain_name
+	level != "none"
+	msg := concat("", ["explanations at level ", level])
 }
+
+# The explain obligation is a level, or an object with one (docs/explanations.md).
+explain_name := object.get(explain_level, "level", "summary") if is_object(explain_level) else := explain_level

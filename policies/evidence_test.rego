@@ -66,3 +66,14 @@ test_clean_output_has_only_the_redact_evidence if {
 	d.allow
 	rules(d) == {"output.obligations.redact"}
 }
+
+test_an_explain_object_is_evidence_by_its_level if {
+	p := user
+	r := chat
+	explain := {"level": "full", "method": "integrated_gradients", "steps": 32}
+	d := authz.decision with input.principal as p with input.request as r with data.llmos.config.explain as explain
+	some e in d.evidence
+	e.rule == "obligations.explain"
+	e.detail == "explanations at level full"
+	d.obligations.explain == explain
+}

@@ -12,9 +12,10 @@ that request ends with ``done``, the worker owes the gateway one ``explanation``
 
 Attributions wait in a bounded queue and run on the model's thread, *after* the answers they
 explain: when no request is decoding, or between two decoding steps once the oldest has waited
-``interleave_after_s`` (so a busy worker still explains, at a cost the benchmark measures,
-instead of starving the queue). This module imports the ``explain`` package (so its directory is
-readable after isolation) but not torch; ``explain.attribution`` (captum) loads with the model.
+``interleave_after_s`` or the queue is half full (so a busy worker still explains, at a cost
+the benchmark measures, instead of starving the queue or overflowing it). This module imports
+the ``explain`` package (so its directory is readable after isolation) but not torch;
+``explain.attribution`` (captum) loads with the model.
 """
 
 from __future__ import annotations
@@ -77,8 +78,12 @@ class Explainer:
         return bool(self._jobs)
 
     def due(self) -> bool:
-        """The oldest waiting attribution has waited long enough to run between decode steps."""
-        return bool(self._jobs) and self.clock() - self._jobs[0].queued_at >= self.interleave_after_s
+        """Run one attribution between two decode steps: the oldest has waited long enough, or
+        the queue is half full (a worker that never idles still keeps up, rather than overflow)."""
+        if not self._jobs:
+            return False
+        old = self.clock() - self._jobs[0].queued_at >= self.interleave_after_s
+        return old or len(self._jobs) >= max(1, self.queue_size // 2)
 
     def offer(self, wire_id: str, request: GenerateRequest, done: DoneEvent) -> None:
         """``request`` ended with ``done``: queue its attribution, or answer now why there is none."""

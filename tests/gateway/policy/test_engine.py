@@ -8,7 +8,7 @@ import pytest
 from gateway.errors import PolicyError
 from gateway.policy.bundle import load_bundle
 from gateway.policy.engine import RegoEngine, RegoSession, parse_decision
-from gateway.types import Decision, Evidence, Reason
+from gateway.types import Decision, Evidence, ExplainOptions, Reason
 
 QUERY = "data.t.decision"
 
@@ -209,4 +209,37 @@ def test_parse_decision(value: Any, decision: Decision) -> None:
 def test_parse_decision_refuses_malformed(value: Any) -> None:
     with pytest.raises(PolicyError) as info:
         parse_decision(value)
+    assert info.value.code == "policy_malformed"
+
+
+def test_an_explain_obligation_may_name_method_steps_and_limits() -> None:
+    raw = {"level": "full", "method": "integrated_gradients", "steps": 32, "max_output_tokens": 8}
+    decision = parse_decision({"allow": True, "obligations": {"explain": raw}})
+    assert decision.obligations.explain == "full"
+    assert decision.obligations.explain_options == ExplainOptions(
+        method="integrated_gradients", steps=32, max_output_tokens=8
+    )
+    assert parse_decision({"allow": True, "obligations": {"explain": {}}}).obligations.explain == "summary"
+    assert (
+        parse_decision({"allow": True, "obligations": {"explain": "none"}}).obligations.explain_options
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    "explain",
+    [
+        {"method": "saliency"},
+        {"steps": 0},
+        {"steps": True},
+        {"max_prompt_tokens": 70000},
+        {"level": "verbose"},
+        {"level": "full", "extra": 1},
+        "everything",
+        3,
+    ],
+)
+def test_a_malformed_explain_obligation_fails_closed(explain: Any) -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_decision({"allow": True, "obligations": {"explain": explain}})
     assert info.value.code == "policy_malformed"
