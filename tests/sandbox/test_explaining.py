@@ -173,7 +173,7 @@ def test_the_queue_is_bounded_and_says_overload() -> None:
     for n in range(3):
         explainer.offer(f"w{n}", chat(n, {}), done)
     assert sent == [{"type": "explanation", "id": "w2", "status": "skipped", "reason": "overload"}]
-    assert explainer.pending() and not explainer.due()
+    assert explainer.pending() and explainer.due()  # half full (or more): one runs between two steps
     explainer.offer("w9", chat(9), done)  # not asked: nothing queued, nothing sent
     explainer.offer("w8", chat(8, {}), DoneEvent("stop", 3, 0, prompt_ids=(1, 2, 3)))
     assert sent[-1]["reason"] == "not_generated"
@@ -181,9 +181,9 @@ def test_the_queue_is_bounded_and_says_overload() -> None:
 
 def test_an_attribution_waits_its_turn_then_interleaves() -> None:
     now = [0.0]
-    explainer = Explainer(FakeModel(), [].append, interleave_after_s=1.0, clock=lambda: now[0])
+    explainer = Explainer(FakeModel(), [].append, queue_size=4, interleave_after_s=1.0, clock=lambda: now[0])
     explainer.offer("w", chat(1, {}), DoneEvent("stop", 1, 1, prompt_ids=(1,), output_ids=(2,)))
-    assert not explainer.due()
+    assert not explainer.due()  # young, and the queue is not half full: only when idle
     now[0] = 1.5
     assert explainer.due()
 
