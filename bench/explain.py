@@ -172,6 +172,8 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"explain off (evidence records only): {best_off:.1f} req/s (median of rounds)")
     print(f"explain on, every request:            {best_on:.1f} req/s (median of rounds)")
     print(f"throughput loss: {100 * (1 - best_on / best_off):.1f}%  (ratio on/off {best_on / best_off:.3f})")
+    paired = statistics.median(b / a for a, b in zip(off, on, strict=True))
+    print(f"median of the per-round ratios on/off: {paired:.3f} (loss {100 * (1 - paired):.1f}%)")
     if times:
         ordered = sorted(times)
         print(

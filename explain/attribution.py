@@ -44,7 +44,7 @@ from captum.attr import FeatureAblation, LayerGradientXActivation, LayerIntegrat
 from explain.errors import ExplanationError
 from explain.types import Attribution, AttributionSettings, round_score
 
-__all__ = ["Attribution", "AttributionSettings", "attribute"]
+__all__ = ["Attribution", "AttributionSettings", "attribute", "attribute_many", "batchable"]
 
 
 class _Target:
@@ -319,3 +319,116 @@ def _finite(values: torch.Tensor) -> list[float]:
     if not bool(torch.isfinite(result).all()):
         raise ExplanationError("attribution produced non-finite scores (the model's numbers overflowed)")
     return [float(v) for v in result.tolist()]
+
+
+# Logits held at once by a batched run: batch x output tokens x vocabulary floats (256 MiB).
+MAX_BATCH_LOGITS = 1 << 26
+
+
+def batchable(settings: AttributionSettings) -> bool:
+    """Whether answers with these settings can be attributed together (``attribute_many``)."""
+    return settings.method == "gradient_x_activation" and settings.scope == "summary"
+
+
+def attribute_many(
+    model: Any,
+    jobs: Sequence[tuple[Sequence[int], Sequence[int], AttributionSettings]],
+    *,
+    tokenizer: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[Attribution]:
+    """Gradient x activation summaries of several answers in one forward and backward pass.
+
+    ``jobs``: (prompt ids, output ids, settings), each ``batchable``. The sequences are padded
+    on the right (a causal model's real positions never see the padding) and each example's
+    target is the sum of its own output tokens' log-probabilities, so each row's gradients are
+    its own: the scores equal ``attribute`` for each job alone, up to floating-point rounding.
+    Raises ExplanationError as ``attribute`` does (for the whole batch).
+    """
+    if not jobs:
+        return []
+    if not all(batchable(settings) for _, _, settings in jobs):
+        raise ExplanationError("only gradient x activation summaries are attributed in batches")
+    started = clock()
+    embedding = model.get_input_embeddings()
+    vocab = int(embedding.weight.shape[0])
+    device = embedding.weight.device
+    rows = []
+    for prompt_ids, output_ids, settings in jobs:
+        if not prompt_ids or not output_ids:
+            raise ExplanationError("cannot attribute: the prompt and the output must each have a token")
+        _check_ids("prompt", prompt_ids, vocab)
+        _check_ids("output", output_ids, vocab)
+        rows.append((list(prompt_ids), list(output_ids[: settings.max_output_tokens]), settings))
+    length = max(len(p) + len(o) for p, o, _ in rows)
+    outputs = max(len(o) for _, o, _ in rows)
+    batch = len(rows)
+    ids = torch.zeros((batch, length), dtype=torch.long, device=device)
+    mask = torch.zeros((batch, length), dtype=torch.long, device=device)
+    positions = torch.zeros((batch, outputs), dtype=torch.long, device=device)  # predicting each output
+    targets = torch.zeros((batch, outputs), dtype=torch.long, device=device)
+    valid = torch.zeros((batch, outputs), dtype=torch.bool, device=device)
+    for b, (prompt, output, _) in enumerate(rows):
+        n = len(prompt) + len(output)
+        ids[b, :n] = torch.tensor(prompt + output, dtype=torch.long, device=device)
+        mask[b, :n] = 1
+        k = len(output)
+        positions[b, :k] = torch.arange(len(prompt) - 1, len(prompt) - 1 + k, device=device)
+        targets[b, :k] = torch.tensor(output, dtype=torch.long, device=device)
+        valid[b, :k] = True
+    kwargs: dict[str, Any] = {"attention_mask": mask}
+    if "use_cache" in inspect.signature(model.forward).parameters:
+        kwargs["use_cache"] = False
+
+    def target(input_ids: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=input_ids, **kwargs).logits
+        at = positions.to(logits.device)
+        picked = logits.gather(1, at.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).float()
+        log_probs = torch.log_softmax(picked, dim=-1)
+        per_token = log_probs.gather(-1, targets.to(logits.device).unsqueeze(-1)).squeeze(-1)
+        return (per_token * valid.to(logits.device)).sum(-1)  # [batch]
+
+    was_training = bool(getattr(model, "training", False))
+    if was_training:
+        model.eval()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            attributions = (
+                LayerGradientXActivation(target, embedding).attribute(ids).sum(-1)
+            )  # [batch, length]
+    finally:
+        if was_training:
+            model.train()
+    elapsed_ms = max(0, round((clock() - started) * 1000 / batch))  # each answer's share
+    results = []
+    for b, ((prompt, output, settings), (_, output_ids, _)) in enumerate(zip(rows, jobs, strict=True)):
+        start = max(0, len(prompt) - settings.max_prompt_tokens)
+        scores = tuple(round_score(s) for s in _finite(attributions[b, start : len(prompt)]))
+        results.append(
+            Attribution(
+                method="gradient_x_activation",
+                scope="summary",
+                steps=None,
+                baseline_token_id=None,
+                prompt_ids=tuple(prompt[start:]),
+                prompt_texts=_texts(tokenizer, prompt[start:]),
+                prompt_start=start,
+                prompt_total=len(prompt),
+                output_ids=tuple(output),
+                output_texts=_texts(tokenizer, output),
+                output_total=len(output_ids),
+                scores=scores,
+                convergence_delta=None,
+                truncated_prompt=start > 0,
+                truncated_output=len(output_ids) > settings.max_output_tokens,
+                cut_short=False,
+                elapsed_ms=elapsed_ms,
+            )
+        )
+    return results
+
+
+def batch_limit(model: Any, outputs: int, requested: int) -> int:
+    """How many answers of up to ``outputs`` tokens one batched run may take."""
+    vocab = int(model.get_input_embeddings().weight.shape[0])
+    return max(1, min(requested, MAX_BATCH_LOGITS // max(1, outputs * vocab)))

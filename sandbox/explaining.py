@@ -36,6 +36,7 @@ log = logging.getLogger("llmos.sandbox.worker")
 
 DEFAULT_QUEUE_SIZE = 64
 DEFAULT_INTERLEAVE_AFTER_S = 1.0
+DEFAULT_MAX_BATCH = 16  # answers attributed in one pass (gradient x activation summaries)
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,14 @@ class Explainer:
         *,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         interleave_after_s: float = DEFAULT_INTERLEAVE_AFTER_S,
+        max_batch: int = DEFAULT_MAX_BATCH,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.model = model
         self.send = send
         self.queue_size = queue_size
         self.interleave_after_s = interleave_after_s
+        self.max_batch = max_batch
         self.clock = clock
         self._jobs: collections.deque[_Job] = collections.deque()
 
@@ -105,11 +108,45 @@ class Explainer:
             self._jobs.append(_Job(wire_id, settings, done.prompt_ids, done.output_ids, self.clock()))
 
     def run_one(self) -> None:
-        """Attribute the oldest waiting answer and send its frame (OSError: the channel failed)."""
+        """Attribute the oldest waiting answer, with those behind it that batch with it (gradient
+        x activation summaries: one pass for all), and send their frames (OSError: the channel
+        failed)."""
         if not self._jobs:
             return
-        job = self._jobs.popleft()
-        from explain.attribution import attribute  # torch and captum: imported before isolation
+        from explain.attribution import batch_limit, batchable  # torch and captum: loaded already
+
+        if batchable(self._jobs[0].settings):
+            outputs = max(len(j.output_ids) for j in self._jobs)
+            limit = batch_limit(self.model.model, outputs, self.max_batch)
+            batch: list[_Job] = []
+            while self._jobs and len(batch) < limit and batchable(self._jobs[0].settings):
+                batch.append(self._jobs.popleft())
+            if len(batch) > 1 and self._run_batch(batch):
+                return
+            for job in batch:  # one alone, or a batch that failed: each on its own
+                self._run(job)
+            return
+        self._run(self._jobs.popleft())
+
+    def _run_batch(self, batch: list[_Job]) -> bool:
+        from explain.attribution import attribute_many
+
+        try:
+            results = attribute_many(
+                self.model.model,
+                [(j.prompt_ids, j.output_ids, j.settings) for j in batch],
+                tokenizer=self.model.tokenizer,
+            )
+        except Exception:  # each answer is tried on its own instead
+            log.exception("a batch of %d attributions failed; trying each alone", len(batch))
+            return False
+        for job, result in zip(batch, results, strict=True):
+            self.send(explanation_frame(job.wire_id, "ok", attribution=result.to_json()))
+        log.info("%d answers explained together in %d ms each", len(batch), results[0].elapsed_ms)
+        return True
+
+    def _run(self, job: _Job) -> None:
+        from explain.attribution import attribute
 
         try:
             result = attribute(
