@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from explain.errors import ExplanationError
-from explain.evidence import ModelAttribution, PolicyReason, PolicyRule
+from explain.evidence import ModelAttribution, PiiFinding, PolicyReason, PolicyRule
 from explain.record import ExplanationRecord
 from explain.store import ExplanationStore, StoredExplanation
 from gateway.config import ExplainConfig
@@ -123,6 +123,7 @@ class Explanations:
                 model_attribution=attribution,
                 reasons=reasons_with_messages(audit.reasons, ctx),
                 rules=tuple(PolicyRule(e.rule, e.detail) for e in (*ctx.evidence, *ctx.output_evidence)),
+                pii_findings=pii_evidence(ctx),
             )
             stored = await asyncio.to_thread(self.store.put, record)
             await self.audit.append_async(commit_entry(audit, stored.digest))
@@ -155,6 +156,23 @@ class Explanations:
 
     def close(self) -> None:
         self.store.close()
+
+
+def pii_evidence(ctx: RequestContext) -> tuple[PiiFinding, ...]:
+    """The request's findings as evidence: where, what, who, how sure, which context words;
+    never the value (the findings hold none)."""
+    found = [
+        PiiFinding(f.type, f.recognizer, min(1.0, max(0.0, f.score)), "input", f.start, f.end, i, f.context)
+        for i, per_text in enumerate(ctx.input_findings)
+        for f in per_text
+    ]
+    found += [
+        PiiFinding(
+            f.type, f.recognizer, min(1.0, max(0.0, f.score)), "output", f.start, f.end, None, f.context
+        )
+        for f in ctx.output_findings
+    ]
+    return tuple(found)
 
 
 def reasons_with_messages(codes: tuple[str, ...], ctx: RequestContext) -> tuple[PolicyReason, ...]:

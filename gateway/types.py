@@ -131,6 +131,7 @@ class Finding:
     end: int
     recognizer: str = "pattern"
     score: float = 1.0
+    context: tuple[str, ...] = ()  # context words that raised the score (explanations; not audited)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ class Detection:
     end: int
     recognizer: str
     score: float
+    # Words near the span that raised its score (Presidio's context enhancement): the
+    # recogniser's own context words, never text of the finding (explanation records).
+    context: tuple[str, ...] = ()
 
 
 def resolve_overlaps(detections: Iterable[Detection]) -> list[Detection]:

@@ -289,6 +289,7 @@ class PiiEngine:
                 entities=self._entities,
                 score_threshold=self._config.score_threshold,
                 nlp_artifacts=nlp_artifacts,
+                return_decision_process=True,  # keeps the context word that raised a score
             )
             out[i] = _detections(normalized[i], results)
         return out
@@ -299,5 +300,7 @@ def _detections(normalized: Normalized, results: list[RecognizerResult]) -> tupl
     for r in results:
         start, end = normalized.span(r.start, r.end)
         recognizer = (r.recognition_metadata or {}).get(RecognizerResult.RECOGNIZER_NAME_KEY, "unknown")
-        found.append(Detection(r.entity_type, start, end, str(recognizer), float(r.score)))
+        word = getattr(r.analysis_explanation, "supportive_context_word", "") or ""
+        context = (word[:64],) if isinstance(word, str) and word.strip() else ()
+        found.append(Detection(r.entity_type, start, end, str(recognizer), float(r.score), context))
     return tuple(resolve_overlaps(found))

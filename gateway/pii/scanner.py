@@ -18,7 +18,14 @@ from gateway.types import Finding
 
 
 def _finding(d: Detection) -> Finding:
-    return Finding(type=d.type, start=d.start, end=d.end, recognizer=d.recognizer, score=round(d.score, 4))
+    return Finding(
+        type=d.type,
+        start=d.start,
+        end=d.end,
+        recognizer=d.recognizer,
+        score=round(d.score, 4),
+        context=d.context,
+    )
 
 
 class PresidioScanner:

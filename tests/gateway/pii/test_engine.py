@@ -192,3 +192,13 @@ def test_the_configured_scanner_is_built() -> None:
             presidio.find("x" * (PiiConfig().max_text_chars + 1))
     finally:
         presidio.close()
+
+
+def test_a_context_word_that_raised_a_score_is_kept_as_evidence(engine: PiiEngine) -> None:
+    """Presidio raises a phone number's score when a context word stands near it; the detection
+    says which word (the recogniser's own, never text of the finding)."""
+    phones = [
+        d for d in engine.find("Please call my phone 212-555-0147 tomorrow") if d.type == "PHONE_NUMBER"
+    ]
+    assert phones and phones[0].context == ("phone",), phones
+    assert all(d.context == () for d in engine.find("212-555-0147"))
