@@ -210,6 +210,7 @@ def build_runtime(config: Config) -> Runtime:
                 max_batch=m.max_batch,
                 unhealthy_after_failures=config.workers.unhealthy_after_failures,
                 spawner=config.workers.spawner,
+                explain_queue=config.explain.queue_size,
             ),
             on_event=worker_events,
         )

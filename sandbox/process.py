@@ -66,6 +66,8 @@ class WorkerSpec:
     # One worker over several GPUs (layer sharding): bytes per *local* GPU index for
     # from_pretrained(device_map="auto", max_memory=...); placement sets it (sandbox/placement).
     max_memory: Mapping[int | str, int] | None = None
+    # Attributions waiting in the worker (sandbox/explaining.py); beyond: "skipped: overload".
+    explain_queue: int = 64
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # host-wide isolation settings
     # Release keys whose signed manifest a transformers model directory must match, checked by the
     # gateway before each start (sandbox.manifest); no keys: not checked (model_trust.unsafe_allow_unsigned).
@@ -91,6 +93,8 @@ class WorkerSpec:
             raise ValueError("WorkerSpec.max_batch must be >= 1 and batch_window_ms in [0, 1000]")
         if self.unhealthy_after_failures < 1:
             raise ValueError("WorkerSpec.unhealthy_after_failures must be >= 1")
+        if self.explain_queue < 1:
+            raise ValueError("WorkerSpec.explain_queue must be >= 1")
         if self.max_queue < 0:
             raise ValueError("WorkerSpec.max_queue must be >= 0")
         if self.threads is not None and self.threads < 1:
@@ -117,6 +121,8 @@ class WorkerSpec:
         if self.payload is not None:
             args += ["--payload", str(self.payload.resolve())]
         args += ["--max-batch", str(self.max_batch), "--batch-window-ms", f"{self.batch_window_ms:g}"]
+        if self.explain_queue != 64:
+            args += ["--explain-queue", str(self.explain_queue)]
         if self.max_memory:
             args += ["--max-memory", json.dumps({str(k): v for k, v in self.max_memory.items()})]
         return [*args, "--sandbox", self.isolation_settings().to_json()]

@@ -45,7 +45,7 @@ from gateway.types import DoneEvent, GenerateRequest
 from sandbox.backend import MODEL_KINDS, Backend, batch_engine, explained_model, load_backend
 from sandbox.batching import DEFAULT_MAX_BATCH, DEFAULT_WINDOW_MS, BatchLoop, BatchSettings
 from sandbox.canaries import CANARY_TRIPPED, CANARY_TRIPPED_MESSAGE, Canaries, CanaryFileError, load_canaries
-from sandbox.explaining import Explainer
+from sandbox.explaining import DEFAULT_QUEUE_SIZE, Explainer
 from sandbox.isolation import IsolationReport, SandboxSettings, apply_isolation, describe_missing
 from sandbox.modeldir import ModelLoadError, check_model_dir
 from sandbox.placement import max_memory_from_json
@@ -194,6 +194,8 @@ def serve(
     model: Backend,
     canaries: Canaries = NO_CANARIES,
     batching: BatchSettings | None = None,
+    *,
+    explain_queue: int = DEFAULT_QUEUE_SIZE,
 ) -> None:
     """Serve requests until shutdown: batched when ``batching`` allows more than one request and
     the model supports it, else one at a time."""
@@ -202,7 +204,7 @@ def serve(
     reader = threading.Thread(target=read_loop, args=(channel, inbox), name="channel-reader", daemon=True)
     reader.start()
     engine = batch_engine(model) if settings.max_batch > 1 else None
-    explainer = Explainer(explained_model(model), channel.send)
+    explainer = Explainer(explained_model(model), channel.send, queue_size=explain_queue)
     if engine is not None:
         log.info("batching up to %d requests (window %g ms)", settings.max_batch, settings.window_s * 1000)
         loop = BatchLoop(
@@ -275,6 +277,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"how long an idle worker's first request waits for others (default {DEFAULT_WINDOW_MS:g})",
     )
     parser.add_argument(
+        "--explain-queue",
+        type=int,
+        default=DEFAULT_QUEUE_SIZE,
+        help=f"attributions waiting at most; beyond: skipped, overload (default {DEFAULT_QUEUE_SIZE})",
+    )
+    parser.add_argument(
         "--max-memory",
         type=_max_memory,
         help='sharded over several GPUs: bytes per local GPU index, JSON ({"0": N, "1": M})',
@@ -289,6 +297,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="isolation settings (JSON, sandbox.isolation.settings)",
     )
     args = parser.parse_args(argv)
+    if args.explain_queue < 1:
+        parser.error("--explain-queue must be at least 1")
     if args.kind == "transformers" and args.model_dir is None:
         parser.error("--model-dir is required with --kind transformers")
     if args.kind == "echo" and args.model_dir is not None:
@@ -401,7 +411,7 @@ def main(argv: Sequence[str] | None = None, *, after_isolation: Callable[[], Non
             len(canaries),
             report.summary(),
         )
-        serve(channel, model, canaries, args.batching)
+        serve(channel, model, canaries, args.batching, explain_queue=args.explain_queue)
         return 0
     except OSError as exc:
         log.error("channel to the gateway failed: %s", exc)

@@ -197,3 +197,13 @@ def test_explain_settings_cross_the_wire() -> None:
     done = DoneEvent("stop", 1, 1, prompt_ids=(5,), output_ids=(6,))
     assert done == DoneEvent("stop", 1, 1)  # the ids stay inside the worker
     assert TokenEvent("x") == TokenEvent("x")
+
+
+def test_the_configured_queue_reaches_the_worker() -> None:
+    from sandbox.worker import parse_args
+
+    spec = WorkerSpec(name="m", kind="echo", explain_queue=3)
+    assert parse_args(spec.worker_args(3)).explain_queue == 3
+    assert parse_args(WorkerSpec(name="m", kind="echo").worker_args(3)).explain_queue == 64
+    with pytest.raises(ValueError, match="explain_queue"):
+        WorkerSpec(name="m", kind="echo", explain_queue=0)
