@@ -92,7 +92,12 @@ SESSION = RegoSession(load_bundle(ROOT / "policies"))
         {"allow": True, "obligations": {"redact": {"entities": ["X"], "operator": "shred"}}},
         {"allow": True, "obligations": {"route": {"name": "demo"}}},
         {"allow": True, "obligations": {"explain": "verbose"}},
+        {"allow": True, "obligations": {"explain": {"level": "full", "method": "saliency"}}},
+        {"allow": True, "obligations": {"explain": {"steps": 0}}},
+        {"allow": True, "obligations": {"explain": {"extra": 1}}},
         {"allow": True, "obligations": {"surprise": 1}},
+        {"allow": True, "evidence": [{"rule": "a"}]},
+        {"allow": True, "evidence": {"rule": "a", "detail": "b"}},
     ],
     ids=str,
 )
