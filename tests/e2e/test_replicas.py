@@ -82,6 +82,12 @@ def test_concurrent_requests_are_all_answered(replicated: Gateway) -> None:
 def test_a_killed_replica_restarts_while_the_others_serve(replicated: Gateway) -> None:
     before = replica_pids(replicated)
     os.kill(before[1], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # once the gateway noticed (a request sent in between fails)
+        now = admin_get(replicated, "/admin/workers")["workers"]["wide"]["replicas"][1]
+        if now["state"] != "ready" or now["pid"] != before[1]:
+            break
+        time.sleep(0.01)
     for n in range(20):  # the others answer at once while replica 1 restarts
         assert ask(replicated, f"still {n}") == f"still {n}"
     deadline = time.monotonic() + 60
