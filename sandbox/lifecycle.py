@@ -196,14 +196,14 @@ class ManagedModel:
         """The replica for the next request: least outstanding among the ready ones (ties in
         turn); when none is ready, the least loaded one (its worker answers why, or waits)."""
         self._rotation += 1
-        loads = [ReplicaLoad(r, n, ready=w.state == "ready") for r, (w, n) in enumerate(self._replicas())]
+        loads = [
+            ReplicaLoad(r, n, ready=w.state == "ready")
+            for r, (w, n) in enumerate(zip(self.workers, self._inflight, strict=True))
+        ]
         chosen = pick_replica(loads, self._rotation)
         if chosen is None:
             chosen = pick_replica([replace(x, ready=True) for x in loads], self._rotation)
         return chosen or 0
-
-    def _replicas(self) -> list[tuple[ModelWorker, int]]:
-        return list(zip(self.workers, self._inflight, strict=True))
 
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateEvent, None]:
         if self.pool is None:
