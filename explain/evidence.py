@@ -29,7 +29,7 @@ ATTRIBUTION_REASONS: dict[str, tuple[str, ...]] = {
     # could have been computed, was not: by load, sampling, configuration or the time budget
     "skipped": ("overload", "sampled_out", "disabled", "cut_short", "too_long"),
     # was attempted and did not produce a result
-    "failed": ("worker_error", "timeout", "non_finite", "invalid_result"),
+    "failed": ("worker_error", "timeout", "non_finite", "invalid_result", "interrupted"),
 }
 MESSAGE_MAX = 1024
 _ENTITY = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")

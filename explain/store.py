@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS explanations (
     body BLOB NOT NULL
 )
 """
+_META = "CREATE TABLE IF NOT EXISTS explanation_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _COLUMNS = "principal_id, tenant, status, evidence_digest, digest, body"
 
 
@@ -74,6 +75,7 @@ class ExplanationStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
+            self._db.execute(_META)
         except (OSError, sqlite3.Error) as exc:
             raise ExplanationError(f"explanation store {self.path}: cannot open ({exc})") from exc
 
@@ -167,6 +169,24 @@ class ExplanationStore:
             except sqlite3.Error as exc:
                 raise ExplanationError(f"explanation store {self.path}: read failed ({exc})") from exc
         return [str(r[0]) for r in rows]
+
+    def meta(self, key: str) -> str | None:
+        """A bookkeeping value (``recovered_through``: see ``gateway.explanations``), or None."""
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT value FROM explanation_meta WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as exc:
+                raise ExplanationError(f"explanation store {self.path}: read failed ({exc})") from exc
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO explanation_meta (key, value) VALUES (?, ?)", (key, value)
+                )
+            except sqlite3.Error as exc:
+                raise ExplanationError(f"explanation store {self.path}: write failed ({exc})") from exc
 
     def close(self) -> None:
         with self._lock:

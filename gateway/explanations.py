@@ -15,6 +15,16 @@ answers are never delayed by it. When an attribution is not computed the record 
 ``skipped`` (``disabled``, ``sampled_out``, ``overload``), ``not_applicable`` (``denied``,
 ``not_generated``, ``echo_model``) or ``failed`` (``timeout``, ``worker_error``, ...).
 
+A gateway stopped hard between a request's final audit entry and its record (killed, power
+lost) leaves that request without a record. :meth:`Explanations.recover` runs at the next start
+(in the background) and finds those requests in the audit log: entries after the store's
+``recovered_through`` mark that end a request (``complete``, ``stream_end``, or a
+``stream_start`` never ended) with no ``explanation`` entry. Each gets the record its audit
+entry allows (decision, reasons, obligations, PII findings without context words; not the
+policy rules, which the audit entry does not hold), with the model attribution
+``failed: interrupted``, which says so; a record that was stored but not yet committed is
+committed as it is.
+
 Only this module talks to the store; it never imports torch (``explain.attribution`` runs in
 the worker).
 """
@@ -22,6 +32,7 @@ the worker).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Callable
@@ -33,9 +44,12 @@ from explain.errors import ExplanationError
 from explain.evidence import ModelAttribution, PiiFinding, PolicyReason, PolicyRule
 from explain.record import ExplanationRecord
 from explain.store import ExplanationStore, StoredExplanation
+from gateway.audit.canonical import JsonValue
+from gateway.audit.entry import record_from_entry
 from gateway.config import ExplainConfig
 from gateway.errors import AuditError
-from gateway.types import AuditRecord
+from gateway.types import AuditRecord, ExplainLevel
+from gateway.workerevents import ENDPOINT as WORKER_EVENT_ENDPOINT
 
 if TYPE_CHECKING:
     from gateway.pipeline import RequestContext
@@ -43,8 +57,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmos.gateway")
 
 
+RECOVERED_THROUGH = "recovered_through"  # explanation_meta: the audit seq recovery has reached
+WITHHELD_PRINCIPAL = "(withheld)"  # a recovered record whose audit entry's principal is sealed
+
+
 class AppendSink(Protocol):
     async def append_async(self, record: AuditRecord) -> object: ...
+
+
+class HasSeq(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+class UnexplainedSource(Protocol):
+    """The audit log as recovery reads it (``gateway.audit.log.AuditLog``)."""
+
+    def head(self) -> HasSeq | None: ...
+
+    def unexplained(
+        self, after_seq: int, upto_seq: int, limit: int = ...
+    ) -> list[tuple[int, dict[str, JsonValue]]]: ...
 
 
 class Explanations:
@@ -65,7 +98,7 @@ class Explanations:
         self.pending = 0  # records waiting for an attribution
         self.written = 0
         self.failures = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- before generating ------------------------------------------------------------------
 
@@ -151,11 +184,81 @@ class Explanations:
             return ModelAttribution("failed", "timeout")
         return attribution_from_frame(frame)
 
+    # -- at start: the records an earlier run did not write --------------------------------------
+
+    def start_recovery(self, audit: UnexplainedSource) -> asyncio.Task[int]:
+        """Start :meth:`recover` in the background up to the log's current end. Call at start,
+        before requests are served: entries appended later are this run's own."""
+        head = audit.head()
+        task = asyncio.get_running_loop().create_task(
+            self.recover(audit, 0 if head is None else head.seq), name="llmos-explain-recovery"
+        )
+        self._tasks.add(task)  # drained at shutdown like the others
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def recover(self, audit: UnexplainedSource, upto: int) -> int:
+        """Write (or commit) the records of requests whose record an earlier run lost (see the
+        module docstring), among the audit entries up to seq ``upto``. Returns how many were
+        recovered; an entry that cannot be recovered is logged and stops the pass (the next
+        start retries it)."""
+        mark = await asyncio.to_thread(self.store.meta, RECOVERED_THROUGH)
+        after = int(mark) if mark is not None and mark.isdigit() else 0
+        recovered = 0
+        try:
+            while after < upto:
+                rows = await asyncio.to_thread(audit.unexplained, after, upto)
+                if not rows:
+                    break
+                for seq, entry in rows:
+                    if entry.get("endpoint") != WORKER_EVENT_ENDPOINT:
+                        await self._recover_one(entry)
+                        recovered += 1
+                    after = seq
+            after = upto
+        except (ExplanationError, AuditError) as exc:
+            self.failures += 1
+            log.error("explanation recovery stopped after audit entry %d: %s", after, exc)
+        await asyncio.to_thread(self.store.set_meta, RECOVERED_THROUGH, str(after))
+        if recovered:
+            log.warning(
+                "%d request(s) of an earlier run had no explanation record (the gateway stopped"
+                " before writing it): recorded now as failed: interrupted",
+                recovered,
+            )
+        return recovered
+
+    async def _recover_one(self, entry: dict[str, JsonValue]) -> None:
+        audit = record_from_entry(entry)
+        stored = await asyncio.to_thread(self.store.get, audit.request_id)
+        if stored is None:
+            if not audit.principal_id:
+                audit = replace(audit, principal_id=WITHHELD_PRINCIPAL)
+            record = ExplanationRecord.from_audit(
+                audit,
+                level=explain_level(audit.obligations),
+                model_attribution=ModelAttribution("failed", "interrupted"),
+            )
+            stored = await asyncio.to_thread(self.store.put, record)
+        await self.audit.append_async(commit_entry(audit, stored.digest))
+        self.written += 1
+
     def get(self, request_id: str) -> StoredExplanation | None:
         return self.store.get(request_id)
 
     def close(self) -> None:
         self.store.close()
+
+
+def explain_level(obligations: str | None) -> ExplainLevel:
+    """The ``explain`` level an audit entry's obligations document names (``none`` if none)."""
+    try:
+        document = json.loads(obligations) if obligations else {}
+    except ValueError:
+        return "none"
+    value = document.get("explain") if isinstance(document, dict) else None
+    level = value.get("level") if isinstance(value, dict) else value
+    return level if level in ("summary", "full") else "none"
 
 
 def pii_evidence(ctx: RequestContext) -> tuple[PiiFinding, ...]:

@@ -57,6 +57,9 @@ class Runtime:
             # on demand (its callers get 503 idp_unavailable meanwhile).
             for issuer in await asyncio.to_thread(self.tokens.warm):
                 log.warning("OIDC issuer %s: no signing keys yet (unreachable); will retry on demand", issuer)
+        explanations = self.pipeline.explanations
+        if explanations is not None:  # records an earlier run lost, in the background
+            explanations.start_recovery(self.audit)
         await self.pool.start()  # the pinned models; the others load on demand
         await self.reloader.start()  # last: a failed start above leaves nothing running
 

@@ -463,3 +463,62 @@ def _checked(value: dict[str, JsonValue], body: bytes, *, canonical: bool) -> di
     if not canonical and canonical_json(value) != body:
         raise AuditError("body is not in canonical form")
     return value
+
+
+def _opt_text(entry: dict[str, JsonValue], key: str) -> str | None:
+    value = entry.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AuditError(f"audit entry {key!r} is not text")
+    return value
+
+
+def _count(entry: dict[str, JsonValue], key: str) -> int:
+    value = entry.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise AuditError(f"audit entry {key!r} is not an integer")
+    return value
+
+
+def record_from_entry(entry: dict[str, JsonValue]) -> AuditRecord:
+    """The :class:`AuditRecord` an (opened) entry was written from, as far as it holds it:
+    fields withheld (sealed, opening not kept) or absent in older formats come back as None.
+    Raises AuditError for an entry that cannot be one (a field of the wrong type)."""
+    request_id, phase = entry.get("request_id"), entry.get("phase", "complete")
+    decision, status, reasons = entry.get("decision"), entry.get("status"), entry.get("reasons", [])
+    if not isinstance(request_id, str) or not request_id:
+        raise AuditError("audit entry has no request_id")
+    if phase not in AUDIT_PHASES:
+        raise AuditError(f"audit entry {request_id}: unknown phase {phase!r}")
+    if decision not in ("allow", "deny", "invalid", "error"):
+        raise AuditError(f"audit entry {request_id}: unknown decision {decision!r}")
+    if isinstance(status, bool) or not isinstance(status, int):
+        raise AuditError(f"audit entry {request_id}: status is not an integer")
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise AuditError(f"audit entry {request_id}: reasons are not a list of codes")
+    return AuditRecord(
+        request_id=request_id,
+        time=_opt_text(entry, "time") or "",
+        principal_id=_opt_text(entry, "principal_id") or "",
+        tenant=_opt_text(entry, "tenant") or "",
+        endpoint=_opt_text(entry, "endpoint") or "",
+        model=_opt_text(entry, "model"),
+        decision=decision,  # type: ignore[arg-type]  # checked above
+        status=status,
+        reasons=tuple(str(r) for r in reasons),
+        policy_digest=_opt_text(entry, "policy_digest"),
+        request_digest=_opt_text(entry, "request_digest"),
+        response_digest=_opt_text(entry, "response_digest"),
+        prompt_tokens=_count(entry, "prompt_tokens"),
+        completion_tokens=_count(entry, "completion_tokens"),
+        latency_ms=_count(entry, "latency_ms"),
+        phase=phase,
+        policy_input=_opt_text(entry, "policy_input"),
+        output_policy_input=_opt_text(entry, "output_policy_input"),
+        obligations=_opt_text(entry, "obligations"),
+        output_obligations=_opt_text(entry, "output_obligations"),
+        auth_method=_opt_text(entry, "auth_method") or "none",
+        findings=_opt_text(entry, "findings"),
+        model_digest=_opt_text(entry, "model_digest"),
+    )

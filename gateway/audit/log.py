@@ -469,6 +469,24 @@ class AuditLog:
         except AuditError as exc:
             raise AuditError(f"audit entry seq {stored.seq} ({request_id!r}) is unreadable: {exc}") from exc
 
+    def unexplained(
+        self, after_seq: int, upto_seq: int, limit: int = 256
+    ) -> list[tuple[int, dict[str, JsonValue]]]:
+        """``(seq, entry)`` of the request entries in ``(after_seq, upto_seq]`` whose explanation
+        was never committed (:meth:`AuditStore.unexplained`), sealed fields opened where the
+        openings are kept. One short read: call again from the last seq for more."""
+        with self._lock:
+            self._check_open()
+            rows = self._store.unexplained(after_seq, upto_seq, limit)
+        out = []
+        for stored in rows:
+            body = str(stored.body).encode("utf-8", errors="surrogateescape")
+            try:
+                out.append((stored.seq, open_sealed(parse_entry(body), decode_openings(stored.openings))))
+            except AuditError as exc:
+                raise AuditError(f"audit entry seq {stored.seq} is unreadable: {exc}") from exc
+        return out
+
     def head(self) -> Head | None:
         """The last entry (``seq``, ``entry_hash``), or None when the log is empty."""
         with self._lock:

@@ -377,6 +377,26 @@ class AuditStore:
         except sqlite3.Error as exc:
             raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
 
+    def unexplained(self, after_seq: int, upto_seq: int, limit: int) -> list[StoredEntry]:
+        """Request entries with ``after_seq < seq <= upto_seq`` (at most ``limit``, by seq) that
+        end their request (``complete``, ``stream_end``, or a ``stream_start`` never ended) and
+        whose request has no ``explanation`` entry: those whose explanation record was never
+        committed (``gateway.explanations``)."""
+        try:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM audit_entries a"  # noqa: S608 (a constant column list)
+                " WHERE seq > ? AND seq <= ? AND phase IN ('complete', 'stream_start', 'stream_end')"
+                " AND NOT EXISTS (SELECT 1 FROM audit_entries b"
+                "  WHERE b.request_id = a.request_id AND b.phase = 'explanation')"
+                " AND NOT (phase = 'stream_start' AND EXISTS (SELECT 1 FROM audit_entries c"
+                "  WHERE c.request_id = a.request_id AND c.phase = 'stream_end'))"
+                " ORDER BY seq LIMIT ?",
+                (after_seq, upto_seq, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return [StoredEntry(*row) for row in rows]
+
     def get(self, request_id: str, phase: str | None = None) -> StoredEntry | None:
         """The first entry for ``request_id`` (of ``phase``, when given), or None."""
         try:

@@ -11,6 +11,7 @@ The model is the echo model and the PII detector the pattern one, so the gateway
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -158,7 +159,7 @@ def _client_loop(gw: Gateway, worker: int, load: Load, killed: threading.Event) 
             n += CLIENTS
 
 
-def _kill_mid_stream(gw: Gateway, load: Load, killed: threading.Event) -> None:
+def _kill_mid_stream(gw: Gateway, load: Load, killed: threading.Event) -> str:
     """Open a long stream, and SIGKILL the gateway once its first bytes arrived: at least this
     request is cut off however the load threads happen to be scheduled (they may all sit between
     requests, or hold complete answers they have not read yet, when the kill lands)."""
@@ -175,8 +176,9 @@ def _kill_mid_stream(gw: Gateway, load: Load, killed: threading.Event) -> None:
         http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r,
     ):
         assert r.status_code == 200, r.read()
+        request_id = r.headers.get("x-request-id", "")
         with load.lock:
-            load.acked.append((r.headers.get("x-request-id", ""), "stream_start"))
+            load.acked.append((request_id, "stream_start"))
         chunks = r.iter_bytes()
         first = next(chunks)
         assert b"[DONE]" not in first, "the long stream ended before the kill"
@@ -190,6 +192,7 @@ def _kill_mid_stream(gw: Gateway, load: Load, killed: threading.Event) -> None:
                 load.cut_off += 1
         else:
             raise AssertionError(f"a stream cut off by SIGKILL read as complete ({len(rest)} more bytes)")
+    return request_id
 
 
 def _verify(gw: Gateway, config: Path) -> tuple[int, int, str]:
@@ -208,6 +211,12 @@ def _worker_events(home: Path) -> int:
 def _explanations(home: Path) -> int:
     """Entries committing explanation records (written after each response, in the background)."""
     return sum(1 for e in audit_reader.entries(home) if e["phase"] == "explanation")
+
+
+def _unexplained(home: Path) -> set[str]:
+    """Requests in the log without an entry committing their explanation record."""
+    entries = [e for e in audit_reader.entries(home) if e["endpoint"] != "sandbox.worker"]
+    return {e["request_id"] for e in entries} - {e["request_id"] for e in entries if e["phase"] == "explanation"}
 
 
 def test_kill_9_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
@@ -237,7 +246,7 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
             time.sleep(LOAD_BEFORE_KILL_S)
             with load.lock:
                 before_kill = len(load.acked)
-            _kill_mid_stream(gw, load, killed)  # SIGKILL, mid-load: no shutdown, no last checkpoint
+            cut = _kill_mid_stream(gw, load, killed)  # SIGKILL, mid-load: no shutdown, no last checkpoint
         finally:
             killed.set()
             for t in threads:
@@ -264,6 +273,8 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
         assert checkpoints >= 1, "checkpoints were signed during the load"
         rid, phase = load.acked[-1]
         assert audit_reader.entry(home, rid, phase) is not None
+        lost = _unexplained(home)  # the kill came before their explanation records
+        assert cut in lost
 
     # Restart on the same state: the log reopens, same origin, and goes on from its head.
     with _running(config, port, home, admin_key) as gw:
@@ -281,13 +292,24 @@ def test_kill_9_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:
 
     entries2, checkpoints2, origin2 = _verify(gw, config)
     assert origin2 == origin
-    # each request after the restart: its complete entry and its explanation's (written at stop at the latest)
-    assert _explanations(home) - explained == AFTER_RESTART
-    assert entries2 == entries + 2 * AFTER_RESTART + (_worker_events(home) - lifecycle)
+    # Each request after the restart: its complete entry and its explanation's (written at stop at
+    # the latest); each request whose record the kill lost: a record and its entry, written at start.
+    assert not _unexplained(home)
+    assert _explanations(home) - explained == AFTER_RESTART + len(lost)
+    assert entries2 == entries + 2 * AFTER_RESTART + len(lost) + (_worker_events(home) - lifecycle)
+    shown = gw.cli("explain", "show", cut, "--json", "--config", str(config))
+    assert json.loads(shown.stdout)["record"]["model_attribution"] == {
+        "status": "failed",
+        "reason": "interrupted",
+        "attribution": None,
+    }
+    verified = gw.cli("explain", "verify", "--config", str(config), check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
     assert checkpoints2 > checkpoints
     first = audit_reader.entry(home, after[0], "complete")
-    # right after the old log's entries (the restarted worker's start may come first)
-    assert first is not None and entries + 1 <= first["seq"] <= entries + 1 + (
+    # right after the old log's entries (the restarted worker's start and the recovered records'
+    # entries may come first)
+    assert first is not None and entries + 1 <= first["seq"] <= entries + 1 + len(lost) + (
         _worker_events(home) - lifecycle
     )
     assert audit_reader.entry(home, after[-1], "complete") is not None
