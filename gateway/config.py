@@ -155,12 +155,42 @@ class AuditConfig(_Section):
     _resolve = field_validator("db", "signing_key", "public_key", "digest_key_file")(_resolve)
 
 
+class UpstreamConfig(_Section):
+    """An OpenAI-compatible API the model entry forwards to (``kind: upstream``; docs/upstreams.md).
+
+    The key is read from the environment variable ``api_key_env`` or the file ``api_key_file``
+    (re-read when it changes; refused if others may read it); neither: no Authorization header.
+    """
+
+    base_url: str = Field(pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")  # e.g. https://api.openai.com/v1
+    model: str | None = Field(default=None, min_length=1, max_length=256)  # name there (default: ours)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    api_key_file: Path | None = None
+    ca_file: Path | None = None  # PEM bundle to verify the upstream's certificate (default: system CAs)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    timeout_s: float = Field(default=120.0, gt=0, le=3600)  # longest wait for the upstream's next bytes
+    retries: StrictInt = Field(default=2, ge=0, le=10)  # extra attempts on 429, 5xx, refused connections
+    backoff_initial_s: float = Field(default=0.25, gt=0, le=60)
+    backoff_max_s: float = Field(default=8.0, gt=0, le=300)  # also the longest Retry-After honoured
+    max_connections: StrictInt = Field(default=100, ge=1, le=10_000)  # pooled keep-alive connections
+
+    _resolve = field_validator("api_key_file", "ca_file")(_resolve)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> UpstreamConfig:
+        if self.api_key_env is not None and self.api_key_file is not None:
+            raise ValueError("give api_key_env or api_key_file, not both")
+        return self
+
+
 class ModelConfig(_Section):
     name: str = Field(pattern=MODEL_NAME_PATTERN)
     # "transformers": a local Hugging Face checkpoint at ``path``. "echo": a diagnostic model that
     # answers with the last message it received (after redaction); it loads nothing, so no path.
-    kind: Literal["transformers", "echo"] = "transformers"
+    # "upstream": an OpenAI-compatible API (``upstream:``), behind the same pipeline (docs/upstreams.md).
+    kind: Literal["transformers", "echo", "upstream"] = "transformers"
     path: Path | None = Field(default=None, validate_default=True)
+    upstream: UpstreamConfig | None = None
     # UTF-8 file of values that must never reach the model, one per line (sandbox/canaries.py);
     # read by the worker, which refuses a request containing one (500 canary_tripped).
     canary_file: Path | None = None
@@ -216,9 +246,22 @@ class ModelConfig(_Section):
             raise PydanticCustomError(
                 "missing", "Field required (the model directory of a transformers model)"
             )
-        if kind == "echo" and path is not None:
-            raise ValueError("must not be set for kind echo (an echo model loads no files)")
+        if kind in ("echo", "upstream") and path is not None:
+            raise ValueError(f"must not be set for kind {kind} (it loads no files)")
         return path
+
+    @model_validator(mode="after")
+    def _upstream_for_kind(self) -> ModelConfig:
+        if self.kind == "upstream" and self.upstream is None:
+            raise ValueError("kind upstream needs an upstream: section (base_url, ...)")
+        if self.kind != "upstream" and self.upstream is not None:
+            raise ValueError("upstream: is only for kind upstream")
+        if self.kind == "upstream":
+            local = [f for f in ("gpus", "memory_limit_bytes", "memory_bytes", "threads") if getattr(self, f)]
+            local += ["replicas"] if self.replicas != 1 else []
+            if local:
+                raise ValueError(f"{', '.join(local)}: not for kind upstream (no local worker)")
+        return self
 
 
 class WorkersConfig(_Section):
@@ -332,6 +375,10 @@ class Config(_Section):
     model_trust: ModelTrustConfig = ModelTrustConfig()  # signed model manifests (docs/models.md)
     devices: DevicesConfig = DevicesConfig()  # memory budgets for placement (docs/placement.md)
     explain: ExplainConfig = ExplainConfig()  # explanation records (docs/explanations.md)
+    # UNSAFE, for measurements and break-glass: turn off the policy decision (every authenticated
+    # request allowed, no obligations), sensitive-data scanning, and the audit trail of requests
+    # (explanation records too). The gateway logs a warning for each at start (docs/configuration.md).
+    unsafe_disable: tuple[Literal["policy", "pii", "audit"], ...] = ()
 
     _resolve = field_validator("state_dir")(_resolve)
 

@@ -119,6 +119,14 @@ class InternalError(ApiError):
     code = "internal_error"
 
 
+class BadGateway(ApiError):
+    """An upstream API failed or answered with something unusable (docs/upstreams.md)."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     type = "service_unavailable_error"

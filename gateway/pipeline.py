@@ -50,7 +50,7 @@ from gateway.mtls import peer_certificate
 from gateway.outputguard import Decide
 from gateway.policy.engine import Phase, PolicyEngine
 from gateway.policy.input import ModelInfo, RequestSummary, for_audit, input_document, output_document
-from gateway.scanner import PatternScanner, ScanFailed, Scanner, TextTooLarge, scan_texts
+from gateway.scanner import DisabledScanner, PatternScanner, ScanFailed, Scanner, TextTooLarge, scan_texts
 from gateway.types import (
     AuditPhase,
     AuditRecord,
@@ -81,6 +81,13 @@ class AuditSink(Protocol):
         """Durable on return (``AuditLog``); raises AuditError. Cancelling the caller must not
         lose the entry."""
         ...
+
+
+class DiscardAudit:
+    """No audit trail of requests (``unsafe_disable: [audit]``): entries are dropped."""
+
+    async def append_async(self, record: AuditRecord) -> None:
+        return None
 
 
 class Worker(Protocol):
@@ -162,6 +169,9 @@ class Pipeline:
     auth_failures: dict[str, int] = field(default_factory=dict)  # refused credentials by reason
     auth_failures_unaudited: int = 0  # refusals beyond the audit budget (counted, not written)
     explanations: Explanations | None = None  # an explanation record per request (docs/explanations.md)
+    # False only with ``unsafe_disable: [policy]``: every authenticated request is allowed, with no
+    # obligations and no policy evaluation; its audit entry carries the reason ``policy_disabled``.
+    policy_enabled: bool = True
 
     _detached: set[asyncio.Task[bool]] = field(default_factory=set)
     _failure_window: tuple[int, int] = (0, 0)  # (minute, refusals audited in it)
@@ -271,6 +281,9 @@ class Pipeline:
             findings=findings,
         )
         ctx.policy_input = document
+        if not self.policy_enabled:
+            ctx.decision, ctx.reasons = "allow", (*ctx.reasons, "policy_disabled")
+            return ctx.obligations  # the defaults: no obligations
         decision = self._decide(ctx, document, "input")
         ctx.obligations = decision.obligations
         ctx.decision = "allow"
@@ -313,6 +326,8 @@ class Pipeline:
         """Findings per text from the configured scanner. A scanner failure denies (503), unless
         the endpoint is one ``pii.fail_open_endpoints`` names: then the texts go unscanned and
         the audit entry says so (reason ``pii_unscanned``)."""
+        if isinstance(self.scanner, DisabledScanner):  # unsafe_disable: [pii]
+            return [[] for _ in texts]
         try:
             ctx.input_findings = await scan_texts(self.scanner, texts, self.scan_timeout_s)
             return ctx.input_findings
@@ -336,7 +351,7 @@ class Pipeline:
     def output_decider(self, ctx: RequestContext) -> Decide | None:
         """The output decision for this request's generated text, or None when no output
         policy is configured. The returned callable raises on deny (403) or engine failure."""
-        if not ctx.engine(self).has_output_policy or ctx.policy_input is None:
+        if not self.policy_enabled or not ctx.engine(self).has_output_policy or ctx.policy_input is None:
             return None
         base = ctx.policy_input
 

@@ -22,11 +22,13 @@ from gateway.limits import build_store
 from gateway.modelregistry import all_models, release_public_keys
 from gateway.mtls import CertMapper
 from gateway.oidc import TokenVerifier
-from gateway.pipeline import Pipeline, Worker
+from gateway.pipeline import DiscardAudit, Pipeline, Worker
 from gateway.policy.reload import PolicyReloader, close_engine, describe_source, load_policy
-from gateway.scanner import build_scanner
+from gateway.scanner import DisabledScanner, Scanner, build_scanner
 from gateway.secretfile import read_secret
 from gateway.state import open_key_store
+from gateway.upstream.keys import KeySource
+from gateway.upstream.model import UpstreamModel
 from gateway.workerevents import WorkerEventRecorder
 from sandbox.canaries import CanaryFileError, load_canaries
 from sandbox.client import ModelWorker, WorkerSpec
@@ -50,6 +52,7 @@ class Runtime:
     reloader: PolicyReloader
     tokens: TokenVerifier | None = None
     worker_events: WorkerEventRecorder | None = None
+    upstreams: dict[str, UpstreamModel] | None = None
 
     async def start(self) -> None:
         if self.tokens is not None:
@@ -67,6 +70,8 @@ class Runtime:
         await self.reloader.stop()  # first: nothing is swapped in while shutting down
         await self.pool.stop()
         await close_fork_servers()
+        for upstream in (self.upstreams or {}).values():
+            await upstream.close()
         if self.worker_events is not None:
             await self.worker_events.drain()  # their entries, before the log closes
         explanations = self.pipeline.explanations
@@ -168,8 +173,38 @@ def open_explanation_store(config: Config) -> ExplanationStore:
         raise ConfigError(f"explain.db: {exc}") from exc
 
 
+def build_upstream(model: ModelConfig) -> UpstreamModel:
+    """The upstream model of a ``kind: upstream`` entry; ConfigError for a missing key or canaries."""
+    assert model.upstream is not None  # the config's validator requires it for this kind
+    u = model.upstream
+    try:
+        keys = KeySource(env=u.api_key_env, file=u.api_key_file)
+    except ConfigError as exc:
+        raise ConfigError(f"model {model.name!r}: {exc}") from exc
+    canaries = None
+    if model.canary_file is not None:
+        try:
+            canaries = load_canaries(model.canary_file)
+        except CanaryFileError as exc:
+            raise CanaryFileError(f"model {model.name!r}: canary_file: {exc}") from exc
+    return UpstreamModel(model.name, u, keys=keys, canaries=canaries)
+
+
+def warn_unsafe(config: Config) -> None:
+    what = {
+        "policy": "no policy decisions: every authenticated request is allowed, with no obligations",
+        "pii": "no sensitive-data scanning of prompts or answers",
+        "audit": "no audit entries (and no explanation records) for requests",
+    }
+    for feature in config.unsafe_disable:
+        log.warning("UNSAFE: unsafe_disable lists %s: %s", feature, what[feature])
+
+
 def build_runtime(config: Config) -> Runtime:
-    models = all_models(config)  # llmos.yaml's, then those added with `llmos models add`
+    warn_unsafe(config)
+    every_model = all_models(config)  # llmos.yaml's, then those added with `llmos models add`
+    models = [m for m in every_model if m.kind != "upstream"]  # local workers
+    upstreams = {m.name: build_upstream(m) for m in every_model if m.kind == "upstream"}
     keys = open_key_store(config)
     policy = load_policy(config)
     audit = AuditLog(
@@ -196,7 +231,7 @@ def build_runtime(config: Config) -> Runtime:
             WorkerSpec(
                 name=m.name,
                 model_dir=m.path,
-                kind=m.kind,
+                kind="echo" if m.kind == "echo" else "transformers",
                 canary_file=m.canary_file,
                 log_path=config.state_dir / "logs" / f"worker-{m.name.replace('/', '_')}.log",
                 restart_backoff_initial_s=config.workers.restart_backoff_initial_s,
@@ -220,25 +255,30 @@ def build_runtime(config: Config) -> Runtime:
         for m in models
     }
     pool = build_pool(config, models, workers)
-    worker_view: dict[str, Worker] = dict(pool.models)
+    worker_view: dict[str, Worker] = {**pool.models, **upstreams}
     mtls = config.auth.mtls
     tokens = TokenVerifier(config.oidc) if config.oidc.issuers else None
     authenticator = Authenticator(
         keys, tokens=tokens, certs=CertMapper(mtls.clients) if mtls.enabled else None
     )
+    unsafe = config.unsafe_disable
+    scanner: Scanner = DisabledScanner() if "pii" in unsafe else build_scanner(config.pii)
     pipeline = Pipeline(
         authenticator=authenticator,
         limits=config.limits,
         limit_store=build_store(config.limits),
         keys=keys,
         policy=policy,
-        audit=audit,
+        policy_enabled="policy" not in unsafe,
+        audit=DiscardAudit() if "audit" in unsafe else audit,
         workers=worker_view,
         digest_key=read_secret(config.digest_key_file),
-        scanner=build_scanner(config.pii),
+        scanner=scanner,
         scan_timeout_s=config.pii.timeout_s,
         scan_fail_open=frozenset(config.pii.fail_open_endpoints),
-        explanations=Explanations(open_explanation_store(config), audit, config.explain),
+        explanations=None
+        if "audit" in unsafe
+        else Explanations(open_explanation_store(config), audit, config.explain),
     )
     log.info("sensitive-data detector: %s", pipeline.scanner.name)
     limits = Limits(
@@ -257,4 +297,5 @@ def build_runtime(config: Config) -> Runtime:
         reloader=PolicyReloader(config, pipeline),
         tokens=tokens,
         worker_events=worker_events,
+        upstreams=upstreams,
     )

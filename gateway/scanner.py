@@ -57,6 +57,21 @@ class PatternScanner:
         return None
 
 
+class DisabledScanner:
+    """No scanning at all (``unsafe_disable: [pii]``): every text is reported clean."""
+
+    name = "disabled"
+
+    def find(self, text: str) -> list[Finding]:
+        return []
+
+    def find_many(self, texts: Sequence[str]) -> list[list[Finding]]:
+        return [[] for _ in texts]
+
+    def close(self) -> None:
+        return None
+
+
 def build_scanner(config: PiiConfig) -> Scanner:
     """The configured detector, loaded and warmed (Presidio takes seconds: call at startup)."""
     if config.detector == "patterns":

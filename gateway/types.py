@@ -200,6 +200,8 @@ class GenerateRequest:
     # Attribute the answer to the prompt after generating it: explain.types.AttributionSettings
     # as JSON (the worker parses it); None: no attribution (docs/explanations.md).
     explain: Mapping[str, Any] | None = None
+    # The client asked for a stream. Workers ignore it; an upstream API is asked the same way.
+    stream: bool = False
 
     def texts(self) -> list[str]:
         """The client's texts the model sees, in order: per message its content, then each of its

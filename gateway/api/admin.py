@@ -34,6 +34,7 @@ from gateway.errors import (
 from gateway.keys import ApiKeyStore
 from gateway.pipeline import Pipeline, RequestContext, translate
 from gateway.policy.input import RequestSummary
+from gateway.upstream.model import UpstreamModel, upstream_info
 from sandbox.lifecycle import UpdateFailed
 from sandbox.manifest import ManifestError
 
@@ -134,6 +135,8 @@ async def workers_status(request: Request) -> Response:
             replicas = getattr(worker, "replica_status", None)
             if callable(replicas):
                 data[name]["replicas"] = replicas()
+            if isinstance(worker, UpstreamModel):  # no process of ours: where it forwards to
+                data[name]["upstream"] = upstream_info(worker)
         return 200, {"workers": data}
 
     return await _admin(request, "admin.workers", act)

@@ -246,6 +246,8 @@ async def _run(
     restore: Callable[[str], str] | None = None,
 ) -> Response:
     explain = pipeline.explain_settings(ctx)
+    if explain is not None and getattr(worker, "remote", False):  # its weights are not ours to attribute
+        explain, ctx.explain_skip = None, ("not_applicable", "remote_model")
     if explain is not None:
         gen = replace(gen, explain=explain)
     events = worker.generate(gen)

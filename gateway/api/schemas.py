@@ -223,6 +223,7 @@ class ChatCompletionRequest(_GenerationFields):
                 else ToolChoice("function", choice.function.name)
             ),
             parallel_tool_calls=self.parallel_tool_calls,
+            stream=self.stream,
         )
 
     @property
@@ -242,7 +243,7 @@ class CompletionRequest(_GenerationFields):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
     def generate_request(self, request_id: str, params: GenerationParams) -> GenerateRequest:
-        return GenerateRequest(id=request_id, params=params, prompt=self.prompt_text())
+        return GenerateRequest(id=request_id, params=params, prompt=self.prompt_text(), stream=self.stream)
 
 
 _R = TypeVar("_R", bound=_Strict)

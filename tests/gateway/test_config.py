@@ -167,11 +167,39 @@ INVALID = [
     ("models:\n  - path: /m\n", "models.0.name: Field required"),
     ("models:\n  - name: ../up\n    path: /m\n", "models.0.name: "),
     ("models:\n  - name: a\n    path: /m\n    max_queue: -1\n", "models.0.max_queue: "),
-    ("models:\n  - name: a\n    kind: gguf\n", "models.0.kind: Input should be 'transformers' or 'echo'"),
+    (
+        "models:\n  - name: a\n    kind: gguf\n",
+        "models.0.kind: Input should be 'transformers', 'echo' or 'upstream'",
+    ),
     (
         "models:\n  - name: a\n    kind: echo\n    path: /m\n",
         "models.0.path: Value error, must not be set for kind echo",
     ),
+    (
+        "models:\n  - name: a\n    kind: upstream\n",
+        "models.0: Value error, kind upstream needs an upstream: section",
+    ),
+    (
+        "models:\n  - {name: a, kind: echo, upstream: {base_url: 'http://u'}}\n",
+        "models.0: Value error, upstream: is only for kind upstream",
+    ),
+    (
+        "models:\n  - {name: a, kind: upstream, upstream: {base_url: 'http://key@u/v1'}}\n",
+        "models.0.upstream.base_url: String should match pattern",
+    ),
+    (
+        "models:\n  - {name: a, kind: upstream, upstream: {base_url: 'file:///etc'}}\n",
+        "models.0.upstream.base_url: String should match pattern",
+    ),
+    (
+        "models:\n  - {name: a, kind: upstream, upstream: {base_url: 'http://u', api_key_env: K, api_key_file: f}}\n",
+        "models.0.upstream: Value error, give api_key_env or api_key_file, not both",
+    ),
+    (
+        "models:\n  - {name: a, kind: upstream, gpus: [0], upstream: {base_url: 'http://u'}}\n",
+        "models.0: Value error, gpus: not for kind upstream",
+    ),
+    ("unsafe_disable: [auth]\n", "unsafe_disable.0: Input should be 'policy', 'pii' or 'audit'"),
     ("models:\n  - name: a\n    kind: echo\n    canary_file: [x]\n", "models.0.canary_file: "),
     (
         "models:\n  - name: a\n    path: /m\n  - name: a\n    path: /n\n",
@@ -276,3 +304,21 @@ def test_sandbox_section_and_model_limits_reach_the_worker_spec(write_config) ->
 def test_bad_sandbox_settings_name_the_key(write_config, text: str, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         Config.load(write_config(text))
+
+
+def test_an_upstream_model_entry(write_config, tmp_path: Path) -> None:
+    config = Config.load(
+        write_config(
+            "models:\n  - name: gpt\n    kind: upstream\n    labels: [external]\n"
+            "    upstream: {base_url: 'https://api.example.com/v1', model: gpt-4o, api_key_file: key,"
+            " retries: 0, timeout_s: 30}\n"
+            "unsafe_disable: [pii, audit]\n"
+        )
+    )
+    model = config.model_list[0]
+    assert (model.kind, model.path, model.labels) == ("upstream", None, ["external"])
+    assert model.upstream is not None
+    assert model.upstream.api_key_file == tmp_path / "key"  # relative to the file, like every path
+    assert (model.upstream.model, model.upstream.retries, model.upstream.timeout_s) == ("gpt-4o", 0, 30.0)
+    assert config.unsafe_disable == ("pii", "audit")
+    assert Config.embedded(tmp_path).unsafe_disable == ()

@@ -26,10 +26,10 @@ from gateway.errors import (
 from gateway.identity import AuthFailure, Caller
 from gateway.keys import ApiKeyStore
 from gateway.limits import LimitsConfig, LimitValues
-from gateway.pipeline import AUTH_FAILURE_AUDIT_PER_MIN, Pipeline, RequestContext, translate
+from gateway.pipeline import AUTH_FAILURE_AUDIT_PER_MIN, DiscardAudit, Pipeline, RequestContext, translate
 from gateway.policy.input import RequestSummary
-from gateway.scanner import TextTooLarge
-from gateway.types import AuditRecord, Decision, Finding, Reason, Usage
+from gateway.scanner import DisabledScanner, TextTooLarge
+from gateway.types import AuditRecord, Decision, Finding, Obligations, Reason, Usage
 
 SUMMARY = RequestSummary(endpoint="chat.completions", model="demo", max_tokens=16)
 
@@ -454,3 +454,40 @@ async def test_findings_are_audited_without_their_values(store: ApiKeyStore) -> 
         {"type": "PERSON", "start": 0, "end": 4, "recognizer": "SpacyRecognizer", "score": 0.85}
     ]
     assert "jane" not in sink.records[0].findings  # type: ignore[operator]
+
+
+@pytest.mark.anyio
+async def test_with_policy_disabled_nothing_is_evaluated_and_the_entry_says_so(store: ApiKeyStore) -> None:
+    engine, sink = Engine(Decision(allow=False, reasons=(Reason("nope", "never asked"),))), Sink()
+    pipe, ctx = _pipeline(store, engine, sink, policy_enabled=False), _ctx(store)
+    obligations = await pipe.authorize(ctx, SUMMARY)
+    assert (ctx.decision, ctx.reasons, obligations) == ("allow", ("policy_disabled",), Obligations())
+    assert engine.inputs == []
+    assert pipe.output_decider(ctx) is None
+    await pipe.finish(ctx, 200)
+    assert sink.records[0].reasons == ("policy_disabled",)
+
+
+@pytest.mark.anyio
+async def test_with_policy_disabled_key_scopes_still_hold(store: ApiKeyStore) -> None:
+    _, info = store.create("scoped", "user", "acme", models=("other",))
+    ctx = RequestContext(request_id="r", endpoint="chat.completions", caller=Caller(info.principal(), info))
+    pipe = _pipeline(store, Engine(Decision(allow=True)), Sink(), policy_enabled=False)
+    with pytest.raises(PermissionDenied):
+        await pipe.authorize(ctx, SUMMARY)
+
+
+@pytest.mark.anyio
+async def test_with_pii_disabled_nothing_is_scanned(store: ApiKeyStore) -> None:
+    pipe = _pipeline(store, Engine(Decision(allow=True)), Sink(), scanner=DisabledScanner())
+    ctx = _ctx(store)
+    assert await pipe.scan(ctx, ["my card is 4111 1111 1111 1111", "x"]) == [[], []]
+
+
+@pytest.mark.anyio
+async def test_with_audit_disabled_entries_are_dropped(store: ApiKeyStore) -> None:
+    pipe = _pipeline(store, Engine(Decision(allow=True)), DiscardAudit())  # type: ignore[arg-type]
+    ctx = _ctx(store)
+    await pipe.authorize(ctx, SUMMARY)
+    await pipe.finish(ctx, 200)
+    assert ctx.audit_state == "done"
