@@ -26,6 +26,7 @@ import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from watchfiles import Change, awatch
@@ -35,7 +36,8 @@ from gateway.errors import ConfigError, LlmosError, PolicyError
 from gateway.policy.bundle import PolicyBundle, load_bundle
 from gateway.policy.engine import PolicyEngine, RegoEngine
 from gateway.policy.signing import SIGNATURE_FILE, load_verify_key, verify_bundle
-from gateway.policy.testing import failed_tests
+from gateway.policy.testcache import PassedTests
+from gateway.policy.testing import PolicyTestResult, failed_tests_isolated
 
 log = logging.getLogger("llmos.gateway")
 
@@ -65,7 +67,7 @@ def load_policy(config: Config) -> PolicyEngine:
     try:
         # Compile first: a syntax error is reported as such, not as every test failing.
         engine = RegoEngine(bundle, settings.query, settings.output_query, cache_size=settings.decision_cache)
-        failures = failed_tests(bundle) if settings.run_tests_on_load else []
+        failures = tested(bundle, config.state_dir) if settings.run_tests_on_load else []
     except PolicyError as exc:
         located = _with_locations(bundle, exc)
         if located is None:
@@ -77,6 +79,18 @@ def load_policy(config: Config) -> PolicyEngine:
     if settings.decision_cache and not engine.cache.enabled:
         log.info("policy decision cache off: %s", engine.cache.reason)
     return engine
+
+
+def tested(bundle: PolicyBundle, state_dir: Path) -> list[PolicyTestResult]:
+    """The bundle's failed tests, run in a child process unless this exact bundle already passed
+    with this engine (``gateway.policy.testcache``)."""
+    passed = PassedTests(state_dir / "policy-tests.json")
+    if passed.known(bundle.digest):
+        return []
+    failures = failed_tests_isolated(bundle)
+    if not failures:
+        passed.record(bundle.digest)
+    return failures
 
 
 def describe_source(config: Config) -> str:
