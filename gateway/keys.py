@@ -168,6 +168,7 @@ class ApiKeyStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._touching: threading.Thread | None = None  # the last last-use write (see authenticate)
         try:
             with self._connect() as db:
                 # WAL: readers (every request's key lookup) never wait for a writer.
@@ -323,8 +324,20 @@ class ApiKeyStore:
         if info.status(now) != "active":
             return None
         if info.last_used_at is None or datetime.fromisoformat(info.last_used_at) <= now - LAST_USED_EVERY:
-            self._touch(info.id, now)
+            # In a thread of its own: the write may wait for the database's lock, and this method
+            # runs on the event loop (a lookup on the reused connection costs microseconds).
+            touch = threading.Thread(
+                target=self._touch, args=(info.id, now), name="llmos-key-touch", daemon=True
+            )
+            self._touching = touch
+            touch.start()
         return info
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait for the last last-use write started by ``authenticate`` (tests, shutdown)."""
+        touch = self._touching
+        if touch is not None:
+            touch.join(timeout)
 
     def _reader(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)

@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmos.gateway")
 
 AUTH_FAILURE_AUDIT_PER_MIN = 60
+INLINE_AUTH_PREFIX = "Bearer sk-llmos-"  # API keys are checked on the event loop (see begin)
 ANONYMOUS_TENANT = "-"
 
 DecisionLabel = Literal["allow", "deny", "invalid", "error"]
@@ -182,15 +183,20 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------
     async def begin(self, request: Request, endpoint: str) -> RequestContext:
-        """Authenticate. Runs in a thread: a locked key database or a JWKS fetch must not stall
-        the event loop. A refusal is counted and audited (within budget), then raised."""
+        """Authenticate. OIDC tokens and certificates are checked in a thread (a JWKS fetch must
+        not stall the event loop); llmos API keys inline. A refusal is counted and audited
+        (within budget), then raised."""
         authenticator = self.authenticator or Authenticator(self.keys)
+        authorization = request.headers.get("authorization")
         try:
-            caller = await asyncio.to_thread(
-                authenticator.authenticate,
-                request.headers.get("authorization"),
-                peer_certificate(request.scope),
-            )
+            if authorization is not None and authorization.startswith(INLINE_AUTH_PREFIX):
+                # An llmos API key: one indexed read on a reused SQLite connection (microseconds,
+                # WAL readers never wait), cheaper inline than a hop to a thread and back.
+                caller = authenticator.authenticate(authorization, peer_certificate(request.scope))
+            else:
+                caller = await asyncio.to_thread(
+                    authenticator.authenticate, authorization, peer_certificate(request.scope)
+                )
         except AuthFailure as exc:
             self._auth_failed(request, endpoint, exc)
             raise
@@ -476,6 +482,11 @@ class Pipeline:
         task.add_done_callback(self._detached.discard)
 
     async def _write(self, ctx: RequestContext, status: int, phase: AuditPhase) -> bool:
+        if isinstance(self.audit, DiscardAudit):  # unsafe_disable: [audit]: no record to build
+            ctx.audit_state = "started" if phase == "stream_start" else "done"
+            if phase != "stream_start":
+                await self._charge(ctx)
+            return True
         return await self._append(ctx, self._claim(ctx, status, phase))
 
     def _claim(self, ctx: RequestContext, status: int, phase: AuditPhase) -> AuditRecord:
