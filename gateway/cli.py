@@ -171,9 +171,11 @@ def _err(msg: str) -> None:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from gateway.policy.reload import close_engine, load_policy
     from gateway.state import init_state
 
-    result = init_state(load_config(args.config))
+    config = load_config(args.config)
+    result = init_state(config)
     for item in result.created:
         _err(f"created {item}")
     if result.admin_key:
@@ -181,6 +183,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(result.admin_key, flush=True)
     else:
         _err(f"{result.state_dir} is already initialised")
+    # Compile the policy and run its tests now (a failure is reported here, not at the first
+    # start); a bundle that passed is remembered, so `llmos serve` does not test it again.
+    close_engine(load_policy(config))
     return 0
 
 

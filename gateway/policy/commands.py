@@ -103,10 +103,15 @@ def _engine(config: Config, root: Path) -> Any:
 
 def _test(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     from gateway.policy.bundle import load_bundle
+    from gateway.policy.testcache import PassedTests
     from gateway.policy.testing import run_policy_tests
 
-    root = args.dir or load_config(args.config).policy_dir
-    results = run_policy_tests(load_bundle(root))
+    config = None if args.dir else load_config(args.config)
+    root = args.dir if config is None else config.policy_dir
+    bundle = load_bundle(root)
+    results = run_policy_tests(bundle)
+    if config is not None and all(r.passed for r in results):
+        PassedTests(config.state_dir / "policy-tests.json").record(bundle.digest)  # serve need not re-test
     for r in results:
         print(
             f"{'PASS' if r.passed else 'FAIL'}  {r.file}: {r.name}" + ("" if r.passed else f"  ({r.error})")

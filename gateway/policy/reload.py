@@ -67,7 +67,9 @@ def load_policy(config: Config) -> PolicyEngine:
     try:
         # Compile first: a syntax error is reported as such, not as every test failing.
         engine = RegoEngine(bundle, settings.query, settings.output_query, cache_size=settings.decision_cache)
-        failures = tested(bundle, config.state_dir) if settings.run_tests_on_load else []
+        # With the policy disabled (unsafe_disable) it decides nothing: no point testing it.
+        run_tests = settings.run_tests_on_load and "policy" not in config.unsafe_disable
+        failures = tested(bundle, config.state_dir) if run_tests else []
     except PolicyError as exc:
         located = _with_locations(bundle, exc)
         if located is None:

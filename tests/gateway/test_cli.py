@@ -13,6 +13,8 @@ from gateway.audit.log import AuditLog
 from gateway.cli import main
 from gateway.config import Config
 from gateway.keys import KEY_PREFIX
+from gateway.policy.bundle import load_bundle
+from gateway.policy.testcache import PassedTests
 from gateway.state import InitResult, open_key_store
 from gateway.types import AuditRecord
 
@@ -243,6 +245,9 @@ def test_init_with_a_config_prints_the_admin_key_once(
     assert "already initialised" in err
     assert (tmp_path / "st" / "keys.db").is_file()
     assert not (tmp_path / "st" / "models").exists()
+    # init ran the policy's tests once and remembered the pass: `serve` will not run them again
+    digest = load_bundle(Config.load(cfg).policy_dir).digest
+    assert PassedTests(tmp_path / "st" / "policy-tests.json").known(digest)
 
 
 # --- policy test -------------------------------------------------------------------------------
