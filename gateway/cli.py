@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import logging
 import sys
@@ -208,6 +209,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _err(f"initialised {result.state_dir}. Admin API key (shown only this once; store it now):")
         print(result.admin_key, flush=True)
     app = create_app(build_runtime(config))
+    # Everything built so far (Presidio's model, the policy, FastAPI's routes) lives as long as
+    # the process: keep it out of the garbage collector's full passes, which otherwise walk it
+    # all and pause every request for tens to hundreds of milliseconds (p99 spikes under load).
+    gc.collect()
+    gc.freeze()
     tls: dict[str, Any] = {}
     if config.server.tls is not None:
         from gateway.tlsserver import uvicorn_tls_options
