@@ -81,45 +81,63 @@ class ExplanationStore:
 
     def put(self, record: ExplanationRecord) -> StoredExplanation:
         """Insert the record, or replace the request's pending one (see the module docstring)."""
-        body = record.canonical_bytes()
-        digest = hashlib.sha256(body).hexdigest()
-        evidence = record.evidence_digest()
-        status = record.model_attribution.status
+        (result,) = self.put_many([record])
+        if isinstance(result, ExplanationError):
+            raise result
+        return result
+
+    def put_many(self, records: list[ExplanationRecord]) -> list[StoredExplanation | ExplanationError]:
+        """``put`` for each record, in one transaction (one sync to disk for all of them). A record
+        refused (a final one cannot be replaced) gets its ExplanationError in the result and
+        does not stop the others; a failed write raises ExplanationError for all of them."""
+        prepared = [(r, r.canonical_bytes(), r.evidence_digest()) for r in records]
+        results: list[StoredExplanation | ExplanationError] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    row = self._db.execute(
-                        "SELECT status, evidence_digest FROM explanations WHERE request_id = ?",
-                        (record.request_id,),
-                    ).fetchone()
-                    if row is None:
-                        self._db.execute(
-                            "INSERT INTO explanations (request_id, created, principal_id, tenant, status,"
-                            " evidence_digest, digest, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (
-                                record.request_id,
-                                record.created,
-                                record.principal_id,
-                                record.tenant,
-                                status,
-                                evidence,
-                                digest,
-                                body,
-                            ),
-                        )
-                    else:
-                        _check_replacement(record.request_id, row[0], row[1], evidence)
-                        self._db.execute(
-                            "UPDATE explanations SET status = ?, digest = ?, body = ? WHERE request_id = ?",
-                            (status, digest, body, record.request_id),
-                        )
+                    for record, body, evidence in prepared:
+                        results.append(self._put_one(record, body, evidence))
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise ExplanationError(f"explanation store {self.path}: write failed ({exc})") from exc
+        return results
+
+    def _put_one(
+        self, record: ExplanationRecord, body: bytes, evidence: str
+    ) -> StoredExplanation | ExplanationError:
+        digest = hashlib.sha256(body).hexdigest()
+        status = record.model_attribution.status
+        row = self._db.execute(
+            "SELECT status, evidence_digest FROM explanations WHERE request_id = ?", (record.request_id,)
+        ).fetchone()
+        if row is None:
+            self._db.execute(
+                "INSERT INTO explanations (request_id, created, principal_id, tenant, status,"
+                " evidence_digest, digest, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.request_id,
+                    record.created,
+                    record.principal_id,
+                    record.tenant,
+                    status,
+                    evidence,
+                    digest,
+                    body,
+                ),
+            )
+        else:
+            try:
+                _check_replacement(record.request_id, row[0], row[1], evidence)
+            except ExplanationError as exc:
+                return exc
+            self._db.execute(
+                "UPDATE explanations SET status = ?, digest = ?, body = ? WHERE request_id = ?",
+                (status, digest, body, record.request_id),
+            )
         return StoredExplanation(record, digest, evidence, record.principal_id, record.tenant)
 
     def get(self, request_id: str) -> StoredExplanation | None:

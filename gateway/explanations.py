@@ -57,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmos.gateway")
 
 
+STORE_BATCH_WAIT_S = 0.0  # group commit: records that became ready while a write ran share the next one
+STORE_BATCH_MAX = 256
 RECOVERED_THROUGH = "recovered_through"  # explanation_meta: the audit seq recovery has reached
 WITHHELD_PRINCIPAL = "(withheld)"  # a recovered record whose audit entry's principal is sealed
 
@@ -99,6 +101,8 @@ class Explanations:
         self.written = 0
         self.failures = 0
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._queue: list[tuple[ExplanationRecord, asyncio.Future[StoredExplanation | ExplanationError]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     # -- before generating ------------------------------------------------------------------
 
@@ -158,7 +162,7 @@ class Explanations:
                 rules=tuple(PolicyRule(e.rule, e.detail) for e in (*ctx.evidence, *ctx.output_evidence)),
                 pii_findings=pii_evidence(ctx),
             )
-            stored = await asyncio.to_thread(self.store.put, record)
+            stored = await self._store(record)
             await self.audit.append_async(commit_entry(audit, stored.digest))
             self.written += 1
         except (ExplanationError, AuditError) as exc:
@@ -167,6 +171,43 @@ class Explanations:
         except Exception:  # a bug must not kill the event loop's other work
             self.failures += 1
             log.exception("explanation for request %s not recorded", audit.request_id)
+
+    async def _store(self, record: ExplanationRecord) -> StoredExplanation:
+        """Put ``record`` in the store with the others queued meanwhile: one transaction (and
+        one sync to disk) for every record that became ready while the last write ran or in
+        the next ``STORE_BATCH_WAIT_S``; their commit entries then reach the audit log together
+        (one group commit). Raises ExplanationError for this record."""
+        future: asyncio.Future[StoredExplanation | ExplanationError] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.append((record, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_queued(), name="llmos-explain-store"
+            )
+        result = await future
+        if isinstance(result, ExplanationError):
+            raise result
+        return result
+
+    async def _write_queued(self) -> None:
+        while self._queue:
+            await asyncio.sleep(STORE_BATCH_WAIT_S)
+            batch, self._queue = self._queue[:STORE_BATCH_MAX], self._queue[STORE_BATCH_MAX:]
+            try:
+                results: list[StoredExplanation | ExplanationError] = await asyncio.to_thread(
+                    self.store.put_many, [record for record, _ in batch]
+                )
+            except ExplanationError as exc:
+                results = [exc] * len(batch)
+            except Exception as exc:  # a bug: every waiting record fails, the loop goes on
+                log.exception("explanation store write failed")
+                results = [ExplanationError(f"explanation store write failed ({type(exc).__name__})")] * len(
+                    batch
+                )
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
     async def _attribution(
         self, ctx: RequestContext, audit: AuditRecord, owed: asyncio.Future[Any] | None

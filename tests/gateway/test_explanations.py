@@ -142,3 +142,48 @@ def test_a_request_gets_its_record_and_commitment(tmp_path: Path) -> None:
     assert (entry.phase, entry.request_id, entry.response_digest) == ("explanation", "req_1", stored.digest)
     assert entry.request_digest is None and entry.prompt_tokens == 0
     assert e.written == 1 and e.failures == 0 and e.pending == 0
+
+
+class CountingStore(ExplanationStore):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+
+    def put_many(self, records: list[Any]) -> list[Any]:
+        self.batches.append(len(records))
+        return super().put_many(records)
+
+
+def test_records_ready_together_are_written_in_one_transaction(tmp_path: Path) -> None:
+    sink = Sink()
+    store = CountingStore(tmp_path / "x.db")
+    e = Explanations(store, sink, ExplainConfig(), sample=lambda: 0.0)
+    audits = [
+        AuditRecord(
+            request_id=f"req_{n}",
+            time="2026-11-29T12:00:00.000+00:00",
+            principal_id="key:1",
+            tenant="acme",
+            endpoint="chat.completions",
+            model="demo",
+            decision="allow",
+            status=200,
+        )
+        for n in range(6)
+    ]
+
+    async def scenario() -> None:
+        for audit in audits:
+            c = ctx("none")
+            c.decision = "allow"
+            e.settings_for(c)
+            e.submit(c, audit)
+        await e.drain()
+
+    asyncio.run(scenario())
+    assert store.batches == [6]  # one transaction, one sync to disk
+    assert e.written == 6
+    committed = {r.request_id: r.response_digest for r in sink.records}
+    for audit in audits:
+        stored = e.get(audit.request_id)
+        assert stored is not None and committed[audit.request_id] == stored.digest
