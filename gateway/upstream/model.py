@@ -125,12 +125,8 @@ class UpstreamModel:
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         try:
             return await response.read()
-        except TimeoutError as exc:
-            raise self._timeout() from exc
-        except aiohttp.ClientError as exc:
-            raise BadGateway(
-                "The connection to the upstream provider broke during the answer.", code="upstream_error"
-            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._broken(exc) from exc
 
     async def _stream(
         self, response: aiohttp.ClientResponse, request: GenerateRequest, chat: bool
@@ -163,12 +159,8 @@ class UpstreamModel:
                         usage = piece
         except wire.UpstreamFormatError as exc:
             raise self._unusable(exc) from exc
-        except TimeoutError as exc:
-            raise self._timeout() from exc
-        except aiohttp.ClientError as exc:
-            raise BadGateway(
-                "The connection to the upstream provider broke during the answer.", code="upstream_error"
-            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._broken(exc) from exc
         raise BadGateway("The upstream provider's stream ended before its end marker.", code="upstream_error")
 
     def _done(self, answer: wire.Answer, request: GenerateRequest, text: str) -> DoneEvent:
@@ -179,6 +171,14 @@ class UpstreamModel:
         if completion is None:
             completion = -(-len(text) // CHARS_PER_TOKEN)
         return DoneEvent(answer.finish or "stop", prompt, completion)
+
+    def _broken(self, exc: BaseException) -> ApiError:
+        """The client's error for an answer whose bytes stopped coming: silence or a lost connection."""
+        if isinstance(exc, TimeoutError):
+            return self._timeout()
+        return BadGateway(
+            "The connection to the upstream provider broke during the answer.", code="upstream_error"
+        )
 
     def _timeout(self) -> ApiError:
         return GatewayTimeout(
