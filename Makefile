@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install services serve test lint typecheck pytest bench clean
+.PHONY: install services serve test lint typecheck pytest bench bench-proxies clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-spacy-model.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "llmos needs Python 3.11 or newer")'
@@ -39,6 +39,11 @@ pytest: $(STAMP) services
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
+
+# llmos against LiteLLM in front of one mock upstream (about 7 minutes; installs LiteLLM into
+# .bench/litellm-venv the first time): docs/benchmarks.md, "Upstream proxy overhead".
+bench-proxies: $(STAMP)
+	$(BIN)/python bench/proxies.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/components.py
