@@ -81,7 +81,9 @@ def ratios(cell: dict[str, Any], llmos: str) -> dict[str, dict[str, float]] | No
     out = {}
     for key in ("overhead_p50", "overhead_p99", "rps"):
         paired = [a / b if b else math.nan for a, b in zip(mine[key], theirs[key], strict=True)]
-        head = statistics.median(mine[key]) / statistics.median(theirs[key])
+        base = statistics.median(theirs[key])
+        # LiteLLM may finish no request inside a short run (--quick at concurrency 64): no ratio.
+        head = statistics.median(mine[key]) / base if base else math.nan
         out[key] = {**spread(paired), "median": head}
     return out
 
@@ -97,7 +99,7 @@ def _worst(cells: list[dict[str, Any]], llmos: str, key: str, high_is_bad: bool)
     found = []
     for cell in cells:
         r = cell.get("ratios", {}).get(llmos)
-        if r is not None:
+        if r is not None and not math.isnan(r[key]["median"]):  # nan: LiteLLM finished nothing there
             found.append((r[key]["median"], f"{cell['mode']} c={cell['concurrency']}"))
     if not found:
         return None
