@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("init", help="create the state directory (keys, demo model, policy) without serving")
+    p = sub.add_parser(
+        "init",
+        help="create the state directory (keys, demo model, policy) and run the policy's tests once,"
+        " without serving",
+    )
     _add_config(p)
 
     p = sub.add_parser("serve", help="run the gateway (creates the state directory if missing)")

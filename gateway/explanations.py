@@ -57,8 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmos.gateway")
 
 
-STORE_BATCH_WAIT_S = 0.0  # group commit: records that became ready while a write ran share the next one
-STORE_BATCH_MAX = 256
+STORE_BATCH_MAX = 256  # records in one store transaction
 RECOVERED_THROUGH = "recovered_through"  # explanation_meta: the audit seq recovery has reached
 WITHHELD_PRINCIPAL = "(withheld)"  # a recovered record whose audit entry's principal is sealed
 
@@ -173,10 +172,10 @@ class Explanations:
             log.exception("explanation for request %s not recorded", audit.request_id)
 
     async def _store(self, record: ExplanationRecord) -> StoredExplanation:
-        """Put ``record`` in the store with the others queued meanwhile: one transaction (and
-        one sync to disk) for every record that became ready while the last write ran or in
-        the next ``STORE_BATCH_WAIT_S``; their commit entries then reach the audit log together
-        (one group commit). Raises ExplanationError for this record."""
+        """Put ``record`` in the store with the others queued meanwhile (group commit): one
+        transaction, one sync to disk, for every record that became ready while the last write
+        ran; their commit entries then reach the audit log together. Raises ExplanationError
+        for this record."""
         future: asyncio.Future[StoredExplanation | ExplanationError] = (
             asyncio.get_running_loop().create_future()
         )
@@ -192,7 +191,6 @@ class Explanations:
 
     async def _write_queued(self) -> None:
         while self._queue:
-            await asyncio.sleep(STORE_BATCH_WAIT_S)
             batch, self._queue = self._queue[:STORE_BATCH_MAX], self._queue[STORE_BATCH_MAX:]
             try:
                 results: list[StoredExplanation | ExplanationError] = await asyncio.to_thread(

@@ -44,7 +44,7 @@ from gateway.errors import (
     WorkerUnavailable,
 )
 from gateway.identity import Authenticator, AuthFailure, Caller
-from gateway.keys import ApiKeyStore
+from gateway.keys import KEY_PREFIX, ApiKeyStore
 from gateway.limits import Limits, LimitsConfig, LimitStore, MemoryLimitStore, Subject, subjects_for
 from gateway.mtls import peer_certificate
 from gateway.outputguard import Decide
@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmos.gateway")
 
 AUTH_FAILURE_AUDIT_PER_MIN = 60
-INLINE_AUTH_PREFIX = "Bearer sk-llmos-"  # API keys are checked on the event loop (see begin)
+INLINE_AUTH_PREFIX = f"Bearer {KEY_PREFIX}"  # API keys are checked on the event loop (see begin)
 ANONYMOUS_TENANT = "-"
 
 DecisionLabel = Literal["allow", "deny", "invalid", "error"]

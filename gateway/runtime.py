@@ -187,7 +187,10 @@ def build_upstream(model: ModelConfig) -> UpstreamModel:
             canaries = load_canaries(model.canary_file)
         except CanaryFileError as exc:
             raise CanaryFileError(f"model {model.name!r}: canary_file: {exc}") from exc
-    return UpstreamModel(model.name, u, keys=keys, canaries=canaries)
+    try:
+        return UpstreamModel(model.name, u, keys=keys, canaries=canaries)
+    except ConfigError as exc:
+        raise ConfigError(f"model {model.name!r}: upstream.ca_file: {exc}") from exc
 
 
 def warn_unsafe(config: Config) -> None:

@@ -31,7 +31,14 @@ from typing import Any
 import aiohttp
 
 from gateway.config import UpstreamConfig
-from gateway.errors import ApiError, BadGateway, GatewayTimeout, InternalError, ServiceUnavailable
+from gateway.errors import (
+    ApiError,
+    BadGateway,
+    ConfigError,
+    GatewayTimeout,
+    InternalError,
+    ServiceUnavailable,
+)
 from gateway.types import DoneEvent, GenerateEvent, GenerateRequest, TokenEvent
 from gateway.upstream import wire
 from gateway.upstream.keys import KeySource
@@ -67,6 +74,14 @@ class UpstreamModel:
         self.canaries = canaries
         self._sleep = sleep
         self._jitter = jitter
+        self._tls: ssl.SSLContext | bool = True  # the system's CAs
+        if config.ca_file is not None:  # read now: a missing or bad bundle fails the start
+            try:
+                self._tls = ssl.create_default_context(cafile=str(config.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"{config.ca_file}: not a usable CA bundle ({exc.__class__.__name__})"
+                ) from exc
         self._session: aiohttp.ClientSession | None = None
         self.retried = 0  # attempts repeated (for /metrics later and the tests)
 
@@ -77,11 +92,8 @@ class UpstreamModel:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             c = self.config
-            tls: ssl.SSLContext | bool = True
-            if c.ca_file is not None:
-                tls = ssl.create_default_context(cafile=str(c.ca_file))
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=c.max_connections, ssl=tls, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=c.max_connections, ssl=self._tls, ttl_dns_cache=300),
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=c.connect_timeout_s, sock_read=c.timeout_s
                 ),

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -181,3 +182,27 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# -- explanation records (docs/explanations.md) ----------------------------------------------
+
+
+def fetch(gw: Gateway, request_id: str, key: str | None = None, **params: str) -> httpx.Response:
+    with gw.http() as http:
+        return http.get(
+            f"/v1/explanations/{request_id}",
+            params=params,
+            headers={"authorization": f"Bearer {key or gw.admin_key}"},
+        )
+
+
+def wait_record(gw: Gateway, request_id: str, key: str | None = None) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while True:
+        r = fetch(gw, request_id, key)
+        if r.status_code == 200:
+            body: dict[str, Any] = r.json()
+            return body
+        assert r.status_code == 404, r.text
+        assert time.monotonic() < deadline, f"no explanation for {request_id}"
+        time.sleep(0.1)

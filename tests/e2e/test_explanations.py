@@ -18,7 +18,7 @@ import pytest
 
 from explain.record import ExplanationRecord
 from tests.e2e import audit_reader
-from tests.e2e.conftest import Gateway, free_port, serve_config
+from tests.e2e.conftest import Gateway, fetch, free_port, serve_config, wait_record
 
 pytestmark = pytest.mark.e2e
 
@@ -44,27 +44,6 @@ def explaining(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gatew
     )
     with serve_config(config, port, root / "state") as gw:
         yield gw, config
-
-
-def fetch(gw: Gateway, request_id: str, key: str | None = None, **params: str) -> httpx.Response:
-    with gw.http() as http:
-        return http.get(
-            f"/v1/explanations/{request_id}",
-            params=params,
-            headers={"authorization": f"Bearer {key or gw.admin_key}"},
-        )
-
-
-def wait_record(gw: Gateway, request_id: str, key: str | None = None) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while True:
-        r = fetch(gw, request_id, key)
-        if r.status_code == 200:
-            body: dict[str, Any] = r.json()
-            return body
-        assert r.status_code == 404, r.text
-        assert time.monotonic() < deadline, f"no explanation for {request_id}"
-        time.sleep(0.1)
 
 
 def chat(gw: Gateway, key: str, model: str, text: str, **extra: Any) -> httpx.Response:

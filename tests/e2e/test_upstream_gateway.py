@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import openai
 import pytest
 
 from tests.e2e import audit_reader
-from tests.e2e.conftest import Gateway, free_port, serve_config
+from tests.e2e.conftest import Gateway, free_port, serve_config, wait_record
 from tests.fakeupstream import KEY, FakeUpstream, Reply, fake_upstream
 
 pytestmark = pytest.mark.e2e
@@ -211,16 +210,7 @@ def test_requests_are_audited_and_explained_and_the_key_is_nowhere(
     assert entry is not None
     assert (entry["decision"], entry["status"], entry["model"]) == ("allow", 200, "up")
     assert (entry["prompt_tokens"], entry["completion_tokens"]) == (11, 7)
-    record = None
-    for _ in range(100):
-        r = httpx.get(
-            gw.base_url + f"/v1/explanations/{rid}", headers={"authorization": f"Bearer {gw.admin_key}"}
-        )
-        if r.status_code == 200:
-            record = r.json()["record"]
-            break
-        time.sleep(0.1)
-    assert record is not None
+    record = wait_record(gw, rid)["record"]
     assert record["model_attribution"] == {
         "status": "not_applicable",
         "reason": "remote_model",

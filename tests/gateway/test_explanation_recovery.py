@@ -93,7 +93,9 @@ def test_lost_records_are_written_and_committed_once(tmp_path: Path) -> None:
         assert lost is not None
         assert lost.record.level == "summary"
         assert lost.record.principal_id == "key:alice"
-        assert [(f.entity_type, f.start, f.end) for f in lost.record.pii_findings] == [("EMAIL_ADDRESS", 3, 20)]
+        assert [(f.entity_type, f.start, f.end) for f in lost.record.pii_findings] == [
+            ("EMAIL_ADDRESS", 3, 20)
+        ]
         denied = store.get("req_denied")
         assert denied is not None
         assert denied.record.decision.decision == "deny"
@@ -152,7 +154,10 @@ def test_recovery_resumes_where_a_failure_stopped_it(tmp_path: Path) -> None:
 
 def test_the_level_comes_from_the_audited_obligations() -> None:
     assert explain_level(json.dumps({"explain": "full"})) == "full"
-    assert explain_level(json.dumps({"explain": {"level": "summary", "method": "feature_ablation"}})) == "summary"
+    assert (
+        explain_level(json.dumps({"explain": {"level": "summary", "method": "feature_ablation"}}))
+        == "summary"
+    )
     assert explain_level(json.dumps({"explain": "none"})) == "none"
     assert explain_level(None) == "none"
     assert explain_level("not json") == "none"

@@ -4,6 +4,7 @@ answer becomes, the PII evidence, and a record stored and committed for a reques
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,21 @@ def ctx(level: str = "summary", options: ExplainOptions | None = None) -> Reques
     c = RequestContext(request_id="req_1", endpoint="chat.completions", caller=Caller(principal))
     c.obligations = Obligations(explain=level, explain_options=options)  # type: ignore[arg-type]
     return c
+
+
+def audit_record(request_id: str = "req_1", **changes: Any) -> AuditRecord:
+    """An allowed chat request's final audit record."""
+    base = AuditRecord(
+        request_id=request_id,
+        time="2026-11-29T12:00:00.000+00:00",
+        principal_id="key:1",
+        tenant="acme",
+        endpoint="chat.completions",
+        model="demo",
+        decision="allow",
+        status=200,
+    )
+    return replace(base, **changes)
 
 
 def explanations(tmp_path: Path, sample: float = 0.0, **config: Any) -> tuple[Explanations, Sink]:
@@ -108,19 +124,8 @@ def test_a_request_gets_its_record_and_commitment(tmp_path: Path) -> None:
     c.decision = "allow"
     c.evidence = (Evidence("access.role_permitted", "role user may call chat.completions"),)
     c.reason_messages = (Reason("note", "a note"),)
-    audit = AuditRecord(
-        request_id="req_1",
-        time="2026-11-29T12:00:00.000+00:00",
-        principal_id="key:1",
-        tenant="acme",
-        endpoint="chat.completions",
-        model="demo",
-        decision="allow",
-        status=200,
-        reasons=("note",),
-        request_digest="r" * 64,
-        response_digest="s" * 64,
-        prompt_tokens=5,
+    audit = audit_record(
+        reasons=("note",), request_digest="r" * 64, response_digest="s" * 64, prompt_tokens=5
     )
 
     async def scenario() -> None:
@@ -158,19 +163,7 @@ def test_records_ready_together_are_written_in_one_transaction(tmp_path: Path) -
     sink = Sink()
     store = CountingStore(tmp_path / "x.db")
     e = Explanations(store, sink, ExplainConfig(), sample=lambda: 0.0)
-    audits = [
-        AuditRecord(
-            request_id=f"req_{n}",
-            time="2026-11-29T12:00:00.000+00:00",
-            principal_id="key:1",
-            tenant="acme",
-            endpoint="chat.completions",
-            model="demo",
-            decision="allow",
-            status=200,
-        )
-        for n in range(6)
-    ]
+    audits = [audit_record(f"req_{n}") for n in range(6)]
 
     async def scenario() -> None:
         for audit in audits:

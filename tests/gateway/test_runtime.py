@@ -55,3 +55,15 @@ def test_every_disabled_safeguard_is_announced(tmp_path: Path, caplog: pytest.Lo
     caplog.clear()
     warn_unsafe(Config.embedded(tmp_path))
     assert caplog.records == []
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate\n"], ids=["missing", "garbage"])
+def test_an_unusable_ca_file_fails_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None
+) -> None:
+    monkeypatch.setenv("LLMOS_TEST_UP_KEY", "sk-up-123")
+    if content is not None:
+        (tmp_path / "ca.pem").write_text(content)
+    model = upstream_config(tmp_path, key="api_key_env: LLMOS_TEST_UP_KEY, ca_file: ca.pem").model_list[0]
+    with pytest.raises(ConfigError, match=r"model 'gpt': upstream.ca_file: .*ca.pem: not a usable CA bundle"):
+        build_upstream(model)

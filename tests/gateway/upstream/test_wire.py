@@ -4,6 +4,7 @@ the errors a client sees for an upstream's failures (never the upstream's body).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -20,7 +21,7 @@ def chat(**fields: object) -> GenerateRequest:
         params=GenerationParams(max_tokens=32, temperature=0.2, stop=("\n\n",), seed=7),
         messages=(ChatMessage("system", "Be brief."), ChatMessage("user", "Hi [EMAIL_1]")),
     )
-    return GenerateRequest(**{**base.__dict__, **fields})  # type: ignore[arg-type]
+    return replace(base, **fields)  # type: ignore[arg-type]
 
 
 def test_a_chat_request_body_carries_the_redacted_messages_and_the_parameters() -> None:
