@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -55,6 +56,7 @@ class Runtime:
     upstreams: dict[str, UpstreamModel] | None = None
 
     async def start(self) -> None:
+        install_blocking_pool(self.config.server.blocking_threads)
         if self.tokens is not None:
             # Fetch the issuers' keys now, not on the first request; one that is down is retried
             # on demand (its callers get 503 idp_unavailable meanwhile).
@@ -83,6 +85,18 @@ class Runtime:
         self.pipeline.keys.close()
         self.pipeline.scanner.close()
         close_engine(self.pipeline.policy)
+
+
+def install_blocking_pool(threads: int) -> None:
+    """Give the running loop a default executor (``asyncio.to_thread``) of ``threads`` threads.
+
+    asyncio's own has min(32, cores + 4): on a small machine a few requests waiting on a disk
+    sync or on the PII worker would hold every thread, and the requests behind them would
+    queue for a thread rather than for the work. The loop shuts the pool down when it closes;
+    a replaced one ends its threads when it is collected.
+    """
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="llmos-io")
+    asyncio.get_running_loop().set_default_executor(pool)
 
 
 def sandbox_settings(config: Config) -> SandboxSettings:

@@ -2,9 +2,11 @@
 
 A ``Scanner`` is anything with ``find(text) -> list[Finding]`` that is safe to call from a
 worker thread: the built-in pattern detectors (``gateway.findings``) or the Presidio engine
-(``gateway.pii``). ``scan_texts`` runs one over a request's texts in a thread with a time
-limit; any error or timeout raises ``ScanFailed``, which the pipeline turns into a denial
-(503) unless configuration names the endpoint as allowed to go unscanned.
+(``gateway.pii``). ``scan_texts`` runs one over a request's texts with a time limit, in a
+thread, or awaiting its ``find_many_async`` where it has one (Presidio: no thread waits while
+the texts queue for its worker); any error or timeout raises ``ScanFailed``, which the
+pipeline turns into a denial (503) unless configuration names the endpoint as allowed to go
+unscanned.
 """
 
 from __future__ import annotations
@@ -84,8 +86,10 @@ def build_scanner(config: PiiConfig) -> Scanner:
 async def scan_texts(scanner: Scanner, texts: Sequence[str], timeout_s: float) -> list[list[Finding]]:
     """Findings per text; ``TextTooLarge`` for an oversized text; ``ScanFailed`` on any other
     scanner error or after ``timeout_s``."""
+    find_async = getattr(scanner, "find_many_async", None)  # a scanner that does not block a thread
+    work = find_async(list(texts)) if find_async else asyncio.to_thread(scanner.find_many, list(texts))
     try:
-        return await asyncio.wait_for(asyncio.to_thread(scanner.find_many, list(texts)), timeout_s)
+        return await asyncio.wait_for(work, timeout_s)
     except TextTooLarge:
         raise
     except TimeoutError as exc:

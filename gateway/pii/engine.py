@@ -15,12 +15,14 @@ time out too, and fail closed, until it is done.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import CancelledError as FutureCancelled
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future, InvalidStateError, wait
 from types import TracebackType
+from typing import Any
 
 from gateway.pii.notorch import without_torch
 
@@ -173,6 +175,22 @@ class PiiEngine:
 
         The time limit is ``timeout_s`` for all of them.
         """
+        future = self.find_many_future(texts)
+        _wait(future, self._config.timeout_s)
+        try:
+            return future.result()
+        except FutureCancelled as exc:  # closed while it waited
+            raise PiiError("the PII engine is closed", code="pii_closed") from exc
+
+    def find_many_future(self, texts: Sequence[str]) -> Future[list[list[Detection]]]:
+        """``find_many`` without blocking the caller: cached texts are answered at once, the
+        rest are queued for the worker thread, and the future completes when they are done.
+
+        For an event loop (``asyncio.wrap_future``): no thread waits on the analysis. The time
+        limit is the caller's; cancelling the future drops texts not yet started. Texts over
+        ``max_text_chars`` and a closed engine raise ``PiiError`` here; failures of the
+        analysis complete the future with a ``PiiError``.
+        """
         self._check_open()
         for text in texts:
             self._check_size(text)
@@ -187,12 +205,27 @@ class PiiEngine:
                 todo[key] = text
             else:
                 results[key] = cached
-        if todo:
-            found = self._run(list(todo.values()), self._config.timeout_s)
-            for key, detections in zip(todo, found, strict=True):
-                self._cache.put(key, detections)
-                results[key] = detections
-        return [list(results[key]) for key in keys]
+        out: Future[list[list[Detection]]] = Future()
+        if not todo:
+            out.set_result([list(results[key]) for key in keys])
+            return out
+
+        def done(inner: Future[list[tuple[Detection, ...]]]) -> None:
+            with contextlib.suppress(InvalidStateError):  # the caller cancelled it meanwhile
+                try:
+                    found = _analysis_result(inner)
+                except PiiError as exc:
+                    out.set_exception(exc)
+                    return
+                for key, detections in zip(todo, found, strict=True):
+                    self._cache.put(key, detections)
+                    results[key] = detections
+                out.set_result([list(results[k]) for k in keys])
+
+        inner = self._submit(list(todo.values()))
+        out.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
+        inner.add_done_callback(done)
+        return out
 
     def warm(self) -> None:
         """One small analysis (bypassing the cache): loads lazily built state (tldextract's
@@ -231,27 +264,19 @@ class PiiEngine:
                 code="pii_text_too_large",
             )
 
-    def _run(self, texts: list[str], timeout: float) -> list[tuple[Detection, ...]]:
-        """``_analyze_batch`` over ``texts`` on the worker thread (batched with other callers'),
-        waiting at most ``timeout`` seconds."""
+    def _submit(self, texts: list[str]) -> Future[list[tuple[Detection, ...]]]:
+        """``_analyze_batch`` over ``texts`` on the worker thread (batched with other callers')."""
         self._check_open()
         try:
-            future = self._batcher.submit(texts)
+            return self._batcher.submit(texts)
         except BatcherClosed as exc:  # closed between the check and the submit
             raise PiiError("the PII engine is closed", code="pii_closed") from exc
-        try:
-            return future.result(timeout=timeout)
-        except FutureTimeout as exc:
-            future.cancel()
-            raise PiiError(f"PII analysis took longer than {timeout:g} s", code="pii_timeout") from exc
-        except FutureCancelled as exc:  # closed while it waited
-            raise PiiError("the PII engine is closed", code="pii_closed") from exc
-        except PiiError:
-            raise
-        except Exception as exc:
-            # Only the type: a third-party message may quote the analysed text.
-            log.warning("PII analysis failed: %s", type(exc).__name__)
-            raise PiiError(f"PII analysis failed ({type(exc).__name__})") from exc
+
+    def _run(self, texts: list[str], timeout: float) -> list[tuple[Detection, ...]]:
+        """``_submit``, waiting at most ``timeout`` seconds."""
+        future = self._submit(texts)
+        _wait(future, timeout)
+        return _analysis_result(future)
 
     def _analyze_batch(self, texts: list[str]) -> list[tuple[Detection, ...]]:
         """On the worker thread: normalise, run spaCy (batched), Presidio, map back; a failure
@@ -293,6 +318,29 @@ class PiiEngine:
             )
             out[i] = _detections(normalized[i], results)
         return out
+
+
+def _wait(future: Future[Any], timeout: float) -> None:
+    """Wait for ``future`` at most ``timeout`` seconds; past that, cancel it (texts not yet
+    started are dropped) and raise ``PiiError`` (``pii_timeout``)."""
+    done, _ = wait([future], timeout=timeout)
+    if not done:
+        future.cancel()
+        raise PiiError(f"PII analysis took longer than {timeout:g} s", code="pii_timeout")
+
+
+def _analysis_result(future: Future[list[tuple[Detection, ...]]]) -> list[tuple[Detection, ...]]:
+    """The result of a finished (or cancelled) analysis; every failure as a ``PiiError``."""
+    try:
+        return future.result(timeout=0)
+    except FutureCancelled as exc:  # closed while it waited
+        raise PiiError("the PII engine is closed", code="pii_closed") from exc
+    except PiiError:
+        raise
+    except Exception as exc:
+        # Only the type: a third-party message may quote the analysed text.
+        log.warning("PII analysis failed: %s", type(exc).__name__)
+        raise PiiError(f"PII analysis failed ({type(exc).__name__})") from exc
 
 
 def _detections(normalized: Normalized, results: list[RecognizerResult]) -> tuple[Detection, ...]:

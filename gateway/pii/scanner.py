@@ -7,6 +7,7 @@ recogniser, score; never the value), and a text over ``pii.max_text_chars`` to `
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from gateway.pii.config import PiiConfig
@@ -48,10 +49,22 @@ class PresidioScanner:
         try:
             found = self.engine.find_many(texts)
         except PiiError as exc:
-            if exc.code == "pii_text_too_large":
-                raise TextTooLarge(self.engine.config.max_text_chars) from exc
-            raise
+            raise self._client_error(exc) or exc from exc
         return [[_finding(d) for d in per_text] for per_text in found]
+
+    async def find_many_async(self, texts: Sequence[str]) -> list[list[Finding]]:
+        """``find_many`` for the event loop: no thread is held while the texts wait for the
+        engine's worker (cancelling this drops those not yet started)."""
+        try:
+            found = await asyncio.wrap_future(self.engine.find_many_future(texts))
+        except PiiError as exc:
+            raise self._client_error(exc) or exc from exc
+        return [[_finding(d) for d in per_text] for per_text in found]
+
+    def _client_error(self, exc: PiiError) -> TextTooLarge | None:
+        if exc.code == "pii_text_too_large":
+            return TextTooLarge(self.engine.config.max_text_chars)
+        return None
 
     def close(self) -> None:
         self.engine.close()

@@ -3,7 +3,9 @@ and every unsafe_disable entry is announced in the log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import yaml
 
 from gateway.config import Config
 from gateway.errors import ConfigError
-from gateway.runtime import build_upstream, warn_unsafe
+from gateway.runtime import build_upstream, install_blocking_pool, warn_unsafe
 from sandbox.canaries import CanaryFileError
 
 
@@ -67,3 +69,22 @@ def test_an_unusable_ca_file_fails_the_start(
     model = upstream_config(tmp_path, key="api_key_env: LLMOS_TEST_UP_KEY, ca_file: ca.pem").model_list[0]
     with pytest.raises(ConfigError, match=r"model 'gpt': upstream.ca_file: .*ca.pem: not a usable CA bundle"):
         build_upstream(model)
+
+
+def test_the_blocking_pool_has_the_configured_threads() -> None:
+    """40 blocking calls that wait for each other all run at once: more than asyncio's own
+    default pool has on any machine (at most 32 threads)."""
+    calls = 40
+    barrier = threading.Barrier(calls, timeout=10)
+
+    async def main() -> list[int]:
+        install_blocking_pool(calls)
+        return await asyncio.gather(*(asyncio.to_thread(barrier.wait) for _ in range(calls)))
+
+    assert sorted(asyncio.run(main())) == list(range(calls))
+
+
+def test_blocking_threads_is_validated(tmp_path: Path) -> None:
+    assert Config.embedded(tmp_path).server.blocking_threads == 64
+    with pytest.raises(ConfigError, match="blocking_threads"):
+        Config.from_mapping({"server": {"blocking_threads": 2}}, source="x", base_dir=tmp_path)
