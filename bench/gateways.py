@@ -61,7 +61,7 @@ class Target:
     workload: str = "chat"  # bench/prompts.py: what the load generator sends it
     startup_s: float | None = None
     init_s: float | None = None  # llmos only: `llmos init` before the start-up is timed
-    memory: MemoryWatch | None = None
+    memory: MemoryWatch | None = None  # also marks a gateway (the mock upstream has none)
     log: Path | None = None
     notes: list[str] = field(default_factory=list)
 

@@ -154,11 +154,12 @@ class Processes:
     def stop(self, proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
         """SIGTERM to the process, its group and its descendants; SIGKILL whatever outlives grace_s."""
         desc = descendants(proc.pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        for pid in desc:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        for sig in (signal.SIGTERM, signal.SIGCONT):  # a paused one handles SIGTERM once continued
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            for pid in desc:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and (proc.poll() is None or any(map(_alive, desc))):
             time.sleep(0.05)
@@ -186,6 +187,17 @@ class Processes:
         finally:
             for sig, handler in saved.items():
                 signal.signal(sig, handler)
+
+
+def pause(pid: int, paused: bool) -> None:
+    """SIGSTOP (``paused``) or SIGCONT to ``pid``'s process group and its descendants: an idle
+    gateway's timers and housekeeping then cannot run on the core of the one being measured."""
+    sig = signal.SIGSTOP if paused else signal.SIGCONT
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    for child in descendants(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, sig)
 
 
 def _alive(pid: int) -> bool:

@@ -25,7 +25,9 @@ A gateway that will not start (or whose answers are not the upstream's) is skipp
 reason. With two or more CPUs the gateway under test runs on the first, and the load generator
 (bench/loadgen.py: aiohttp, its own process), the mock upstream and this script on the second.
 Each round measures every target in turn for each mode (JSON, SSE stream) and concurrency
-(closed loop, one keep-alive connection per client, a new user message per request).
+(closed loop, one keep-alive connection per client, a new user message per request). While
+one gateway is measured the others are paused (SIGSTOP, then SIGCONT and 0.2 s to settle),
+so their idle timers do not run on its core.
 Prints latency percentiles, the overhead over the direct baseline, throughput, time to the
 first streamed content, init and start-up times, peak RSS (VmHWM summed over the serve process
 tree), the llmos/LiteLLM ratios, a PASS/MISS line per target (judged on llmos-off and llmos-on)
@@ -69,7 +71,7 @@ from bench.gateways import (  # noqa: E402
     start_mock,
 )
 from bench.mock_upstream import answer_pieces  # noqa: E402
-from bench.procs import CpuAudit, Processes  # noqa: E402
+from bench.procs import CpuAudit, Processes, pause  # noqa: E402
 from bench.prompts import WORKLOADS, sizes  # noqa: E402
 
 MODES = ("json", "stream")
@@ -82,6 +84,7 @@ LLMOS_SETUPS: dict[str, dict[str, Any]] = {  # start_llmos's options per llmos t
     report.LLMOS_ON_PATTERNS: {"secure": True, "pii_detector": "patterns"},
 }
 CHUNKS = 16  # the mock's default content chunks per stream
+SETTLE_S = 0.2  # after a paused gateway is continued, before it is measured
 
 
 class LoadGen:
@@ -107,12 +110,14 @@ def cpu_plan(no_pin: bool) -> tuple[frozenset[int] | None, frozenset[int] | None
     """(gateway CPUs, load CPUs, description)."""
     cpus = sorted(os.sched_getaffinity(0))
     if no_pin or len(cpus) < 2:
-        return None, None, "none" + ("" if no_pin else " (fewer than 2 CPUs)")
+        why = "" if no_pin else " (fewer than 2 CPUs)"
+        return None, None, f"none{why}; the gateways not under test paused"
     gateway, load = frozenset({cpus[0]}), frozenset({cpus[1]})
     return (
         gateway,
         load,
-        f"gateway under test on CPU {cpus[0]}; load generator, mock upstream, this script on CPU {cpus[1]}",
+        f"gateway under test on CPU {cpus[0]} (the others paused); load generator, mock upstream,"
+        f" this script on CPU {cpus[1]}",
     )
 
 
@@ -202,7 +207,24 @@ def start_targets(
 def measure(
     args: argparse.Namespace, gen: LoadGen, targets: list[Target]
 ) -> dict[tuple[str, str, int], list[dict[str, Any]]]:
+    gateways = [t for t in targets if t.memory is not None]
+    running: list[Target | None] = [None]
+
+    def focus(target: Target) -> None:
+        """Only ``target`` of the gateways runs (the others are paused); let it settle if it was
+        paused, so the timers it missed do not land in the measurement."""
+        if running[0] is target or target.memory is None:
+            return
+        for other in gateways:
+            if other is not target:
+                assert other.memory is not None
+                pause(other.memory.root, True)
+        pause(target.memory.root, False)
+        running[0] = target
+        time.sleep(SETTLE_S)
+
     def load(target: Target, mode: str, c: int, seconds: float) -> dict[str, Any]:
+        focus(target)
         cmd = {"op": "run", "url": target.url, "key": target.key, "model": MODEL, "stream": mode == "stream"}
         result = gen.call({**cmd, "workload": target.workload, "concurrency": c, "duration": seconds})
         target.sample_memory()
@@ -220,6 +242,9 @@ def measure(
                 for target in order:
                     rounds[(target.name, mode, c)].append(load(target, mode, c, args.duration))
         print(f"round {r + 1}/{args.rounds} done ({time.monotonic() - started:.0f} s)", flush=True)
+    for gateway in gateways:  # all running again (memory at the end, shutdown)
+        assert gateway.memory is not None
+        pause(gateway.memory.root, False)
     return rounds
 
 
