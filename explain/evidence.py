@@ -193,6 +193,9 @@ class DecisionEvidence:
     )
 
 
+LOCATIONS = ("input", "output", "tool_call")
+
+
 @dataclass(frozen=True)
 class PiiFinding:
     """A sensitive span a recogniser found: where, what kind, how sure, and which context words
@@ -201,10 +204,10 @@ class PiiFinding:
     entity_type: str
     recognizer: str
     score: float
-    location: Literal["input", "output"]
+    location: Literal["input", "output", "tool_call"]  # tool_call: a call the model made
     start: int
     end: int
-    text_index: int | None = None  # which input text (message); None for the output
+    text_index: int | None = None  # which input text (message), or which tool call; None for the output
     context_words: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -215,11 +218,11 @@ class PiiFinding:
         if not 0.0 <= score <= 1.0:
             raise jr.fail("pii.score", "must lie in [0, 1]")
         object.__setattr__(self, "score", score)
-        jr.choice(self.location, "pii.location", ("input", "output"))
+        jr.choice(self.location, "pii.location", LOCATIONS)
         jr.integer(self.start, "pii.start")
         jr.integer(self.end, "pii.end", self.start)
         if (self.text_index is None) != (self.location == "output"):
-            raise jr.fail("pii.text_index", "is given for input findings, and only for them")
+            raise jr.fail("pii.text_index", "is given for input and tool-call findings, and only for them")
         jr.optional(self.text_index, "pii.text_index", jr.integer)
         if len(self.context_words) > 32:
             raise jr.fail("pii.context_words", "has more than 32 words")
@@ -246,7 +249,7 @@ class PiiFinding:
                 entity_type=jr.string(d["entity_type"], f"{path}.entity_type", max_len=64),
                 recognizer=jr.string(d["recognizer"], f"{path}.recognizer", max_len=128),
                 score=jr.number(d["score"], f"{path}.score"),
-                location=jr.choice(d["location"], f"{path}.location", ("input", "output")),  # type: ignore[arg-type]
+                location=jr.choice(d["location"], f"{path}.location", LOCATIONS),  # type: ignore[arg-type]
                 start=jr.integer(d["start"], f"{path}.start"),
                 end=jr.integer(d["end"], f"{path}.end"),
                 text_index=jr.optional(d["text_index"], f"{path}.text_index", jr.integer),
@@ -274,7 +277,8 @@ class PiiFinding:
 
 def pii_findings_from_audit(findings: str | None) -> tuple[PiiFinding, ...]:
     """Findings from an audit record's ``findings`` JSON (``gateway.pipeline.findings_document``:
-    ``{"input": [{"text", "type", "start", "end", "recognizer", "score"}], "output": [...]}``).
+    ``{"input": [{"text", "type", "start", "end", "recognizer", "score"}], "output": [...]}``;
+    an output row with ``call`` is in that tool call's arguments).
     Context words are not in the audit trail; build :class:`PiiFinding` directly to add them."""
     if findings is None:
         return ()
@@ -290,16 +294,17 @@ def pii_findings_from_audit(findings: str | None) -> tuple[PiiFinding, ...]:
 
 def _audit_finding(row: object, location: Literal["input", "output"], path: str) -> PiiFinding:
     fields = ("type", "start", "end", "recognizer", "score") + (("text",) if location == "input" else ())
-    r = jr.obj(row, path, fields)
+    r = jr.obj(row, path, fields, () if location == "input" else ("call",))
+    call = location == "output" and "call" in r
     return jr.building(
         lambda: PiiFinding(
             entity_type=r["type"],
             recognizer=r["recognizer"],
             score=r["score"],
-            location=location,
+            location="tool_call" if call else location,
             start=r["start"],
             end=r["end"],
-            text_index=r.get("text"),
+            text_index=r["call"] if call else r.get("text"),
         ),
         path,
     )

@@ -314,6 +314,13 @@ def pii_evidence(ctx: RequestContext) -> tuple[PiiFinding, ...]:
         )
         for f in ctx.output_findings
     ]
+    found += [
+        PiiFinding(
+            f.type, f.recognizer, min(1.0, max(0.0, f.score)), "tool_call", f.start, f.end, i, f.context
+        )
+        for i, per_call in enumerate(ctx.output_call_findings)
+        for f in per_call
+    ]
     return tuple(found)
 
 

@@ -2,7 +2,8 @@
 
 Input: cap ``max_tokens``, redact (or block) sensitive findings in prompts: message contents
 and tool-call arguments (JSON stays valid JSON, see ``gateway.toolargs``).
-Output: redact (or block) sensitive findings in the generated text.
+Output: redact (or block) sensitive findings in the generated text and in the arguments of the
+tool calls an upstream model made.
 Routing and model visibility are applied by the pipeline and routes.
 """
 
@@ -105,3 +106,12 @@ def apply_output(text: str, found: list[Finding], obligations: Obligations, key:
         return text
     _blocked(redaction, found, "response")
     return F.redact(text, found, redaction.entities, redaction.operator, key)
+
+
+def apply_output_arguments(arguments: str, found: list[Finding], obligations: Obligations, key: bytes) -> str:
+    """A generated tool call's arguments as the caller will see them (JSON stays valid JSON)."""
+    redaction = obligations.redact
+    if redaction is None:
+        return arguments
+    _blocked(redaction, found, "response")
+    return toolargs.redact(arguments, found, redaction.entities, redaction.operator, key)

@@ -19,6 +19,10 @@ more at the end. A deny raises, so nothing after it is delivered, and the text t
 never was.
 
 Non-streamed responses use the same guard (feed everything, then ``finish``).
+
+Tool calls (an upstream model's) arrive whole at the end (``finish_calls``): their arguments
+are scanned, the final decision sees their findings with the text's, and they are redacted
+(JSON kept valid, ``gateway.toolargs``) and restored like the text.
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from gateway import findings as F
-from gateway.obligations import apply_output
+from gateway import toolargs
+from gateway.obligations import apply_output, apply_output_arguments
 from gateway.pseudonym import partial_placeholder_start
 from gateway.scanner import ScanFailed
-from gateway.types import Finding, Obligations
+from gateway.types import Finding, Obligations, ToolCall
 
 # decide(findings by type, completion tokens so far, finish reason or None while streaming)
 Decide = Callable[[dict[str, int], int, str | None], Obligations]
@@ -98,6 +103,8 @@ class OutputGuard:
         self._find = find
         self._restore = restore  # placeholders -> values, applied to released text
         self.findings: list[Finding] = []  # released findings, offsets in the whole text (audit)
+        self.call_findings: list[list[Finding]] = []  # per tool call, offsets in its arguments
+        self._call_counts: Counter[str] = Counter()
         self._text = ""
         self._emitted = 0  # characters of _text already released
         self._released_counts: Counter[str] = Counter()  # findings inside released text
@@ -126,6 +133,25 @@ class OutputGuard:
         self._tokens = completion_tokens
         return self._release(final=True, finish=finish_reason)
 
+    def finish_calls(
+        self, completion_tokens: int, finish_reason: str, calls: tuple[ToolCall, ...]
+    ) -> tuple[str, tuple[ToolCall, ...]]:
+        """``finish`` for an answer that also called functions: the rest of the text, and the
+        calls as the caller will see them."""
+        try:
+            self.call_findings = [self._find(c.arguments) for c in calls]
+        except Exception as exc:  # never release arguments that could not be scanned
+            raise ScanFailed(f"output scan failed: {exc.__class__.__name__}") from exc
+        self._call_counts = Counter(f.type for found in self.call_findings for f in found)
+        text = self.finish(completion_tokens, finish_reason)
+        out = []
+        for call, found in zip(calls, self.call_findings, strict=True):
+            arguments = apply_output_arguments(call.arguments, found, self._obligations, self._key)
+            if self._restore is not None:
+                arguments = toolargs.restore(arguments, self._restore)
+            out.append(replace(call, arguments=arguments))
+        return text, tuple(out)
+
     def _release(self, *, final: bool, finish: str | None) -> str:
         start = self._emitted
         tail = self._text[start:]
@@ -134,7 +160,7 @@ class OutputGuard:
             if final
             else safe_boundary(self._text, start, placeholders=self._restore is not None)
         )
-        if boundary <= start:
+        if boundary <= start and not final:
             return ""  # nothing could be released yet: no need to scan (a scan per word, not per token)
         # Only the unreleased tail needs scanning (released text is settled), with some released
         # text before it as context (from a word start).
@@ -148,7 +174,9 @@ class OutputGuard:
             for f in scanned
             if f.end + ctx > start  # not wholly inside released text; clipped where release stopped
         ]
-        counts = dict(sorted((self._released_counts + Counter(f.type for f in found)).items()))
+        counts = dict(
+            sorted((self._released_counts + self._call_counts + Counter(f.type for f in found)).items())
+        )
         if final or counts != self._asked_with:
             self._obligations = self._decide(counts, self._tokens, finish)  # raises on deny
             self._asked_with = counts
@@ -186,8 +214,11 @@ def guard_all(
     finish_reason: str,
     find: Find = F.find,
     restore: Callable[[str], str] | None = None,
-) -> tuple[str, list[Finding]]:
-    """A whole (non-streamed) response through the guard: the text to deliver, and its findings."""
+    calls: tuple[ToolCall, ...] = (),
+) -> tuple[str, tuple[ToolCall, ...], list[Finding], list[list[Finding]]]:
+    """A whole (non-streamed) response through the guard: the text and tool calls to deliver,
+    the text's findings and each call's."""
     guard = OutputGuard(decide, key, find, restore)
     guard.feed(text, release=False)
-    return guard.finish(completion_tokens, finish_reason), guard.findings
+    text, calls = guard.finish_calls(completion_tokens, finish_reason, calls)
+    return text, calls, guard.findings, guard.call_findings

@@ -125,6 +125,7 @@ class RequestContext:
     # The rate-limit subjects this request was admitted against; charged its tokens once, at the end.
     input_findings: list[list[Finding]] = field(default_factory=list)  # per prompt text (audit)
     output_findings: list[Finding] = field(default_factory=list)  # in the delivered text (audit)
+    output_call_findings: list[list[Finding]] = field(default_factory=list)  # per tool call made
     limit_subjects: tuple[Subject, ...] = ()
     charged: bool = False
     # For the explanation record (gateway/explanations.py): the rules behind the decisions, the
@@ -408,7 +409,7 @@ class Pipeline:
             time=ctx.time,
             principal_id=ctx.principal.id,
             auth_method=ctx.principal.auth_method,
-            findings=findings_document(ctx.input_findings, ctx.output_findings),
+            findings=findings_document(ctx.input_findings, ctx.output_findings, ctx.output_call_findings),
             model_digest=ctx.model_digest or self._model_digest(ctx.model),
             tenant=ctx.principal.tenant,
             endpoint=ctx.endpoint,
@@ -522,14 +523,18 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def findings_document(per_text: list[list[Finding]], output: list[Finding]) -> str | None:
-    """The findings of a request for its audit entry: where, what, who found it; never the value."""
+def findings_document(
+    per_text: list[list[Finding]], output: list[Finding], per_call: list[list[Finding]] | None = None
+) -> str | None:
+    """The findings of a request for its audit entry: where, what, who found it; never the value.
+    Output findings in a tool call's arguments carry ``call``, its index."""
 
     def row(f: Finding) -> dict[str, Any]:
         return {"type": f.type, "start": f.start, "end": f.end, "recognizer": f.recognizer, "score": f.score}
 
     inputs = [{"text": i, **row(f)} for i, found in enumerate(per_text) for f in found]
     outputs = [row(f) for f in output]
+    outputs += [{"call": i, **row(f)} for i, found in enumerate(per_call or ()) for f in found]
     if not inputs and not outputs:
         return None
     return _json({"input": inputs, "output": outputs})

@@ -21,8 +21,9 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from gateway import findings as F
 from gateway.jsonsafe import JsonRejected, loads_strict
@@ -46,6 +47,27 @@ def canonical(text: str) -> str:
     except JsonRejected:
         return text
     return json.dumps(value, ensure_ascii=False)
+
+
+def restore(text: str, restore_text: Callable[[str], str]) -> str:
+    """``restore_text`` (placeholders back to the caller's values) inside the arguments: in
+    every JSON string, keys too, re-serialised canonically so that a restored value holding a
+    quote or a backslash is escaped; text that is not strict JSON is restored as text."""
+    try:
+        value = loads_strict(text)
+    except JsonRejected:
+        return restore_text(text)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return restore_text(v)
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, dict):
+            return {restore_text(k): walk(x) for k, x in v.items()}
+        return v
+
+    return json.dumps(walk(value), ensure_ascii=False)
 
 
 def redact(

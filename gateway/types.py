@@ -30,7 +30,7 @@ ENDPOINTS: tuple[str, ...] = (
     "audit.consistency",
 )
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]  # tool_calls: upstream models only
 
 # An audit entry records a whole request ("complete"), or, for a stream, its start (written
 # before the first byte is sent) and its end (the outcome, token counts, response digest).
@@ -241,6 +241,9 @@ class DoneEvent:
     finish_reason: FinishReason
     prompt_tokens: int
     completion_tokens: int
+    # Functions the model called, complete (upstream models; the gateway's own workers answer
+    # with text only). Arguments in canonical form (gateway.toolargs).
+    tool_calls: tuple[ToolCall, ...] = ()
     # Inside the worker only (never on the wire): the token ids, for an explanation (explain/).
     prompt_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)
     output_ids: tuple[int, ...] = field(default=(), compare=False, repr=False)

@@ -37,7 +37,11 @@ class Reply:
     delay_s: float = 0.0  # before the answer's headers
     chunk_delay_s: float = 0.0  # between streamed chunks
     drop_after: int | None = None  # streams: close the connection after this many chunks
-    tool_calls: bool = False
+    # Functions called (id, name, arguments); a stream sends each call's arguments in pieces of
+    # ``call_piece`` characters, the id and name with the first.
+    calls: tuple[tuple[str, str, str], ...] = ()
+    call_piece: int = 5
+    raw_call: dict[str, Any] | None = None  # one call exactly as given (malformed ones)
     echo: bool = False  # answer with the last message's content (what the upstream saw)
 
 
@@ -119,8 +123,9 @@ class FakeUpstream:
         choice: dict[str, Any] = {"index": 0, "finish_reason": reply.finish}
         if chat:
             message: dict[str, Any] = {"role": "assistant", "content": reply.text}
-            if reply.tool_calls:
-                message = {"role": "assistant", "content": None, "tool_calls": [_call()]}
+            calls = _calls(reply)
+            if calls:
+                message = {"role": "assistant", "content": reply.text or None, "tool_calls": calls}
             choice["message"] = message
         else:
             choice["text"] = reply.text
@@ -156,8 +161,6 @@ class FakeUpstream:
 
         if chat:
             await response.write(chunk({"role": "assistant", "content": ""}))
-        if reply.tool_calls:
-            await response.write(chunk({"tool_calls": [{**_call(), "index": 0}]}))
         for n, piece in enumerate(pieces):
             if reply.drop_after is not None and n >= reply.drop_after:
                 assert request.transport is not None
@@ -166,6 +169,8 @@ class FakeUpstream:
             if reply.chunk_delay_s:
                 await asyncio.sleep(reply.chunk_delay_s)
             await response.write(chunk({"content": piece}))
+        for delta in _call_deltas(reply):
+            await response.write(chunk({"tool_calls": [delta]}))
         await response.write(chunk(None, reply.finish))
         include = (body.get("stream_options") or {}).get("include_usage")
         if reply.usage and include:
@@ -181,8 +186,27 @@ def _words(text: str) -> Iterator[str]:
         yield w if i == 0 else " " + w
 
 
-def _call() -> dict[str, Any]:
-    return {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+def _calls(reply: Reply) -> list[dict[str, Any]]:
+    if reply.raw_call is not None:
+        return [reply.raw_call]
+    return [
+        {"id": cid, "type": "function", "function": {"name": name, "arguments": arguments}}
+        for cid, name, arguments in reply.calls
+    ]
+
+
+def _call_deltas(reply: Reply) -> Iterator[dict[str, Any]]:
+    if reply.raw_call is not None:
+        yield {**reply.raw_call, "index": 0}
+        return
+    for index, (cid, name, arguments) in enumerate(reply.calls):
+        step = max(1, reply.call_piece)
+        pieces = [arguments[i : i + step] for i in range(0, len(arguments), step)] or [""]
+        for n, piece in enumerate(pieces):
+            delta: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
+            if n == 0:
+                delta = {"index": index, "id": cid, "type": "function", "function": {"name": name, "arguments": piece}}
+            yield delta
 
 
 @contextmanager

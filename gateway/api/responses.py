@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gateway.types import FinishReason, Usage
+from gateway.types import FinishReason, ToolCall, Usage
 
 
 def usage_body(usage: Usage) -> dict[str, int]:
@@ -42,7 +42,7 @@ def chat_chunk(
     model: str,
     created: int,
     *,
-    delta: dict[str, str] | None = None,
+    delta: dict[str, Any] | None = None,
     finish: FinishReason | None = None,
     usage: Usage | None = None,
 ) -> dict[str, Any]:
@@ -60,6 +60,41 @@ def chat_chunk(
     if usage is not None:
         body["usage"] = usage_body(usage)
     return body
+
+
+def tool_calls_body(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in calls
+    ]
+
+
+def tool_calls_delta(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
+    """A stream's tool calls, each whole in one delta (clients join deltas by ``index``)."""
+    return [{"index": i, **call} for i, call in enumerate(tool_calls_body(calls))]
+
+
+def add_tool_calls(body: dict[str, Any], calls: tuple[ToolCall, ...]) -> None:
+    """A chat completion's message with the functions it calls (content null when empty, as
+    OpenAI sends it)."""
+    message = body["choices"][0]["message"]
+    message["tool_calls"] = tool_calls_body(calls)
+    if not message["content"]:
+        message["content"] = None
+
+
+def calls_bytes(calls: tuple[ToolCall, ...]) -> bytes:
+    """The tool calls' part of a response digest: nothing when there are none, else a NUL byte
+    and the calls as compact JSON ``[[id, name, arguments], ...]`` (docs/audit.md)."""
+    if not calls:
+        return b""
+    rows = [[c.id, c.name, c.arguments] for c in calls]
+    return b"\x00" + json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def response_bytes(text: str, calls: tuple[ToolCall, ...]) -> bytes:
+    """What a response digest covers: the delivered text, then its tool calls."""
+    return text.encode("utf-8") + calls_bytes(calls)
 
 
 def completion(

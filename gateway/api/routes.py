@@ -291,8 +291,9 @@ async def _run(
     finally:
         await events.aclose()
     ctx.usage = Usage(done.prompt_tokens, done.completion_tokens)
+    calls = done.tool_calls
     if decide is not None:  # the output decision sees all of it before any is delivered
-        text, ctx.output_findings = await asyncio.to_thread(
+        text, calls, ctx.output_findings, ctx.output_call_findings = await asyncio.to_thread(
             guard_all,
             decide,
             pipeline.digest_key,
@@ -301,10 +302,14 @@ async def _run(
             done.finish_reason,
             pipeline.scanner.find,
             restore,
+            calls,
         )
-    ctx.response_digest = pipeline.digest(text.encode("utf-8"))
+    ctx.response_digest = pipeline.digest(R.response_bytes(text, calls))
     await pipeline.finish(ctx, 200)
-    return JSONResponse(fmt.complete(ctx.request_id, model, ctx.created, text, done.finish_reason, ctx.usage))
+    body = fmt.complete(ctx.request_id, model, ctx.created, text, done.finish_reason, ctx.usage)
+    if calls:
+        R.add_tool_calls(body, calls)
+    return JSONResponse(body)
 
 
 def _no_output_policy(findings: dict[str, int], completion_tokens: int, finish: str | None) -> Obligations:
@@ -348,11 +353,17 @@ async def _sse(
             if text:
                 yield chunk(text)
             event = await anext(events)
+        calls = event.tool_calls
         if guard is not None:
-            rest = await asyncio.to_thread(guard.finish, event.completion_tokens, event.finish_reason)
-            ctx.output_findings = guard.findings
+            rest, calls = await asyncio.to_thread(
+                guard.finish_calls, event.completion_tokens, event.finish_reason, calls
+            )
+            ctx.output_findings, ctx.output_call_findings = guard.findings, guard.call_findings
             if rest:
                 yield chunk(rest)
+        if calls:  # whole, at the end: arguments are scanned and redacted as one JSON text each
+            digest.update(R.calls_bytes(calls))
+            yield R.sse(R.chat_chunk(rid, model, created, delta={"tool_calls": R.tool_calls_delta(calls)}))
         ctx.usage = Usage(event.prompt_tokens, event.completion_tokens)
         ctx.response_digest = "hmac-sha256:" + digest.hexdigest()
         yield R.sse(fmt.chunk_final(rid, model, created, event.finish_reason))

@@ -8,7 +8,8 @@ Chat requests may use OpenAI tool calling: assistant messages with ``tool_calls`
 messages with ``tool_call_id``, and the request's ``tools``, ``tool_choice`` and
 ``parallel_tool_calls``, which go to the worker's chat template. Message content is a string or
 an array of ``text`` parts (joined); other part types (images, audio, files) are refused as
-not supported. Responses are text only: the gateway never returns ``tool_calls``.
+not supported. Responses carry ``tool_calls`` only from upstream models (docs/upstreams.md);
+the gateway's own models answer with text.
 """
 
 from __future__ import annotations

@@ -144,6 +144,7 @@ class UpstreamModel:
         self, response: aiohttp.ClientResponse, request: GenerateRequest, chat: bool
     ) -> AsyncGenerator[GenerateEvent, None]:
         decoder = wire.SseDecoder()
+        calls = wire.ToolCallAssembler()
         parts: list[str] = []
         finish: wire.Answer | None = None
         usage: wire.Answer | None = None
@@ -153,11 +154,13 @@ class UpstreamModel:
                     if payload.strip() == "[DONE]":
                         if finish is None:
                             raise wire.UpstreamFormatError("the stream ended without a finish reason")
+                        made = calls.calls()
                         merged = wire.Answer(
                             "",
-                            finish.finish,
+                            "tool_calls" if made else finish.finish,
                             usage.prompt_tokens if usage else None,
                             usage.completion_tokens if usage else None,
+                            tool_calls=made,
                         )
                         yield self._done(merged, request, "".join(parts))
                         return
@@ -165,6 +168,7 @@ class UpstreamModel:
                     if piece.text:
                         parts.append(piece.text)
                         yield TokenEvent(piece.text)
+                    calls.feed(piece.call_deltas)
                     if piece.finish is not None:
                         finish = piece
                     if piece.prompt_tokens is not None or piece.completion_tokens is not None:
@@ -181,8 +185,9 @@ class UpstreamModel:
             prompt = max(1, request.text_chars // CHARS_PER_TOKEN)
         completion = answer.completion_tokens
         if completion is None:
-            completion = -(-len(text) // CHARS_PER_TOKEN)
-        return DoneEvent(answer.finish or "stop", prompt, completion)
+            chars = len(text) + sum(len(c.name) + len(c.arguments) for c in answer.tool_calls)
+            completion = -(-chars // CHARS_PER_TOKEN)
+        return DoneEvent(answer.finish or "stop", prompt, completion, tool_calls=answer.tool_calls)
 
     def _broken(self, exc: BaseException) -> ApiError:
         """The client's error for an answer whose bytes stopped coming: silence or a lost connection."""

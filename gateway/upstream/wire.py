@@ -9,30 +9,49 @@
   body is never passed on (it may name the upstream account or echo the request).
 - :func:`retry_delay`: how long to wait before the next attempt, or None to give up.
 
-Answers with tool calls are refused (``UpstreamFormatError``): the gateway's answers carry text
-only, as its own models' do (docs/upstreams.md).
+Tool calls in an answer are relayed (``Answer.tool_calls``; a stream's pieces are put together
+by :class:`ToolCallAssembler`), checked as the gateway checks a client's: ids and function
+names the client can send back, at most ``MAX_TOOL_CALLS``, arguments in canonical form
+(``gateway.toolargs``). The legacy ``function_call`` is refused (``UpstreamFormatError``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from gateway import toolargs
+from gateway.api.schemas import MAX_TOOL_CALLS, NAME_PATTERN, TOOL_CALL_ID_PATTERN
 from gateway.errors import ApiError, BadGateway, InvalidRequest, ServiceUnavailable
-from gateway.types import ChatMessage, FinishReason, GenerateRequest
+from gateway.types import ChatMessage, FinishReason, GenerateRequest, ToolCall
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_TO_CLIENT_S = 60
 
 
-TOOL_CALLS = "the upstream answered with tool calls, which the gateway does not relay"
+MAX_ARGUMENT_CHARS = 1 << 20  # all of one answer's tool-call arguments together
+LEGACY_FUNCTION_CALL = "the upstream answered with a legacy function_call, which the gateway does not relay"
+_CALL_ID = re.compile(TOOL_CALL_ID_PATTERN)
+_NAME = re.compile(NAME_PATTERN)
 
 
 class UpstreamFormatError(Exception):
     """The upstream answered with something that is not a usable OpenAI answer."""
+
+
+@dataclass(frozen=True)
+class CallDelta:
+    """One stream chunk's piece of a tool call: the first piece of a call names its id and
+    function, later ones add to its arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True)
@@ -43,6 +62,8 @@ class Answer:
     finish: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # a non-streamed answer's
+    call_deltas: tuple[CallDelta, ...] = ()  # a stream chunk's pieces of its tool calls
 
 
 def path_for(request: GenerateRequest) -> str:
@@ -109,11 +130,15 @@ def request_body(request: GenerateRequest, model: str) -> dict[str, Any]:
 def _finish(value: Any) -> FinishReason | None:
     if value is None:
         return None
-    if value in ("tool_calls", "function_call"):
-        raise UpstreamFormatError(TOOL_CALLS)
+    if value == "function_call":
+        raise UpstreamFormatError(LEGACY_FUNCTION_CALL)
     if not isinstance(value, str):
         raise UpstreamFormatError("finish_reason is not a string")
-    return "length" if value == "length" else "stop"  # stop, content_filter, eos, ...: it ended
+    if value == "length":
+        return "length"
+    if value == "tool_calls":
+        return "tool_calls"
+    return "stop"  # stop, content_filter, eos, ...: it ended
 
 
 def _count(usage: Any, key: str) -> int | None:
@@ -135,22 +160,100 @@ def _object(data: bytes | str) -> dict[str, Any]:
     return value
 
 
-def _choice_text(choice: Any, chat: bool, *, delta: bool) -> tuple[str, FinishReason | None]:
+def tool_call(call_id: Any, name: Any, arguments: str) -> ToolCall:
+    """A checked tool call: an id and a function name the client can send back in its next
+    request (the gateway's own request rules), the arguments in canonical form."""
+    if not isinstance(call_id, str) or not _CALL_ID.match(call_id):
+        raise UpstreamFormatError("a tool call's id is missing or not usable")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise UpstreamFormatError("a tool call's function name is missing or not usable")
+    return ToolCall(id=call_id, name=name, arguments=toolargs.canonical(arguments))
+
+
+def _calls(value: Any) -> tuple[ToolCall, ...]:
+    """A message's ``tool_calls``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_TOOL_CALLS:
+        raise UpstreamFormatError(f"tool_calls is not a list of at most {MAX_TOOL_CALLS}")
+    calls, chars = [], 0
+    for item in value:
+        if not isinstance(item, dict) or item.get("type", "function") != "function":
+            raise UpstreamFormatError("a tool call is not a function call")
+        function = item.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+            raise UpstreamFormatError("a tool call has no function arguments")
+        chars += len(function["arguments"])
+        if chars > MAX_ARGUMENT_CHARS:
+            raise UpstreamFormatError(f"tool-call arguments are over {MAX_ARGUMENT_CHARS} characters")
+        calls.append(tool_call(item.get("id"), function.get("name"), function["arguments"]))
+    return tuple(calls)
+
+
+def _optional_str(value: Any, what: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise UpstreamFormatError(f"a tool call's {what} is not a string")
+    return value
+
+
+def _call_deltas(value: Any) -> tuple[CallDelta, ...]:
+    """A stream chunk's ``delta.tool_calls``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise UpstreamFormatError("a chunk's tool_calls are not a list")
+    out = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise UpstreamFormatError("a tool-call delta is not an object")
+        index = item.get("index")
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < MAX_TOOL_CALLS:
+            raise UpstreamFormatError(f"a tool-call delta's index is not in 0..{MAX_TOOL_CALLS - 1}")
+        if item.get("type", "function") not in ("function", None):
+            raise UpstreamFormatError("a tool call is not a function call")
+        function = item.get("function") or {}
+        if not isinstance(function, dict):
+            raise UpstreamFormatError("a tool-call delta's function is not an object")
+        arguments = _optional_str(function.get("arguments"), "arguments") or ""
+        out.append(
+            CallDelta(
+                index,
+                _optional_str(item.get("id"), "id"),
+                _optional_str(function.get("name"), "name"),
+                arguments,
+            )
+        )
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    text: str
+    finish: FinishReason | None
+    calls: tuple[ToolCall, ...] = ()
+    deltas: tuple[CallDelta, ...] = ()
+
+
+def _choice(choice: Any, chat: bool, *, delta: bool) -> _Choice:
     if not isinstance(choice, dict):
         raise UpstreamFormatError("a choice is not an object")
     finish = _finish(choice.get("finish_reason"))
+    calls: tuple[ToolCall, ...] = ()
+    deltas: tuple[CallDelta, ...] = ()
     if not chat:
         text = choice.get("text")
     else:
         message = choice.get("delta" if delta else "message")
         if message is None and delta:
-            return "", finish
+            return _Choice("", finish)
         if not isinstance(message, dict):
             raise UpstreamFormatError("a choice has no message")
-        if message.get("tool_calls") or message.get("function_call"):
-            raise UpstreamFormatError(
-                "the upstream answered with tool calls, which the gateway does not relay"
-            )
+        if message.get("function_call"):
+            raise UpstreamFormatError(LEGACY_FUNCTION_CALL)
+        if delta:
+            deltas = _call_deltas(message.get("tool_calls"))
+        else:
+            calls = _calls(message.get("tool_calls"))
         text = message.get("content")
         if text is None:  # a refusal is the model's answer too
             text = message.get("refusal")
@@ -158,7 +261,7 @@ def _choice_text(choice: Any, chat: bool, *, delta: bool) -> tuple[str, FinishRe
         text = ""
     if not isinstance(text, str):
         raise UpstreamFormatError("a choice's text is not a string")
-    return text, finish
+    return _Choice(text, finish, calls, deltas)
 
 
 def parse_answer(data: bytes, chat: bool) -> Answer:
@@ -167,9 +270,14 @@ def parse_answer(data: bytes, chat: bool) -> Answer:
     choices = value.get("choices")
     if not isinstance(choices, list) or not choices:
         raise UpstreamFormatError("the answer has no choices")
-    text, finish = _choice_text(choices[0], chat, delta=False)
+    c = _choice(choices[0], chat, delta=False)
+    if c.calls and c.finish not in (None, "tool_calls", "stop"):
+        raise UpstreamFormatError("an answer with tool calls ended otherwise than by calling them")
+    finish: FinishReason = "tool_calls" if c.calls else (c.finish or "stop")
     usage = value.get("usage")
-    return Answer(text, finish or "stop", _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"))
+    return Answer(
+        c.text, finish, _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), tool_calls=c.calls
+    )
 
 
 def parse_chunk(payload: str, chat: bool) -> Answer:
@@ -178,9 +286,45 @@ def parse_chunk(payload: str, chat: bool) -> Answer:
     choices = value.get("choices") or []
     if not isinstance(choices, list):
         raise UpstreamFormatError("a chunk's choices are not a list")
-    text, finish = _choice_text(choices[0], chat, delta=True) if choices else ("", None)
+    c = _choice(choices[0], chat, delta=True) if choices else _Choice("", None)
     usage = value.get("usage")
-    return Answer(text, finish, _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"))
+    return Answer(
+        c.text,
+        c.finish,
+        _count(usage, "prompt_tokens"),
+        _count(usage, "completion_tokens"),
+        call_deltas=c.deltas,
+    )
+
+
+class ToolCallAssembler:
+    """A stream's tool calls put together from their deltas: the id and function name from the
+    pieces that carry them (repeating them is allowed, changing them is not), the arguments
+    joined in order. Bounded like a non-streamed answer's."""
+
+    def __init__(self) -> None:
+        self._ids: dict[int, str] = {}
+        self._names: dict[int, str] = {}
+        self._arguments: dict[int, list[str]] = {}
+        self._chars = 0
+
+    def feed(self, deltas: tuple[CallDelta, ...]) -> None:
+        for d in deltas:
+            for field, table in (("id", self._ids), ("name", self._names)):
+                value = getattr(d, field)
+                if value and table.setdefault(d.index, value) != value:
+                    raise UpstreamFormatError(f"a tool call's {field} changed during the stream")
+            self._arguments.setdefault(d.index, []).append(d.arguments)
+            self._chars += len(d.arguments)
+            if self._chars > MAX_ARGUMENT_CHARS:
+                raise UpstreamFormatError(f"tool-call arguments are over {MAX_ARGUMENT_CHARS} characters")
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        """The complete calls, in index order (each checked as in a non-streamed answer)."""
+        return tuple(
+            tool_call(self._ids.get(i), self._names.get(i), "".join(self._arguments[i]))
+            for i in sorted(self._arguments)
+        )
 
 
 class SseDecoder:

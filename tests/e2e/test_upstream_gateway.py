@@ -134,6 +134,59 @@ def test_output_redaction_holds_across_upstream_chunks(gw: Gateway, upstream: Fa
     )
 
 
+MAIL_CALL = ("call_m1", "send_mail", '{"to": "<EMAIL_ADDRESS_1>", "body": "Invoice paid."}')
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_tool_calls_come_back_with_the_callers_values_restored(
+    gw: Gateway, upstream: FakeUpstream, stream: bool
+) -> None:
+    upstream.default = Reply(text="", calls=(MAIL_CALL,), finish="tool_calls", call_piece=7)
+    tools = [{"type": "function", "function": {"name": "send_mail", "parameters": {"type": "object"}}}]
+    if not stream:
+        choice = chat(gw, PROMPT, tools=tools).choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        calls = [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
+    else:
+        chunks = list(chat(gw, PROMPT, tools=tools, stream=True))
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+        pieces: dict[int, list[str]] = {}
+        ids: dict[int, tuple[str, str]] = {}
+        for c in chunks:
+            for d in (c.choices[0].delta.tool_calls or []) if c.choices else []:
+                pieces.setdefault(d.index, []).append(d.function.arguments or "")
+                if d.id:
+                    ids[d.index] = (d.id, d.function.name)
+        calls = [(*ids[i], "".join(pieces[i])) for i in sorted(pieces)]
+    assert len(calls) == 1 and calls[0][:2] == ("call_m1", "send_mail")
+    assert json.loads(calls[0][2]) == {"to": VALUES["EMAIL_ADDRESS"], "body": "Invoice paid."}
+    assert VALUES["EMAIL_ADDRESS"] not in json.dumps(upstream.received[-1].body)
+
+
+def test_sensitive_data_the_model_puts_in_tool_arguments_is_redacted_audited_and_explained(
+    gw: Gateway, upstream: FakeUpstream
+) -> None:
+    call = ("call_s1", "file_form", '{"ssn": "219-09-9999", "note": "ok"}')
+    upstream.default = Reply(text="Filing.", calls=(call,), finish="tool_calls")
+    raw = gw.client().chat.completions.with_raw_response.create(
+        model="up-internal", messages=[{"role": "user", "content": "File my form"}], max_tokens=32
+    )
+    message = raw.parse().choices[0].message
+    assert message.content == "Filing."
+    assert message.tool_calls is not None
+    assert json.loads(message.tool_calls[0].function.arguments) == {"ssn": "<US_SSN>", "note": "ok"}
+    rid = raw.headers["x-request-id"]
+    entry = audit_reader.entry(gw.home, rid)
+    assert entry is not None
+    rows = json.loads(entry["findings"])["output"]
+    assert [(r.get("call"), r["type"]) for r in rows] == [(0, "US_SSN")]
+    assert "219-09" not in json.dumps(entry)
+    record = wait_record(gw, rid)["record"]
+    assert [(f["location"], f["text_index"], f["entity_type"]) for f in record["pii_findings"]] == [
+        ("tool_call", 0, "US_SSN")
+    ]
+
+
 def test_a_canary_never_leaves_the_gateway(gw: Gateway, upstream: FakeUpstream) -> None:
     before = len(upstream.received)
     with pytest.raises(openai.InternalServerError) as err:
@@ -176,7 +229,7 @@ def test_upstream_failures_are_openai_errors_without_the_upstream_body(
         chat(gw, "hi")
     assert (err.value.status_code, err.value.code) == (502, "upstream_error")
 
-    upstream.default = Reply(tool_calls=True, finish="tool_calls")
+    upstream.default = Reply(text="", raw_call={"id": "bad id", "function": {"name": "f", "arguments": "{}"}})
     with pytest.raises(openai.APIStatusError) as err:
         chat(gw, "hi", stream=False)
     assert (err.value.status_code, err.value.code) == (502, "upstream_invalid_response")

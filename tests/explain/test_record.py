@@ -192,14 +192,21 @@ def test_findings_never_carry_values() -> None:
                     "score": 1.0,
                 }
             ],
-            "output": [{"type": "US_SSN", "start": 0, "end": 11, "recognizer": "pattern", "score": 0.85}],
+            "output": [
+                {"type": "US_SSN", "start": 0, "end": 11, "recognizer": "pattern", "score": 0.85},
+                {"call": 1, "type": "US_SSN", "start": 9, "end": 20, "recognizer": "pattern", "score": 0.85},
+            ],
         }
     )
     findings = pii_findings_from_audit(findings_json)
     assert [(f.entity_type, f.location, f.text_index) for f in findings] == [
         ("EMAIL_ADDRESS", "input", 0),
         ("US_SSN", "output", None),
+        ("US_SSN", "tool_call", 1),  # in the arguments of the second tool call the model made
     ]
+    assert PiiFinding.from_json(findings[2].to_json(), "f") == findings[2]
+    with pytest.raises(ExplanationError):
+        PiiFinding("US_SSN", "pattern", 1.0, "tool_call", 0, 3)  # which call, always
     record = factories.record(pii_findings=findings)
     assert secret.encode() not in record.canonical_bytes()
 

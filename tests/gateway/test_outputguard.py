@@ -4,6 +4,7 @@ output decision, and a deny stops it before the offending text is delivered."""
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from gateway.errors import PermissionDenied
 from gateway.findings import find, redact
 from gateway.outputguard import OutputGuard, guard_all, safe_boundary
 from gateway.scanner import ScanFailed
-from gateway.types import Finding, Obligations, Redaction
+from gateway.types import Finding, Obligations, Redaction, ToolCall
 
 REDACT_ALL = Obligations(
     redact=Redaction(entities=("US_SSN", "CREDIT_CARD", "EMAIL_ADDRESS", "API_KEY"), operator="placeholder")
@@ -111,7 +112,7 @@ def test_a_jwt_longer_than_the_bound_is_never_released_in_part() -> None:
 
 def test_whole_responses_go_through_the_same_rules() -> None:
     text = "mail me at jane@example.com or call"
-    out, found = guard_all(Policy(), b"k", text, 5, "stop")
+    out, _, found, _ = guard_all(Policy(), b"k", text, 5, "stop")
     assert out == "mail me at <EMAIL_ADDRESS> or call"
     assert [(f.type, f.start, f.end) for f in found] == [("EMAIL_ADDRESS", 11, 27)]  # in the original text
 
@@ -202,8 +203,58 @@ def test_output_redaction_judges_the_model_text_before_restoring() -> None:
     pseudo = Pseudonymizer()
     pseudo.placeholder("EMAIL_ADDRESS", "jane@example.com")
     # The model wrote a new e-mail address itself: redacted. The placeholder: restored.
-    out, found = guard_all(
+    out, _, found, _ = guard_all(
         Policy(), b"k", "mail <EMAIL_ADDRESS_1> or bob@example.org", 5, "stop", restore=pseudo.restore
     )
     assert out == "mail jane@example.com or <EMAIL_ADDRESS>"
     assert [f.type for f in found] == ["EMAIL_ADDRESS"]
+
+
+def test_tool_call_arguments_are_scanned_redacted_as_json_and_counted_in_the_decision() -> None:
+    policy = Policy()
+    calls = (
+        ToolCall("call_1", "send", '{"to": "bob@example.org", "n": 4111111111111111}'),
+        ToolCall("call_2", "note", "plain bob@example.org"),
+    )
+    text, out, found, per_call = guard_all(policy, b"k", "Sending.", 9, "tool_calls", calls=calls)
+    assert text == "Sending."
+    assert json.loads(out[0].arguments) == {"to": "<EMAIL_ADDRESS>", "n": "<CREDIT_CARD>"}
+    assert out[1].arguments == "plain <EMAIL_ADDRESS>"
+    assert [(c.id, c.name) for c in out] == [("call_1", "send"), ("call_2", "note")]
+    assert found == [] and [[f.type for f in p] for p in per_call] == [
+        ["EMAIL_ADDRESS", "CREDIT_CARD"],
+        ["EMAIL_ADDRESS"],
+    ]
+    assert policy.calls[-1] == ({"CREDIT_CARD": 1, "EMAIL_ADDRESS": 2}, 9, "tool_calls")
+
+
+def test_a_deny_caused_by_tool_call_arguments_withholds_the_answer() -> None:
+    calls = (ToolCall("call_1", "send", '{"key": "sk-live-' + "a" * 40 + '"}'),)
+    policy = Policy(deny_types=("API_KEY",))
+    with pytest.raises(PermissionDenied):
+        guard_all(policy, b"k", "", 3, "tool_calls", calls=calls)
+    guard = OutputGuard(policy, b"k")  # a stream: the decision at the end sees the calls too
+    assert guard.feed("Clean text then ") == "Clean text then "
+    with pytest.raises(PermissionDenied):
+        guard.finish_calls(4, "tool_calls", calls)
+
+
+def test_placeholders_in_arguments_are_restored_with_json_escaping() -> None:
+    from gateway.pseudonym import Pseudonymizer
+
+    pseudo = Pseudonymizer()
+    pseudo.placeholder("EMAIL_ADDRESS", 'odd"name\\@example.com')
+    calls = (ToolCall("call_1", "send", '{"to": "<EMAIL_ADDRESS_1>", "<EMAIL_ADDRESS_1>": 1}'),)
+    _, out, _, _ = guard_all(Policy(), b"k", "", 3, "tool_calls", restore=pseudo.restore, calls=calls)
+    assert json.loads(out[0].arguments) == {"to": 'odd"name\\@example.com', 'odd"name\\@example.com': 1}
+
+
+def test_arguments_that_cannot_be_scanned_are_never_released() -> None:
+    def broken(text: str) -> list[Finding]:
+        if "secret" in text:
+            raise RuntimeError("scanner down")
+        return []
+
+    guard = OutputGuard(Policy(), b"k", broken)
+    with pytest.raises(ScanFailed):
+        guard.finish_calls(1, "tool_calls", (ToolCall("call_1", "f", '{"a": "secret"}'),))

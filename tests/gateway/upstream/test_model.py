@@ -13,7 +13,15 @@ import pytest
 
 from gateway.config import UpstreamConfig
 from gateway.errors import ApiError
-from gateway.types import ChatMessage, DoneEvent, GenerateEvent, GenerateRequest, GenerationParams, TokenEvent
+from gateway.types import (
+    ChatMessage,
+    DoneEvent,
+    GenerateEvent,
+    GenerateRequest,
+    GenerationParams,
+    TokenEvent,
+    ToolCall,
+)
 from gateway.upstream.keys import KeySource
 from gateway.upstream.model import UpstreamModel
 from sandbox.canaries import parse_canaries
@@ -185,11 +193,49 @@ def test_a_stream_cut_off_midway_is_a_502(upstream: FakeUpstream) -> None:
     assert error is not None and (error.status, error.code) == (502, "upstream_error")
 
 
+CALLS = (
+    ("call_w1", "get_weather", '{ "city" : "Paris",\n "days": 3 }'),
+    ("call_t2", "get_time", '{"zone":"Europe/Paris"}'),
+)
+
+
 @pytest.mark.parametrize("stream", [False, True])
-def test_tool_calls_from_the_upstream_are_refused(upstream: FakeUpstream, stream: bool) -> None:
-    upstream.default = Reply(tool_calls=True, finish="tool_calls")
+def test_tool_calls_are_relayed_whole_with_canonical_arguments(upstream: FakeUpstream, stream: bool) -> None:
+    upstream.default = Reply(text="", calls=CALLS, finish="tool_calls", call_piece=4)
+    events = run(model(upstream.base_url), request(stream=stream))
+    done = events[-1]
+    assert isinstance(done, DoneEvent) and done.finish_reason == "tool_calls"
+    assert done.tool_calls == (
+        ToolCall("call_w1", "get_weather", '{"city": "Paris", "days": 3}'),
+        ToolCall("call_t2", "get_time", '{"zone": "Europe/Paris"}'),
+    )
+    assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == ""
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"id": "call 1", "type": "function", "function": {"name": "f", "arguments": "{}"}},
+        {"id": "call_1", "type": "function", "function": {"name": "no spaces", "arguments": "{}"}},
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}},
+        {"id": "call_1", "type": "retrieval", "function": {"name": "f", "arguments": "{}"}},
+    ],
+    ids=["bad-id", "bad-name", "arguments-not-text", "not-a-function"],
+)
+def test_tool_calls_the_client_could_not_use_are_a_502(
+    upstream: FakeUpstream, stream: bool, call: dict[str, Any]
+) -> None:
+    upstream.default = Reply(text="", raw_call=call, finish="tool_calls")
     error = failure(model(upstream.base_url), request(stream=stream))
     assert (error.status, error.code) == (502, "upstream_invalid_response")
+
+
+def test_a_legacy_function_call_is_a_502(upstream: FakeUpstream) -> None:
+    upstream.default = Reply(body='{"choices": [{"message": {"function_call": {"name": "f"}}, "finish_reason": "function_call"}]}')
+    error = failure(model(upstream.base_url), request())
+    assert (error.status, error.code) == (502, "upstream_invalid_response")
+    assert "legacy function_call" in error.message
 
 
 def test_garbage_is_a_502(upstream: FakeUpstream) -> None:

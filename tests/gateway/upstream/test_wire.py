@@ -100,6 +100,60 @@ def test_answers_are_parsed_with_their_usage() -> None:
     assert wire.parse_answer(completion, False) == wire.Answer("done", "stop", None, None)
 
 
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
+
+
+def test_an_answer_with_tool_calls() -> None:
+    got = wire.parse_answer(answer({"content": None, "tool_calls": [CALL, {**CALL, "id": "call_2"}]}, "tool_calls"), True)
+    assert got.finish == "tool_calls" and got.text == ""
+    assert got.tool_calls == (ToolCall("call_1", "lookup", '{"q": "x"}'), ToolCall("call_2", "lookup", '{"q": "x"}'))
+    # Some servers end a tool-calling answer with "stop": the calls decide.
+    assert wire.parse_answer(answer({"content": "ok", "tool_calls": [CALL]}, "stop"), True).finish == "tool_calls"
+    # Arguments are put in canonical form: escapes spelled out (as the client's are), for the scan.
+    escaped = {**CALL, "function": {"name": "lookup", "arguments": '{"to":"jane\\u0040example.com"}'}}
+    got = wire.parse_answer(answer({"content": None, "tool_calls": [escaped]}, "tool_calls"), True)
+    assert got.tool_calls[0].arguments == '{"to": "jane@example.com"}'
+
+
+def test_too_many_calls_or_too_much_argument_text_is_refused() -> None:
+    many = [{**CALL, "id": f"call_{i}"} for i in range(wire.MAX_TOOL_CALLS + 1)]
+    with pytest.raises(wire.UpstreamFormatError, match="at most"):
+        wire.parse_answer(answer({"content": None, "tool_calls": many}, "tool_calls"), True)
+    big = {**CALL, "function": {"name": "f", "arguments": "x" * (wire.MAX_ARGUMENT_CHARS + 1)}}
+    with pytest.raises(wire.UpstreamFormatError, match="over"):
+        wire.parse_answer(answer({"content": None, "tool_calls": [big]}, "tool_calls"), True)
+    assembler = wire.ToolCallAssembler()
+    with pytest.raises(wire.UpstreamFormatError, match="over"):
+        for _ in range(3):
+            assembler.feed((wire.CallDelta(0, "call_1", "f", "x" * (wire.MAX_ARGUMENT_CHARS // 2)),))
+
+
+def test_stream_deltas_are_assembled_by_index() -> None:
+    a = wire.ToolCallAssembler()
+    a.feed((wire.CallDelta(1, "call_b", "second", '{"n"'), wire.CallDelta(0, "call_a", "first", "")))
+    a.feed((wire.CallDelta(1, None, None, ": 2}"), wire.CallDelta(0, "call_a", "first", '{"n": 1}')))
+    assert a.calls() == (ToolCall("call_a", "first", '{"n": 1}'), ToolCall("call_b", "second", '{"n": 2}'))
+    assert wire.ToolCallAssembler().calls() == ()
+
+
+@pytest.mark.parametrize(
+    "deltas",
+    [
+        (wire.CallDelta(0, "call_1", "f", "{}"), wire.CallDelta(0, "call_2", None, "")),
+        (wire.CallDelta(0, "call_1", "f", "{}"), wire.CallDelta(0, None, "g", "")),
+        (wire.CallDelta(0, None, "f", "{}"),),
+        (wire.CallDelta(0, "call_1", None, "{}"),),
+    ],
+    ids=["id-changes", "name-changes", "no-id", "no-name"],
+)
+def test_inconsistent_or_incomplete_stream_calls_are_refused(deltas: tuple[wire.CallDelta, ...]) -> None:
+    a = wire.ToolCallAssembler()
+    with pytest.raises(wire.UpstreamFormatError):
+        for d in deltas:
+            a.feed((d,))
+        a.calls()
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -110,7 +164,9 @@ def test_answers_are_parsed_with_their_usage() -> None:
         answer({"content": 5}),
         answer("text"),
         answer({"content": None, "tool_calls": [{"id": "c"}]}, "tool_calls"),
-        answer({"content": "x"}, "tool_calls"),
+        answer({"content": None, "tool_calls": {"id": "c"}}, "tool_calls"),
+        answer({"content": None, "function_call": {"name": "f", "arguments": "{}"}}, "function_call"),
+        answer({"content": "x", "tool_calls": [CALL]}, "length"),
         answer({"content": "x"}, 3),
     ],
 )
@@ -130,8 +186,13 @@ def test_stream_chunks() -> None:
         "", None, 4, 9
     )
     assert wire.parse_chunk(chunk([{"text": "ab", "finish_reason": None}]), False) == wire.Answer("ab")
+    assert wire.parse_chunk(chunk([{"delta": {"tool_calls": [{"index": 0}]}}]), True).call_deltas == (
+        wire.CallDelta(0),
+    )
     with pytest.raises(wire.UpstreamFormatError):
-        wire.parse_chunk(chunk([{"delta": {"tool_calls": [{"index": 0}]}}]), True)
+        wire.parse_chunk(chunk([{"delta": {"tool_calls": [{"index": -1}]}}]), True)
+    with pytest.raises(wire.UpstreamFormatError):
+        wire.parse_chunk(chunk([{"delta": {"tool_calls": [{"index": 0, "id": 7}]}}]), True)
     with pytest.raises(wire.UpstreamFormatError):
         wire.parse_chunk(json.dumps({"error": {"message": "overloaded"}}), True)
 
