@@ -58,12 +58,15 @@ log = logging.getLogger("llmos.gateway")
 
 
 STORE_BATCH_MAX = 256  # records in one store transaction
+# A store write waits this long for more records to share its transaction and sync to disk
+# (no response waits for a record; a hard kill in between is repaired at the next start).
+STORE_LINGER_S = 0.02
 RECOVERED_THROUGH = "recovered_through"  # explanation_meta: the audit seq recovery has reached
 WITHHELD_PRINCIPAL = "(withheld)"  # a recovered record whose audit entry's principal is sealed
 
 
 class AppendSink(Protocol):
-    async def append_async(self, record: AuditRecord) -> object: ...
+    async def append_async(self, record: AuditRecord, *, lazy: bool = False) -> object: ...
 
 
 class HasSeq(Protocol):
@@ -162,7 +165,8 @@ class Explanations:
                 pii_findings=pii_evidence(ctx),
             )
             stored = await self._store(record)
-            await self.audit.append_async(commit_entry(audit, stored.digest))
+            # Lazy: it joins the next request's group commit rather than delaying it with its own.
+            await self.audit.append_async(commit_entry(audit, stored.digest), lazy=True)
             self.written += 1
         except (ExplanationError, AuditError) as exc:
             self.failures += 1
@@ -173,9 +177,9 @@ class Explanations:
 
     async def _store(self, record: ExplanationRecord) -> StoredExplanation:
         """Put ``record`` in the store with the others queued meanwhile (group commit): one
-        transaction, one sync to disk, for every record that became ready while the last write
-        ran; their commit entries then reach the audit log together. Raises ExplanationError
-        for this record."""
+        transaction, one sync to disk, for every record that became ready within
+        ``STORE_LINGER_S`` or while the last write ran; their commit entries then reach the
+        audit log together. Raises ExplanationError for this record."""
         future: asyncio.Future[StoredExplanation | ExplanationError] = (
             asyncio.get_running_loop().create_future()
         )
@@ -190,6 +194,8 @@ class Explanations:
         return result
 
     async def _write_queued(self) -> None:
+        if len(self._queue) < STORE_BATCH_MAX:
+            await asyncio.sleep(STORE_LINGER_S)
         while self._queue:
             batch, self._queue = self._queue[:STORE_BATCH_MAX], self._queue[STORE_BATCH_MAX:]
             try:
@@ -279,7 +285,7 @@ class Explanations:
                 model_attribution=ModelAttribution("failed", "interrupted"),
             )
             stored = await asyncio.to_thread(self.store.put, record)
-        await self.audit.append_async(commit_entry(audit, stored.digest))
+        await self.audit.append_async(commit_entry(audit, stored.digest), lazy=True)
         self.written += 1
 
     def get(self, request_id: str) -> StoredExplanation | None:

@@ -27,13 +27,17 @@ A = TypeVar("A")  # what the writer answers
 
 class Job(Generic[P, A]):
     """One request to the writer (``payload``) and where its answer goes: ``future`` for a
-    thread, ``waiter`` for a coroutine on ``loop``."""
+    thread, ``waiter`` for a coroutine on ``loop``. A ``lazy`` job may wait a little for other
+    work to share its write (the writer decides how long)."""
 
-    __slots__ = ("future", "loop", "payload", "waiter")
+    __slots__ = ("future", "lazy", "loop", "payload", "waiter")
 
-    def __init__(self, payload: P, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, payload: P, loop: asyncio.AbstractEventLoop | None = None, *, lazy: bool = False
+    ) -> None:
         self.payload = payload
         self.loop = loop
+        self.lazy = lazy
         self.future: Future[A] | None = None
         self.waiter: asyncio.Future[A] | None = None
         if loop is None:

@@ -65,6 +65,8 @@ DEFAULT_CHECKPOINT_EVERY = 1000
 DEFAULT_CHECKPOINT_INTERVAL_S = 10.0
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_MAX_BATCH = 1024
+# How long a lazy entry may wait for another append's group commit before it gets its own.
+LAZY_WAIT_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -243,12 +245,15 @@ class AuditLog:
             raise AuditError("audit writer answered an append with no entry")
         return result
 
-    async def append_async(self, record: AuditRecord) -> AppendResult:
+    async def append_async(self, record: AuditRecord, *, lazy: bool = False) -> AppendResult:
         """:meth:`append` for a coroutine: waits without blocking the event loop or a thread.
 
-        The entry is written even if the caller is cancelled while waiting."""
+        The entry is written even if the caller is cancelled while waiting. A ``lazy`` entry
+        (one no response waits for, such as an explanation's commit entry) is held for up to
+        ``LAZY_WAIT_S`` to ride on the next group commit instead of causing one of its own:
+        under load it costs no extra sync to disk, and no request waits behind its commit."""
         loop = asyncio.get_running_loop()
-        job: _Job = Job(self._prepare(record), loop)
+        job: _Job = Job(self._prepare(record), loop, lazy=lazy)
         if not self._handoff.put(job, wait=False):
             # Overloaded: wait for room in a thread; the shield keeps the entry if we are cancelled.
             await asyncio.shield(loop.run_in_executor(None, self._handoff.put, job))
@@ -278,16 +283,30 @@ class AuditLog:
             raise AuditError(f"audit record cannot be logged: {exc}") from exc
 
     def _run(self) -> None:
-        """The writer thread: group commits until the stop marker, then a last checkpoint."""
+        """The writer thread: group commits until the stop marker, then a last checkpoint.
+
+        Lazy jobs are held (up to ``LAZY_WAIT_S`` after the first of them) until an urgent
+        job arrives, whose commit they join; then everything waiting is written together."""
+        held: list[_Job] = []
+        deadline = 0.0
         while True:
+            wait = self._idle_wait()
+            if held:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
             try:
-                first = self._handoff.get(timeout=self._idle_wait())
+                first = self._handoff.get(timeout=wait)
             except queue.Empty:
-                self._write([])
+                self._write(held)
+                held = []
                 continue
             if first is None:  # the stop marker
                 break
-            jobs = [first]
+            if first.lazy and len(held) + 1 < self._max_batch:
+                if not held:
+                    deadline = time.monotonic() + LAZY_WAIT_S
+                held.append(first)
+                continue
+            jobs, held = [*held, first], []
             while len(jobs) < self._max_batch:
                 try:
                     job = self._handoff.get(timeout=0)
@@ -299,6 +318,8 @@ class AuditLog:
                     return
                 jobs.append(job)
             self._write(jobs)
+        if held:
+            self._write(held)
         self._finish()
 
     def _finish(self) -> None:

@@ -21,9 +21,11 @@ from gateway.types import AuditRecord, Evidence, ExplainOptions, Finding, Obliga
 class Sink:
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
+        self.lazy: list[bool] = []
 
-    async def append_async(self, record: AuditRecord) -> None:
+    async def append_async(self, record: AuditRecord, *, lazy: bool = False) -> None:
         self.records.append(record)
+        self.lazy.append(lazy)
 
 
 def ctx(level: str = "summary", options: ExplainOptions | None = None) -> RequestContext:
@@ -146,6 +148,7 @@ def test_a_request_gets_its_record_and_commitment(tmp_path: Path) -> None:
     assert commit_entry(audit, stored.digest).response_digest == stored.digest
     assert (entry.phase, entry.request_id, entry.response_digest) == ("explanation", "req_1", stored.digest)
     assert entry.request_digest is None and entry.prompt_tokens == 0
+    assert sink.lazy == [True]  # it rides on the next group commit: no response waits for it
     assert e.written == 1 and e.failures == 0 and e.pending == 0
 
 

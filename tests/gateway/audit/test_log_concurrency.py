@@ -111,3 +111,49 @@ def test_a_closed_log_refuses_async_appends(db_path: Path, keypair: KeyPair) -> 
     log.close()
     with pytest.raises(AuditError, match="closed"):
         asyncio.run(log.append_async(make_record(1)))
+
+
+def test_a_lazy_append_rides_on_the_next_commit(db_path: Path, keypair: KeyPair) -> None:
+    with AuditLog(db_path, keypair.private_key) as log:
+
+        async def scenario() -> tuple[int, int]:
+            before = log.commits
+            lazy = asyncio.ensure_future(log.append_async(make_record(1), lazy=True))
+            await asyncio.sleep(0.05)  # held: not written on its own yet
+            assert not lazy.done() and log.commits == before
+            urgent = await log.append_async(make_record(2))
+            held = await lazy
+            return log.commits - before, urgent.seq - held.seq
+
+        commits, gap = asyncio.run(scenario())
+    assert commits == 1  # one transaction for both
+    assert gap == 1  # the held entry went first, in the order it was appended
+    assert verify_log(db_path, keypair.public_key).entries == 2
+
+
+def test_a_lazy_append_alone_is_written_within_the_wait(db_path: Path, keypair: KeyPair) -> None:
+    from gateway.audit.log import LAZY_WAIT_S
+
+    with AuditLog(db_path, keypair.private_key) as log:
+
+        async def scenario() -> float:
+            started = time.monotonic()
+            await log.append_async(make_record(1), lazy=True)
+            return time.monotonic() - started
+
+        took = asyncio.run(scenario())
+    assert took < LAZY_WAIT_S + 2  # not stranded (the bound is generous: a busy CI machine)
+    assert verify_log(db_path, keypair.public_key).entries == 1
+
+
+def test_lazy_appends_held_at_close_are_written(db_path: Path, keypair: KeyPair) -> None:
+    log = AuditLog(db_path, keypair.private_key)
+
+    async def scenario() -> list[int]:
+        pending = [asyncio.ensure_future(log.append_async(make_record(n), lazy=True)) for n in range(3)]
+        await asyncio.sleep(0.01)
+        await asyncio.to_thread(log.close)
+        return [r.seq for r in await asyncio.gather(*pending)]
+
+    assert sorted(asyncio.run(scenario())) == [1, 2, 3]
+    assert verify_log(db_path, keypair.public_key).entries == 3
