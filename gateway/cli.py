@@ -35,6 +35,16 @@ examples:
 """
 
 
+def _add_no_admin_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--no-admin-key",
+        action="store_true",
+        help="on a new state directory, do not create the admin API key (which is printed once on"
+        " stdout); create keys with `llmos keys create` instead. For containers, whose stdout is"
+        " a log: docs/deploy.md",
+    )
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
@@ -59,9 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         " without serving",
     )
     _add_config(p)
+    _add_no_admin_key(p)
 
     p = sub.add_parser("serve", help="run the gateway (creates the state directory if missing)")
     _add_config(p)
+    _add_no_admin_key(p)
     p.add_argument("--host", help="address to listen on (default 127.0.0.1, or server.host)")
     p.add_argument("--port", type=int, help="port to listen on (default 8080, or server.port)")
 
@@ -180,13 +192,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     from gateway.state import init_state
 
     config = load_config(args.config)
-    result = init_state(config)
+    result = init_state(config, admin_key=not args.no_admin_key)
     for item in result.created:
         _err(f"created {item}")
     if result.admin_key:
         _err("Admin API key (shown only this once; store it now):")
         print(result.admin_key, flush=True)
-    else:
+    elif not result.created:
         _err(f"{result.state_dir} is already initialised")
     # Compile the policy and run its tests now (a failure is reported here, not at the first
     # start); a bundle that passed is remembered, so `llmos serve` does not test it again.
@@ -208,7 +220,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    result = init_state(config)
+    result = init_state(config, admin_key=not args.no_admin_key)
     if result.admin_key:
         _err(f"initialised {result.state_dir}. Admin API key (shown only this once; store it now):")
         print(result.admin_key, flush=True)

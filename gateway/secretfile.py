@@ -1,13 +1,14 @@
-"""Small secret files (peppers, digest keys): created with mode 0600, refused if others can read them."""
+"""Small secret files (peppers, digest keys): created with mode 0600, refused if others can read
+them (``gateway.filemode``)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import stat
 from pathlib import Path
 
 from gateway.errors import ConfigError
+from gateway.filemode import too_open
 
 
 def create_secret(path: Path, nbytes: int = 32) -> bytes:
@@ -28,11 +29,11 @@ def create_secret(path: Path, nbytes: int = 32) -> bytes:
 def read_secret(path: Path) -> bytes:
     """Read a secret written by ``create_secret``; refuse files that group or others may read."""
     try:
-        mode = path.stat().st_mode
+        info = path.stat()
         text = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read secret file ({exc.__class__.__name__})") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if too_open(info):
         raise ConfigError(f"{path}: secret file is accessible by group or others; fix with: chmod 600 {path}")
     try:
         value = bytes.fromhex(text)

@@ -60,7 +60,9 @@ def copy_default_policies(dest: Path) -> None:
                 target.write_bytes(item.read_bytes())
 
 
-def init_state(config: Config, *, with_demo_model: bool = True) -> InitResult:
+def init_state(config: Config, *, with_demo_model: bool = True, admin_key: bool = True) -> InitResult:
+    """Create what is missing in the state directory. ``admin_key``: also the first API key
+    (returned once); without it nothing secret is returned (keys come from ``llmos keys create``)."""
     created: list[str] = []
     state = config.state_dir
     if not state.exists():
@@ -109,11 +111,11 @@ def init_state(config: Config, *, with_demo_model: bool = True) -> InitResult:
         created.append(str(demo / MANIFEST_FILE))
 
     keys = open_key_store(config)
-    admin_key = None
-    if not keys.has_key(ADMIN_KEY_NAME):
-        admin_key, _ = keys.create(ADMIN_KEY_NAME, "admin", "default")
+    plaintext = None
+    if admin_key and not keys.has_key(ADMIN_KEY_NAME):
+        plaintext, _ = keys.create(ADMIN_KEY_NAME, "admin", "default")
         created.append("admin API key")
-    return InitResult(state_dir=state, created=tuple(created), admin_key=admin_key)
+    return InitResult(state_dir=state, created=tuple(created), admin_key=plaintext)
 
 
 def build_demo_model(dest: Path) -> None:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.errors import AuditError
+from gateway.filemode import too_open
 
 PRIVATE_KEY_MODE = 0o600
 PUBLIC_KEY_MODE = 0o644
@@ -85,7 +86,7 @@ def load_private_key(path: Path, *, what: str = "audit signing key") -> Ed25519P
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise AuditError(f"{what} {path} is not a regular file")
-        if info.st_mode & 0o077:
+        if too_open(info):
             raise AuditError(
                 f"{what} {path} has mode {stat.S_IMODE(info.st_mode):04o}, which lets "
                 f"group or other read it; fix with: chmod 600 {path}"

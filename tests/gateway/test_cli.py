@@ -250,6 +250,23 @@ def test_init_with_a_config_prints_the_admin_key_once(
     assert PassedTests(tmp_path / "st" / "policy-tests.json").known(digest)
 
 
+def test_init_without_an_admin_key_prints_nothing_secret(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "llmos.yaml"
+    cfg.write_text("state_dir: st\nmodels: []\n")
+
+    assert main(["init", "--no-admin-key", "--config", str(cfg)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "created " in err and "Admin API key" not in err
+    store = open_key_store(Config.load(cfg))
+    assert store.list() == []
+    # The operator creates keys afterwards (kubectl exec ... llmos keys create)
+    assert main(["keys", "create", "--config", str(cfg), "--name", "ops", "--role", "admin"]) == 0
+    assert [k.name for k in store.list()] == ["ops"]
+
+
 # --- policy test -------------------------------------------------------------------------------
 
 
