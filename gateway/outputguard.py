@@ -163,10 +163,11 @@ class OutputGuard:
         if boundary <= start and not final:
             return ""  # nothing could be released yet: no need to scan (a scan per word, not per token)
         # Only the unreleased tail needs scanning (released text is settled), with some released
-        # text before it as context (from a word start).
+        # text before it as context (from a word start). At the end with everything released
+        # there is nothing to scan, but the final decision is still asked (tool calls, finish).
         ctx = _context_start(self._text, start)
         try:
-            scanned = self._find(self._text[ctx:])
+            scanned = self._find(self._text[ctx:]) if boundary > start else []
         except Exception as exc:  # never release text that could not be scanned
             raise ScanFailed(f"output scan failed: {exc.__class__.__name__}") from exc
         found = [

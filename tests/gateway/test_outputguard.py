@@ -258,3 +258,19 @@ def test_arguments_that_cannot_be_scanned_are_never_released() -> None:
     guard = OutputGuard(Policy(), b"k", broken)
     with pytest.raises(ScanFailed):
         guard.finish_calls(1, "tool_calls", (ToolCall("call_1", "f", '{"a": "secret"}'),))
+
+
+def test_the_end_is_decided_even_when_everything_was_released_and_costs_no_scan() -> None:
+    scans: list[str] = []
+
+    def counting(text: str) -> list[Finding]:
+        scans.append(text)
+        return find(text)
+
+    policy = Policy()
+    guard = OutputGuard(policy, b"k", counting)
+    assert guard.feed("all of it is settled ") == "all of it is settled "
+    before = len(scans)
+    assert guard.finish(5, "length") == ""
+    assert len(scans) == before  # nothing unreleased: nothing to scan
+    assert policy.calls[-1] == ({}, 5, "length")  # but the final decision was asked
