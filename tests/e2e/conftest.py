@@ -197,12 +197,16 @@ def fetch(gw: Gateway, request_id: str, key: str | None = None, **params: str) -
 
 
 def wait_record(gw: Gateway, request_id: str, key: str | None = None) -> dict[str, Any]:
+    """The request's explanation record once it is stored and committed by its audit entry
+    (which rides on a later group commit: up to gateway.audit.log.LAZY_WAIT_S after)."""
     deadline = time.monotonic() + 60
     while True:
         r = fetch(gw, request_id, key)
         if r.status_code == 200:
             body: dict[str, Any] = r.json()
-            return body
-        assert r.status_code == 404, r.text
+            if body["audit"]["committed"]:
+                return body
+        else:
+            assert r.status_code == 404, r.text
         assert time.monotonic() < deadline, f"no explanation for {request_id}"
         time.sleep(0.1)

@@ -40,6 +40,7 @@ class CountingRecognizer(LocalRecognizer):
 
     def __init__(self) -> None:
         self.calls = 0
+        self.texts: list[str] = []  # every text it was run on
         self._lock = threading.Lock()
         super().__init__(supported_entities=["TEST_COUNTED"], name="CountingRecognizer")
 
@@ -51,4 +52,5 @@ class CountingRecognizer(LocalRecognizer):
     ) -> list[RecognizerResult]:
         with self._lock:
             self.calls += 1
+            self.texts.append(text)
         return []
