@@ -99,19 +99,14 @@ def apply_input(
     return replace(request, params=params, prompt=prompt)
 
 
-def apply_output(text: str, found: list[Finding], obligations: Obligations, key: bytes) -> str:
-    """The generated text as the caller will see it."""
+def apply_output(
+    text: str, found: list[Finding], obligations: Obligations, key: bytes, *, arguments: bool = False
+) -> str:
+    """The generated text as the caller will see it; with ``arguments``, a tool call's arguments
+    (JSON stays valid JSON)."""
     redaction = obligations.redact
     if redaction is None:
         return text
     _blocked(redaction, found, "response")
-    return F.redact(text, found, redaction.entities, redaction.operator, key)
-
-
-def apply_output_arguments(arguments: str, found: list[Finding], obligations: Obligations, key: bytes) -> str:
-    """A generated tool call's arguments as the caller will see them (JSON stays valid JSON)."""
-    redaction = obligations.redact
-    if redaction is None:
-        return arguments
-    _blocked(redaction, found, "response")
-    return toolargs.redact(arguments, found, redaction.entities, redaction.operator, key)
+    redact = toolargs.redact if arguments else F.redact
+    return redact(text, found, redaction.entities, redaction.operator, key)

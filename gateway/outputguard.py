@@ -33,7 +33,7 @@ from dataclasses import replace
 
 from gateway import findings as F
 from gateway import toolargs
-from gateway.obligations import apply_output, apply_output_arguments
+from gateway.obligations import apply_output
 from gateway.pseudonym import partial_placeholder_start
 from gateway.scanner import ScanFailed
 from gateway.types import Finding, Obligations, ToolCall
@@ -146,7 +146,7 @@ class OutputGuard:
         text = self.finish(completion_tokens, finish_reason)
         out = []
         for call, found in zip(calls, self.call_findings, strict=True):
-            arguments = apply_output_arguments(call.arguments, found, self._obligations, self._key)
+            arguments = apply_output(call.arguments, found, self._obligations, self._key, arguments=True)
             if self._restore is not None:
                 arguments = toolargs.restore(arguments, self._restore)
             out.append(replace(call, arguments=arguments))
