@@ -211,17 +211,19 @@ def measure(
     running: list[Target | None] = [None]
 
     def focus(target: Target) -> None:
-        """Only ``target`` of the gateways runs (the others are paused); let it settle if it was
-        paused, so the timers it missed do not land in the measurement."""
-        if running[0] is target or target.memory is None:
+        """Only ``target`` of the gateways runs (the others are paused; all of them for the
+        direct baseline); let it settle if it was paused, so the timers it missed do not land
+        in the measurement."""
+        if running[0] is target:
             return
         for other in gateways:
             if other is not target:
                 assert other.memory is not None
                 pause(other.memory.root, True)
-        pause(target.memory.root, False)
         running[0] = target
-        time.sleep(SETTLE_S)
+        if target.memory is not None:
+            pause(target.memory.root, False)
+            time.sleep(SETTLE_S)
 
     def load(target: Target, mode: str, c: int, seconds: float) -> dict[str, Any]:
         focus(target)

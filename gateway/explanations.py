@@ -285,7 +285,7 @@ class Explanations:
                 model_attribution=ModelAttribution("failed", "interrupted"),
             )
             stored = await asyncio.to_thread(self.store.put, record)
-        await self.audit.append_async(commit_entry(audit, stored.digest), lazy=True)
+        await self.audit.append_async(commit_entry(audit, stored.digest))  # one at a time: not lazy
         self.written += 1
 
     def get(self, request_id: str) -> StoredExplanation | None:

@@ -84,12 +84,13 @@ def add_tool_calls(body: dict[str, Any], calls: tuple[ToolCall, ...]) -> None:
 
 
 def calls_bytes(calls: tuple[ToolCall, ...]) -> bytes:
-    """The tool calls' part of a response digest: nothing when there are none, else a NUL byte
-    and the calls as compact JSON ``[[id, name, arguments], ...]`` (docs/audit.md)."""
+    """The tool calls' part of a response digest: nothing when there are none, else a 0xFF byte
+    (never in UTF-8 text, so text and calls cannot be confused) and the calls as compact JSON
+    ``[[id, name, arguments], ...]`` (docs/audit.md)."""
     if not calls:
         return b""
     rows = [[c.id, c.name, c.arguments] for c in calls]
-    return b"\x00" + json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return b"\xff" + json.dumps(rows, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def response_bytes(text: str, calls: tuple[ToolCall, ...]) -> bytes:

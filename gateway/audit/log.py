@@ -305,6 +305,9 @@ class AuditLog:
                 if not held:
                     deadline = time.monotonic() + LAZY_WAIT_S
                 held.append(first)
+                if time.monotonic() >= deadline:  # lazy ones keep coming: they have waited enough
+                    self._write(held)
+                    held = []
                 continue
             jobs, held = [*held, first], []
             while len(jobs) < self._max_batch:

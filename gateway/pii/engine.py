@@ -214,12 +214,16 @@ class PiiEngine:
             with contextlib.suppress(InvalidStateError):  # the caller cancelled it meanwhile
                 try:
                     found = _analysis_result(inner)
+                    for key, detections in zip(todo, found, strict=True):
+                        self._cache.put(key, detections)
+                        results[key] = detections
                 except PiiError as exc:
                     out.set_exception(exc)
                     return
-                for key, detections in zip(todo, found, strict=True):
-                    self._cache.put(key, detections)
-                    results[key] = detections
+                except Exception as exc:  # a bug here must still answer the caller, closed
+                    log.warning("PII result handling failed: %s", type(exc).__name__)
+                    out.set_exception(PiiError(f"PII analysis failed ({type(exc).__name__})"))
+                    return
                 out.set_result([list(results[k]) for k in keys])
 
         inner = self._submit(list(todo.values()))

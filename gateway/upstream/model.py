@@ -157,7 +157,7 @@ class UpstreamModel:
                         made = calls.calls()
                         merged = wire.Answer(
                             "",
-                            "tool_calls" if made else finish.finish,
+                            wire.finish_with_calls(finish.raw_finish, finish.finish, bool(made)),
                             usage.prompt_tokens if usage else None,
                             usage.completion_tokens if usage else None,
                             tool_calls=made,

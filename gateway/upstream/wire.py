@@ -64,6 +64,7 @@ class Answer:
     completion_tokens: int | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # a non-streamed answer's
     call_deltas: tuple[CallDelta, ...] = ()  # a stream chunk's pieces of its tool calls
+    raw_finish: str | None = None  # the upstream's own finish_reason (content_filter, ...)
 
 
 def path_for(request: GenerateRequest) -> str:
@@ -232,12 +233,26 @@ class _Choice:
     finish: FinishReason | None
     calls: tuple[ToolCall, ...] = ()
     deltas: tuple[CallDelta, ...] = ()
+    raw_finish: str | None = None
+
+
+def finish_with_calls(raw: str | None, mapped: FinishReason | None, called: bool) -> FinishReason:
+    """The finish reason to relay. With tool calls: ``tool_calls``, if the model stopped to call
+    them (``tool_calls``, or ``stop`` as some servers say); calls in an answer cut off otherwise
+    (``length``: arguments may be incomplete; ``content_filter``) are unusable. Without calls,
+    ``tool_calls`` means nothing: ``stop``."""
+    if called:
+        if raw not in (None, "tool_calls", "stop"):
+            raise UpstreamFormatError("an answer with tool calls ended otherwise than by calling them")
+        return "tool_calls"
+    return "stop" if mapped in (None, "tool_calls") else mapped
 
 
 def _choice(choice: Any, chat: bool, *, delta: bool) -> _Choice:
     if not isinstance(choice, dict):
         raise UpstreamFormatError("a choice is not an object")
     finish = _finish(choice.get("finish_reason"))
+    raw = choice.get("finish_reason")  # a string when finish is not None (checked by _finish)
     calls: tuple[ToolCall, ...] = ()
     deltas: tuple[CallDelta, ...] = ()
     if not chat:
@@ -245,7 +260,7 @@ def _choice(choice: Any, chat: bool, *, delta: bool) -> _Choice:
     else:
         message = choice.get("delta" if delta else "message")
         if message is None and delta:
-            return _Choice("", finish)
+            return _Choice("", finish, raw_finish=raw)
         if not isinstance(message, dict):
             raise UpstreamFormatError("a choice has no message")
         if message.get("function_call"):
@@ -261,7 +276,7 @@ def _choice(choice: Any, chat: bool, *, delta: bool) -> _Choice:
         text = ""
     if not isinstance(text, str):
         raise UpstreamFormatError("a choice's text is not a string")
-    return _Choice(text, finish, calls, deltas)
+    return _Choice(text, finish, calls, deltas, raw)
 
 
 def parse_answer(data: bytes, chat: bool) -> Answer:
@@ -271,9 +286,7 @@ def parse_answer(data: bytes, chat: bool) -> Answer:
     if not isinstance(choices, list) or not choices:
         raise UpstreamFormatError("the answer has no choices")
     c = _choice(choices[0], chat, delta=False)
-    if c.calls and c.finish not in (None, "tool_calls", "stop"):
-        raise UpstreamFormatError("an answer with tool calls ended otherwise than by calling them")
-    finish: FinishReason = "tool_calls" if c.calls else (c.finish or "stop")
+    finish = finish_with_calls(c.raw_finish, c.finish, bool(c.calls))
     usage = value.get("usage")
     return Answer(
         c.text, finish, _count(usage, "prompt_tokens"), _count(usage, "completion_tokens"), tool_calls=c.calls
@@ -294,6 +307,7 @@ def parse_chunk(payload: str, chat: bool) -> Answer:
         _count(usage, "prompt_tokens"),
         _count(usage, "completion_tokens"),
         call_deltas=c.deltas,
+        raw_finish=c.raw_finish,
     )
 
 

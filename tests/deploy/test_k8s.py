@@ -81,6 +81,7 @@ def test_pods_meet_the_restricted_pod_security_standard(overlay: tuple[str, list
             assert sc["capabilities"]["drop"] == ["ALL"], c["name"]
             assert "add" not in sc["capabilities"] and not sc.get("privileged"), c["name"]
             assert c["resources"]["limits"]["memory"], c["name"]
+        for c in pod["containers"]:
             assert c.get("readinessProbe"), c["name"]
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert not any("hostPath" in v for v in volumes.values())
@@ -128,6 +129,17 @@ def test_network_is_denied_by_default(overlay: tuple[str, list[dict[str, Any]]])
     assert {p["port"] for rule in gateway["egress"] for p in rule["ports"]} == {53}
 
 
+def test_the_state_directory_is_made_before_the_gateway_and_opa_start() -> None:
+    deployment = by_kind(render(K8S / "overlays" / "single-node-opa"), "Deployment")[0]
+    pod = deployment["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["args"][:1] == ["init"] and "--no-admin-key" in init["args"]
+    opa = next(c for c in pod["containers"] if c["name"] == "opa")
+    (mount,) = opa["volumeMounts"]
+    assert mount["readOnly"] is True and "subPath" not in mount  # no root-owned subPath made early
+    assert opa["args"][-1] == mount["mountPath"] + "/state/policies"
+
+
 def test_the_gpu_overlay_asks_for_gpus_and_the_cuda_image() -> None:
     docs = render(K8S / "overlays" / "gpu-node")
     deployment = by_kind(docs, "Deployment")[0]
@@ -152,6 +164,7 @@ def test_secrets_render_from_generated_files_and_nowhere_else(tmp_path: Path) ->
     }
     assert all(p.stat().st_mode & 0o077 == 0 for p in generated.iterdir())
     docs = render(copy / "secrets")
+    assert [d["metadata"]["name"] for d in by_kind(docs, "Namespace")] == ["llmos"]  # applied first
     (secret,) = by_kind(docs, "Secret")
     assert secret["metadata"]["name"] == "llmos-gateway-keys"
     assert set(secret["data"]) == {"audit_signing_key.pem", "api_key_pepper", "audit_digest_key"}

@@ -136,3 +136,15 @@ def test_sse_round_trips(text: str) -> None:
     assert b"\n" not in events[0]
     assert b"\r" not in events[0]
     assert json.loads(events[0].removeprefix(b"data: ").decode("utf-8", errors="surrogatepass")) == payload
+
+
+def test_the_digest_bytes_cannot_confuse_text_with_tool_calls() -> None:
+    from gateway.api.responses import response_bytes
+    from gateway.types import ToolCall
+
+    call = ToolCall("call_1", "f", '{"a": 1}')
+    with_call = response_bytes("hi", (call,))
+    assert with_call.startswith(b"hi\xff") and with_call.count(b"\xff") == 1
+    # No text, however crafted, gives those bytes: valid UTF-8 never holds 0xFF.
+    assert b"\xff" not in response_bytes('hi\x00[["call_1","f","{\\"a\\": 1}"]]', ())
+    assert response_bytes("hi", ()) == b"hi"

@@ -157,3 +157,26 @@ def test_lazy_appends_held_at_close_are_written(db_path: Path, keypair: KeyPair)
 
     assert sorted(asyncio.run(scenario())) == [1, 2, 3]
     assert verify_log(db_path, keypair.public_key).entries == 3
+
+
+def test_lazy_appends_that_keep_coming_are_still_written_at_their_deadline(
+    db_path: Path, keypair: KeyPair
+) -> None:
+    from gateway.audit.log import LAZY_WAIT_S
+
+    with AuditLog(db_path, keypair.private_key) as log:
+
+        async def scenario() -> float:
+            first = asyncio.ensure_future(log.append_async(make_record(0), lazy=True))
+            started = time.monotonic()
+            others = []
+            while not first.done():  # a lazy append every 10 ms, no urgent one ever
+                assert time.monotonic() - started < LAZY_WAIT_S + 2, "held past its deadline"
+                others.append(asyncio.ensure_future(log.append_async(make_record(len(others) + 1), lazy=True)))
+                await asyncio.sleep(0.01)
+            waited = time.monotonic() - started
+            await asyncio.gather(*others)
+            return waited
+
+        waited = asyncio.run(scenario())
+    assert waited >= LAZY_WAIT_S * 0.8  # it was held for company, then written

@@ -231,6 +231,13 @@ def test_tool_calls_the_client_could_not_use_are_a_502(
     assert (error.status, error.code) == (502, "upstream_invalid_response")
 
 
+@pytest.mark.parametrize("finish", ["length", "content_filter"])
+def test_a_stream_cut_off_while_calling_a_function_is_a_502(upstream: FakeUpstream, finish: str) -> None:
+    upstream.default = Reply(text="", calls=CALLS, finish=finish)  # the arguments may be incomplete
+    error = failure(model(upstream.base_url), request(stream=True))
+    assert (error.status, error.code) == (502, "upstream_invalid_response")
+
+
 def test_a_legacy_function_call_is_a_502(upstream: FakeUpstream) -> None:
     upstream.default = Reply(body='{"choices": [{"message": {"function_call": {"name": "f"}}, "finish_reason": "function_call"}]}')
     error = failure(model(upstream.base_url), request())

@@ -271,3 +271,13 @@ def test_upstream_statuses_become_openai_errors(
 
 def test_a_long_retry_after_is_capped_for_the_client() -> None:
     assert wire.status_error(429, 3600.0).retry_after == wire.MAX_RETRY_AFTER_TO_CLIENT_S
+
+
+def test_calls_count_only_when_the_model_stopped_to_make_them() -> None:
+    with pytest.raises(wire.UpstreamFormatError, match="ended otherwise"):
+        wire.parse_answer(answer({"content": None, "tool_calls": [CALL]}, "content_filter"), True)
+    # "tool_calls" with no calls is just the end of an answer
+    assert wire.parse_answer(answer({"content": "done"}, "tool_calls"), True).finish == "stop"
+    assert wire.finish_with_calls(None, None, True) == "tool_calls"
+    with pytest.raises(wire.UpstreamFormatError):
+        wire.finish_with_calls("length", "length", True)
