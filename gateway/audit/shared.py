@@ -1,0 +1,172 @@
+"""The shared audit log's PostgreSQL side, first part: durable appends from every gateway
+replica, and the lease that makes one of them the integrator (issue 11, docs/deploy.md).
+
+Design (the integrator itself comes next):
+
+- Every replica **appends** a prepared entry (``gateway.audit.entry.PreparedEntry``: the
+  canonical body but for ``seq`` and ``prev``) as one row of ``audit_shared``, committed with
+  ``synchronous_commit = on`` before the append returns: the entry is durable in PostgreSQL
+  before the request's response completes. ``(request_id, phase)`` is unique, so a duplicate is
+  refused at append time, as the SQLite log refuses it.
+- Exactly one replica at a time **integrates**: it holds a session-level advisory lock
+  (:class:`IntegratorLease`) and, in one transaction per batch, gives the oldest pending rows
+  their ``seq`` and ``prev``, extends the Merkle tree and signs the head. PostgreSQL releases
+  the lock when the holder's session ends, however it ends; another replica then takes it
+  and continues from the last committed head: a batch is committed whole or not at all, so
+  there is no gap and no fork.
+- Rows are integrated in the order of their ids (append order). An id committed late is
+  integrated in a later batch: the log's order is the order of integration.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.audit.entry import PreparedEntry
+from gateway.errors import AuditError
+
+LEASE_KEY = 0x6C6C6D6F_7331  # "llmos1": the advisory lock that names the integrator
+SCHEMA_KEY = 0x6C6C6D6F_7330  # held while a replica creates the tables
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_shared (
+    id          bigserial PRIMARY KEY,
+    request_id  text NOT NULL,
+    phase       text NOT NULL,
+    body_before bytea NOT NULL,
+    body_between bytea NOT NULL,
+    body_after  bytea NOT NULL,
+    openings    text NOT NULL,
+    appended_at timestamptz NOT NULL DEFAULT now(),
+    seq         bigint UNIQUE,
+    entry_hash  text,
+    UNIQUE (request_id, phase)
+);
+CREATE INDEX IF NOT EXISTS audit_shared_pending ON audit_shared (id) WHERE seq IS NULL;
+"""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An appended entry not yet integrated: its row id and the prepared entry."""
+
+    id: int
+    entry: PreparedEntry
+
+
+def _connect(dsn: str, **options: Any) -> Any:
+    import psycopg  # only where a shared log is configured
+
+    try:
+        return psycopg.connect(dsn, **options)
+    except psycopg.Error as exc:
+        # The DSN may hold a password: never in the message.
+        raise AuditError(f"cannot connect to the shared audit database ({type(exc).__name__})") from exc
+
+
+class SharedQueue:
+    """Appends of one gateway replica (thread-safe; one connection, appends serialised)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._conn = _connect(dsn, autocommit=True)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("SET synchronous_commit = on")
+            with self._conn.transaction():  # replicas starting together: one creates the table
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_KEY,))
+                self._conn.execute(SCHEMA)
+
+    def append(self, entry: PreparedEntry) -> int:
+        """Store ``entry``; durable on return. Its row id. AuditError on a duplicate
+        ``(request_id, phase)`` or a database failure (nothing stored)."""
+        import psycopg
+
+        with self._lock:
+            try:
+                row = self._conn.execute(
+                    "INSERT INTO audit_shared"
+                    " (request_id, phase, body_before, body_between, body_after, openings)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+                    (entry.request_id, entry.phase, entry.before, entry.between, entry.after, entry.openings),
+                ).fetchone()
+            except psycopg.errors.UniqueViolation as exc:
+                raise AuditError(
+                    f"audit entry for request {entry.request_id} ({entry.phase}) already exists"
+                ) from exc
+            except psycopg.Error as exc:
+                raise AuditError(f"shared audit append failed ({type(exc).__name__})") from exc
+        return int(row[0])
+
+    def pending(self, limit: int = 1024) -> list[Pending]:
+        """The oldest entries not yet integrated, in append order."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, request_id, phase, body_before, body_between, body_after, openings"
+                " FROM audit_shared WHERE seq IS NULL ORDER BY id LIMIT %s",
+                (limit,),
+            ).fetchall()
+        return [
+            Pending(r[0], PreparedEntry(r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5]), r[6]))
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class IntegratorLease:
+    """Who integrates: the holder of a session-level advisory lock, on a connection of its own.
+
+    PostgreSQL drops the lock when that session ends (the process died, the connection was
+    cut, the backend was terminated), and :meth:`try_acquire` on another replica then gets it.
+    :meth:`held` asks the database, so a holder whose session was lost learns it before it
+    writes (and must stop integrating)."""
+
+    def __init__(self, dsn: str, key: int = LEASE_KEY) -> None:
+        self._dsn = dsn
+        self._key = key
+        self._conn: Any = None
+
+    def try_acquire(self) -> bool:
+        if self.held():
+            return True
+        self._drop()
+        self._conn = _connect(self._dsn, autocommit=True)
+        got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]
+        if not got:
+            self._drop()
+        return bool(got)
+
+    def held(self) -> bool:
+        if self._conn is None or self._conn.closed:
+            return False
+        import psycopg
+
+        try:
+            row = self._conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid = pg_backend_pid() AND objid = (%s::bigint & 4294967295)::oid",
+                (self._key,),
+            ).fetchone()
+        except psycopg.Error:
+            self._drop()
+            return False
+        return bool(row[0])
+
+    def release(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The holder's database session (for tests that kill it)."""
+        return None if self._conn is None or self._conn.closed else int(self._conn.info.backend_pid)
