@@ -96,14 +96,21 @@ CLOSING = "Keep the answer focused and list any assumptions you make."
 PICKS = 9
 
 
+def _pick(items: tuple[str, ...], count: int, rest: int) -> tuple[list[str], int]:
+    """``count`` of ``items`` without repetition, chosen by the mixed-radix digits of ``rest``
+    (each digit in base: what is left to choose from); and what is left of ``rest``."""
+    pool = list(items)
+    chosen = []
+    for _ in range(count):
+        rest, index = divmod(rest, len(pool))
+        chosen.append(pool.pop(index))
+    return chosen, rest
+
+
 def prompt(n: int) -> str:
     """The ``n``-th user message (about 1 KB); different for every ``n`` up to ~10**13."""
     task, rest = TASKS[n % len(TASKS)], n // len(TASKS)
-    pool = list(CONTEXT)
-    chosen = []
-    for _ in range(PICKS):
-        rest, index = divmod(rest, len(pool))
-        chosen.append(pool.pop(index))
+    chosen, _ = _pick(CONTEXT, PICKS, rest)
     return f"{task} Context: {' '.join(chosen)} {CLOSING}"
 
 
@@ -170,13 +177,8 @@ CHAT_VARIANTS = _chat_variants()  # chat_prompt(n) differs for every n below thi
 def chat_prompt(n: int) -> str:
     """The ``n``-th chat user turn (about 325 characters); different for every ``n`` below
     ``CHAT_VARIANTS``, and ``n`` wraps around above it."""
-    rest = n % CHAT_VARIANTS
-    rest, task = divmod(rest, len(TASKS))
-    pool = list(NOTES)
-    chosen = []
-    for _ in range(NOTE_PICKS):
-        rest, index = divmod(rest, len(pool))
-        chosen.append(pool.pop(index))
+    rest, task = divmod(n % CHAT_VARIANTS, len(TASKS))
+    chosen, rest = _pick(NOTES, NOTE_PICKS, rest)
     return f"{TASKS[task]} Notes: {' '.join(chosen)} {CLOSINGS[rest % len(CLOSINGS)]}"
 
 

@@ -153,21 +153,21 @@ def goals(cells: list[dict[str, Any]], gateways: dict[str, dict[str, Any]]) -> l
     )
     out = _ratio_goals(cells, gateways, checks)
     for llmos in (LLMOS_OFF, LLMOS_ON):
-        info = gateways.get(llmos, {})
         name = f"{llmos}: start-up < {STARTUP_LIMIT_S:g} s"
-        if info.get("startup_s") is None:
-            out.append(Goal(name, "n/a", _missing(gateways, llmos)))
-        else:
-            s = info["startup_s"]
-            out.append(Goal(name, "PASS" if s < STARTUP_LIMIT_S else "MISS", f"{s:.2f} s"))
-    info = gateways.get(LLMOS_ON, {})
+        out.append(_below(gateways, llmos, "startup_s", STARTUP_LIMIT_S, name, "{:.2f} s"))
     name = f"llmos-on (PII engine loaded): peak RSS < {RSS_LIMIT_MB:g} MB"
-    if info.get("peak_rss_mb") is None:
-        out.append(Goal(name, "n/a", _missing(gateways, LLMOS_ON)))
-    else:
-        mb = info["peak_rss_mb"]
-        out.append(Goal(name, "PASS" if mb < RSS_LIMIT_MB else "MISS", f"{mb:.0f} MB"))
+    out.append(_below(gateways, LLMOS_ON, "peak_rss_mb", RSS_LIMIT_MB, name, "{:.0f} MB"))
     return out
+
+
+def _below(
+    gateways: dict[str, dict[str, Any]], target: str, key: str, limit: float, name: str, fmt: str
+) -> Goal:
+    """PASS when ``target``'s ``key`` is below ``limit``; n/a when it was not measured."""
+    value = gateways.get(target, {}).get(key)
+    if value is None:
+        return Goal(name, "n/a", _missing(gateways, target))
+    return Goal(name, "PASS" if value < limit else "MISS", fmt.format(value))
 
 
 def extras(cells: list[dict[str, Any]], gateways: dict[str, dict[str, Any]]) -> list[Goal]:

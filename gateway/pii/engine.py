@@ -160,15 +160,7 @@ class PiiEngine:
 
     def find(self, text: str) -> list[Detection]:
         """Detections in ``text``, non-overlapping, ordered by start; offsets into ``text``."""
-        self._check_open()
-        self._check_size(text)
-        key = text_key(text)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return list(cached)
-        (found,) = self._run([text], self._config.timeout_s)
-        self._cache.put(key, found)
-        return list(found)
+        return self.find_many([text])[0]
 
     def find_many(self, texts: Sequence[str]) -> list[list[Detection]]:
         """``find`` for each text; the uncached ones go through spaCy together (``nlp.pipe``).
