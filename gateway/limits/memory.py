@@ -7,6 +7,7 @@ Buckets that are full again and counters of past days are swept out about once a
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 
@@ -29,6 +30,7 @@ class MemoryLimitStore:
     """Thread-safe in-process store: every admit and charge runs under one lock."""
 
     def __init__(self, *, sweep_interval_s: float = SWEEP_INTERVAL_S) -> None:
+        """``sweep_interval_s=math.inf`` never sweeps (every bucket is kept until ``close``)."""
         self._sweep_interval_s = sweep_interval_s
         self._lock = threading.Lock()
         self._buckets: dict[_BucketKey, bucket.Bucket] = {}
@@ -97,7 +99,7 @@ class MemoryLimitStore:
 
     def _maybe_sweep(self, now: float) -> None:
         """Forget buckets that are full again and counters of other days (caller holds the lock)."""
-        if now - self._swept < self._sweep_interval_s:
+        if math.isinf(self._sweep_interval_s) or now - self._swept < self._sweep_interval_s:
             return
         self._swept = now
         day = bucket.utc_day(now)

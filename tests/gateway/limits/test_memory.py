@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 from gateway.limits.memory import SWEEP_INTERVAL_S, MemoryLimitStore
 from gateway.limits.values import Limits, StoreFailures, Subject
 
@@ -31,6 +33,15 @@ def test_busy_buckets_are_kept() -> None:
     store.admit([subject(3)], T0 + SWEEP_INTERVAL_S + 0.5)  # sweeps: subject 1 is half full
 
     assert len(store) == 2  # subjects 1 and 3; subject 2 was full again
+
+
+def test_an_infinite_interval_never_sweeps() -> None:
+    store = MemoryLimitStore(sweep_interval_s=math.inf)
+    store.charge([subject(1)], 10, T0)
+
+    store.admit([subject(2)], T0 + 3 * 86400)  # subject 1 long full again, its day long past
+
+    assert len(store) == 3  # subject 1's tpm bucket and daily counter, subject 2's rpm bucket
 
 
 def test_never_fails() -> None:
