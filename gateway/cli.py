@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config(p)
     p.add_argument("--db", type=Path, help="audit database (default: from the configuration)")
+    p = audit.add_parser(
+        "pull",
+        help="copy the shared audit log (audit.backend: postgres) into a new SQLite audit file, for"
+        " the offline tools (verify, export, checkpoint take --db)",
+    )
+    _add_config(p)
+    p.add_argument("--out", type=Path, required=True, help="the new audit file to write")
 
     add_policy_commands(sub, _add_config)
     add_sandbox_commands(sub, _add_config)
@@ -316,8 +324,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return _verify_bundle(args)
     if args.audit_command == "roll":
         return _roll(args)
+    if args.audit_command == "pull":
+        _pull(load_config(args.config), args.out)
+        return 0
     wants_key = args.audit_command in ("verify", "export") and not getattr(args, "public_key", None)
     config = load_config(args.config) if args.db is None or wants_key else None
+    if args.db is None and config is not None and config.audit.backend == "postgres":
+        with tempfile.TemporaryDirectory(prefix="llmos-audit-") as tmp:
+            args.db = Path(tmp) / "audit.db"
+            _pull(config, args.db)
+            return cmd_audit(args)
     db = args.db or (config.audit_db if config else None)
     if db is None:  # unreachable: config fills it
         raise ConfigError("need --db")
@@ -354,11 +370,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pull(config: Config, out: Path) -> None:
+    from gateway.audit.pull import pull_shared
+    from gateway.secretfile import read_secret_text
+
+    if config.audit.backend != "postgres" or config.audit.postgres_dsn_file is None:
+        raise ConfigError("audit pull: the configuration's audit.backend is not postgres")
+    dsn = read_secret_text(config.audit.postgres_dsn_file, "audit.postgres_dsn_file")
+    pulled = pull_shared(dsn, out)
+    waiting = f"; {pulled.pending} appended entries are not integrated yet" if pulled.pending else ""
+    print(
+        f"pulled {pulled.entries} entries and {pulled.checkpoints} checkpoints of the shared audit log"
+        f" into {out}{waiting}",
+        file=sys.stderr,
+    )
+
+
 def _roll(args: argparse.Namespace) -> int:
     from gateway.audit.keys import load_private_key
     from gateway.audit.segment import roll_log
 
     config = load_config(args.config)
+    if config.audit.backend != "sqlite":
+        raise ConfigError("audit roll archives a SQLite log; the shared log (backend postgres) is not rolled")
     if not config.audit_db.exists():
         raise ConfigError(f"{config.audit_db}: no audit database here")
     report = roll_log(config.audit_db, args.archive, load_private_key(config.signing_key))

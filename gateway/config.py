@@ -131,6 +131,12 @@ class PolicyConfig(_Section):
 
 
 class AuditConfig(_Section):
+    # sqlite: one gateway's log in ``db``. postgres: one log shared by every replica that names
+    # the same database (docs/deploy.md); ``postgres_dsn_file`` holds the libpq connection
+    # string (it may hold a password: a secret file, refused if others can read it).
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    postgres_dsn_file: Path | None = None
+    postgres_connections: StrictInt = Field(default=4, ge=1, le=64)  # sessions this replica appends on
     db: Path | None = None
     signing_key: Path | None = None
     public_key: Path | None = None
@@ -156,7 +162,15 @@ class AuditConfig(_Section):
             raise ValueError("a field is listed twice")
         return fields
 
-    _resolve = field_validator("db", "signing_key", "public_key", "digest_key_file")(_resolve)
+    _resolve = field_validator("db", "signing_key", "public_key", "digest_key_file", "postgres_dsn_file")(
+        _resolve
+    )
+
+    @model_validator(mode="after")
+    def _postgres_needs_dsn(self) -> AuditConfig:
+        if self.backend == "postgres" and self.postgres_dsn_file is None:
+            raise ValueError("backend postgres needs postgres_dsn_file (a file with the connection string)")
+        return self
 
 
 class UpstreamConfig(_Section):

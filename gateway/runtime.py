@@ -15,6 +15,7 @@ from explain.store import ExplanationStore
 from gateway.api.routes import Limits
 from gateway.audit.keys import load_private_key
 from gateway.audit.log import AuditLog
+from gateway.audit.sharedlog import SharedAuditLog
 from gateway.config import Config, ModelConfig
 from gateway.errors import ConfigError
 from gateway.explanations import Explanations
@@ -26,7 +27,7 @@ from gateway.oidc import TokenVerifier
 from gateway.pipeline import DiscardAudit, Pipeline, Worker
 from gateway.policy.reload import PolicyReloader, close_engine, describe_source, load_policy
 from gateway.scanner import DisabledScanner, Scanner, build_scanner
-from gateway.secretfile import read_secret
+from gateway.secretfile import read_secret, read_secret_text
 from gateway.state import open_key_store
 from gateway.upstream.keys import KeySource
 from gateway.upstream.model import UpstreamModel
@@ -49,7 +50,7 @@ class Runtime:
     pipeline: Pipeline
     limits: Limits
     pool: ModelPool
-    audit: AuditLog
+    audit: AuditLog | SharedAuditLog
     reloader: PolicyReloader
     tokens: TokenVerifier | None = None
     worker_events: WorkerEventRecorder | None = None
@@ -63,7 +64,9 @@ class Runtime:
             for issuer in await asyncio.to_thread(self.tokens.warm):
                 log.warning("OIDC issuer %s: no signing keys yet (unreachable); will retry on demand", issuer)
         explanations = self.pipeline.explanations
-        if explanations is not None:  # records an earlier run lost, in the background
+        # Records an earlier run lost, in the background (the shared log keeps no index of
+        # them in the gateway: see gateway/audit/sharedlog.py).
+        if explanations is not None and isinstance(self.audit, AuditLog):
             explanations.start_recovery(self.audit)
         await self.pool.start()  # the pinned models; the others load on demand
         await self.reloader.start()  # last: a failed start above leaves nothing running
@@ -217,6 +220,32 @@ def warn_unsafe(config: Config) -> None:
         log.warning("UNSAFE: unsafe_disable lists %s: %s", feature, what[feature])
 
 
+def open_audit_log(config: Config) -> AuditLog | SharedAuditLog:
+    """The configured audit log: this gateway's SQLite file, or the log shared on PostgreSQL."""
+    a = config.audit
+    key = load_private_key(config.signing_key)
+    if a.backend == "postgres":
+        assert a.postgres_dsn_file is not None  # the config validator requires it
+        return SharedAuditLog(
+            read_secret_text(a.postgres_dsn_file, "audit.postgres_dsn_file"),
+            key,
+            origin=a.origin,
+            checkpoint_every=a.checkpoint_every,
+            checkpoint_interval_s=a.checkpoint_interval_s,
+            sealed_fields=a.sealed_fields,
+            connections=a.postgres_connections,
+        )
+    return AuditLog(
+        config.audit_db,
+        key,
+        origin=a.origin,
+        checkpoint_every=a.checkpoint_every,
+        checkpoint_interval_s=a.checkpoint_interval_s,
+        max_pending=a.max_pending,
+        sealed_fields=a.sealed_fields,
+    )
+
+
 def build_runtime(config: Config) -> Runtime:
     warn_unsafe(config)
     every_model = all_models(config)  # llmos.yaml's, then those added with `llmos models add`
@@ -224,15 +253,7 @@ def build_runtime(config: Config) -> Runtime:
     upstreams = {m.name: build_upstream(m) for m in every_model if m.kind == "upstream"}
     keys = open_key_store(config)
     policy = load_policy(config)
-    audit = AuditLog(
-        config.audit_db,
-        load_private_key(config.signing_key),
-        origin=config.audit.origin,
-        checkpoint_every=config.audit.checkpoint_every,
-        checkpoint_interval_s=config.audit.checkpoint_interval_s,
-        max_pending=config.audit.max_pending,
-        sealed_fields=config.audit.sealed_fields,
-    )
+    audit = open_audit_log(config)
     for m in models:  # a bad canary file fails `llmos serve` now (its worker re-reads it)
         if m.canary_file is not None:
             try:

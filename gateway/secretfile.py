@@ -42,3 +42,18 @@ def read_secret(path: Path) -> bytes:
     if len(value) < 16:
         raise ConfigError(f"{path}: secret is too short (need at least 16 bytes)")
     return value
+
+
+def read_secret_text(path: Path, what: str) -> str:
+    """A one-line secret (a connection string that may hold a password), refused if others may
+    read it; the value never appears in an error."""
+    try:
+        info = path.stat()
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({exc.__class__.__name__})") from exc
+    if too_open(info):
+        raise ConfigError(f"{path}: {what} is accessible by group or others; fix with: chmod 600 {path}")
+    if not text or "\n" in text:
+        raise ConfigError(f"{path}: {what} must be one non-empty line")
+    return text

@@ -91,7 +91,7 @@ def init_state(config: Config, *, with_demo_model: bool = True, admin_key: bool 
         generate_signing_key(config.release_key, config.release_public_key)
         created.append(str(config.release_key))
 
-    if not config.audit_db.exists():
+    if config.audit.backend == "sqlite" and not config.audit_db.exists():
         AuditLog(config.audit_db, load_private_key(config.signing_key)).close()
         created.append(str(config.audit_db))
 

@@ -1,7 +1,13 @@
-"""The shared audit log's PostgreSQL side, first part: durable appends from every gateway
-replica, and the lease that makes one of them the integrator (issue 11, docs/deploy.md).
+"""The shared audit log's PostgreSQL tables, durable appends from every gateway replica, and
+the lease that makes one of them the integrator (docs/deploy.md).
 
-Design (the integrator itself comes next):
+Tables: ``audit_shared`` (one row per entry: the prepared parts from the appending replica;
+``seq``, ``entry_hash`` and the final ``body`` once integrated), ``audit_shared_nodes`` (the
+Merkle tree), ``audit_shared_checkpoints`` (signed checkpoints, never replaced) and
+``audit_shared_meta`` (the log's origin and its signed head), the same content as the SQLite
+log's tables (``store.py``), so ``llmos audit pull`` copies one into the other.
+
+Design (the integrator is ``integrator.py``, the replica's log ``sharedlog.py``):
 
 - Every replica **appends** a prepared entry (``gateway.audit.entry.PreparedEntry``: the
   canonical body but for ``seq`` and ``prev``) as one row of ``audit_shared``, committed with
@@ -42,10 +48,25 @@ CREATE TABLE IF NOT EXISTS audit_shared (
     appended_at timestamptz NOT NULL DEFAULT now(),
     seq         bigint UNIQUE,
     entry_hash  text,
-    UNIQUE (request_id, phase)
+    body        bytea,
+    UNIQUE (request_id, phase),
+    CHECK ((seq IS NULL) = (entry_hash IS NULL) AND (seq IS NULL) = (body IS NULL))
 );
 CREATE INDEX IF NOT EXISTS audit_shared_pending ON audit_shared (id) WHERE seq IS NULL;
+CREATE TABLE IF NOT EXISTS audit_shared_nodes (
+    level integer NOT NULL,
+    idx   bigint NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+CREATE TABLE IF NOT EXISTS audit_shared_checkpoints (
+    size    bigint PRIMARY KEY,
+    note    text NOT NULL,
+    created text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_shared_meta (key text PRIMARY KEY, value text NOT NULL);
 """
+TABLES = ("audit_shared", "audit_shared_nodes", "audit_shared_checkpoints", "audit_shared_meta")
 
 
 @dataclass(frozen=True)
@@ -56,7 +77,7 @@ class Pending:
     entry: PreparedEntry
 
 
-def _connect(dsn: str, **options: Any) -> Any:
+def connect(dsn: str, **options: Any) -> Any:
     import psycopg  # only where a shared log is configured
 
     try:
@@ -66,17 +87,28 @@ def _connect(dsn: str, **options: Any) -> Any:
         raise AuditError(f"cannot connect to the shared audit database ({type(exc).__name__})") from exc
 
 
+def ensure_schema(conn: Any) -> None:
+    """Create the tables if missing (replicas starting together: one creates them), and make
+    every commit on ``conn`` durable before it returns (``synchronous_commit = on``)."""
+    import psycopg
+
+    try:
+        conn.execute("SET synchronous_commit = on")
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_KEY,))
+            conn.execute(SCHEMA)
+    except psycopg.Error as exc:
+        raise AuditError(f"cannot create the shared audit tables ({type(exc).__name__}: {exc})") from exc
+
+
 class SharedQueue:
     """Appends of one gateway replica (thread-safe; one connection, appends serialised)."""
 
     def __init__(self, dsn: str) -> None:
-        self._conn = _connect(dsn, autocommit=True)
+        self._conn = connect(dsn, autocommit=True)
         self._lock = threading.Lock()
         with self._lock:
-            self._conn.execute("SET synchronous_commit = on")
-            with self._conn.transaction():  # replicas starting together: one creates the table
-                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_KEY,))
-                self._conn.execute(SCHEMA)
+            ensure_schema(self._conn)
 
     def append(self, entry: PreparedEntry) -> int:
         """Store ``entry``; durable on return. Its row id. AuditError on a duplicate
@@ -98,6 +130,11 @@ class SharedQueue:
             except psycopg.Error as exc:
                 raise AuditError(f"shared audit append failed ({type(exc).__name__})") from exc
         return int(row[0])
+
+    @property
+    def broken(self) -> bool:
+        """The session is gone (closed, or its connection failed): open a new one."""
+        return bool(self._conn.closed or self._conn.broken)
 
     def pending(self, limit: int = 1024) -> list[Pending]:
         """The oldest entries not yet integrated, in append order."""
@@ -134,7 +171,7 @@ class IntegratorLease:
         if self.held():
             return True
         self._drop()
-        self._conn = _connect(self._dsn, autocommit=True)
+        self._conn = connect(self._dsn, autocommit=True)
         got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]
         if not got:
             self._drop()
@@ -165,6 +202,12 @@ class IntegratorLease:
                 self._conn.close()
             finally:
                 self._conn = None
+
+    @property
+    def connection(self) -> Any:
+        """The holder's session (autocommit; ``transaction()`` blocks on it are the holder's
+        writes, and end with the session), or None."""
+        return None if self._conn is None or self._conn.closed else self._conn
 
     @property
     def backend_pid(self) -> int | None:

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gateway.audit.keys import generate_signing_key, load_private_key
 from gateway.audit.log import AuditLog
 from gateway.types import AuditRecord
+from tests.pgserver import PgServer, pg_server
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,22 @@ def filled_log(open_log: Callable[[], AuditLog], db_path: Path) -> Path:
         log.append(make_record(n))
     log.close()
     return db_path
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the shared-log tests (tests/pgserver.py)."""
+    with pg_server(port=55433) as server:
+        yield server
+
+
+@pytest.fixture
+def dsn(pg: PgServer) -> Iterator[str]:
+    """The server's DSN, with no shared-log tables in it."""
+    import psycopg
+
+    from gateway.audit.shared import TABLES
+
+    with psycopg.connect(pg.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS " + ", ".join(TABLES))
+    yield pg.dsn

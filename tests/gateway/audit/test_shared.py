@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -18,26 +17,13 @@ import pytest
 from gateway.audit.entry import prepare_entry
 from gateway.audit.shared import IntegratorLease, SharedQueue
 from gateway.errors import AuditError
-from tests.pgserver import PgServer, bindir, pg_server
+from tests.pgserver import bindir
 
 from .conftest import make_record
 
 pytestmark = pytest.mark.skipif(bindir() is None, reason="PostgreSQL is not installed (make services)")
 
 PREV = "0" * 64
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    with pg_server(port=55433) as server:
-        yield server
-
-
-@pytest.fixture
-def dsn(pg: PgServer) -> Iterator[str]:
-    with psycopg.connect(pg.dsn, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS audit_shared")
-    yield pg.dsn
 
 
 def _append_many(dsn: str, replica: int, count: int) -> None:
