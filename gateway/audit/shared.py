@@ -26,6 +26,8 @@ Design (the integrator is ``integrator.py``, the replica's log ``sharedlog.py``)
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +156,11 @@ class SharedQueue:
             self._conn.close()
 
 
+def integrator_name() -> str:
+    """``llmos-integrator <host> <pid>``: the lease session's application_name."""
+    return f"llmos-integrator {socket.gethostname()[:32]} {os.getpid()}"
+
+
 class IntegratorLease:
     """Who integrates: the holder of a session-level advisory lock, on a connection of its own.
 
@@ -171,7 +178,9 @@ class IntegratorLease:
         if self.held():
             return True
         self._drop()
-        self._conn = connect(self._dsn, autocommit=True)
+        # Named, so that an operator (and the tests) can see which replica integrates:
+        # SELECT application_name FROM pg_stat_activity JOIN pg_locks USING (pid) ...
+        self._conn = connect(self._dsn, autocommit=True, application_name=integrator_name())
         got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]
         if not got:
             self._drop()
