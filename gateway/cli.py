@@ -8,7 +8,6 @@ import gc
 import json
 import logging
 import sys
-import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -325,14 +324,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.audit_command == "roll":
         return _roll(args)
     if args.audit_command == "pull":
-        _pull(load_config(args.config), args.out)
+        from gateway.audit.source import pull_configured
+
+        pull_configured(load_config(args.config), args.out)
         return 0
     wants_key = args.audit_command in ("verify", "export") and not getattr(args, "public_key", None)
     config = load_config(args.config) if args.db is None or wants_key else None
     if args.db is None and config is not None and config.audit.backend == "postgres":
-        with tempfile.TemporaryDirectory(prefix="llmos-audit-") as tmp:
-            args.db = Path(tmp) / "audit.db"
-            _pull(config, args.db)
+        from gateway.audit.source import audit_file
+
+        with audit_file(config) as args.db:  # a pulled copy of the shared log
             return cmd_audit(args)
     db = args.db or (config.audit_db if config else None)
     if db is None:  # unreachable: config fills it
@@ -368,22 +369,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
         f" (origin {report.origin}); signing keys {keys}"
     )
     return 0
-
-
-def _pull(config: Config, out: Path) -> None:
-    from gateway.audit.pull import pull_shared
-    from gateway.secretfile import read_secret_text
-
-    if config.audit.backend != "postgres" or config.audit.postgres_dsn_file is None:
-        raise ConfigError("audit pull: the configuration's audit.backend is not postgres")
-    dsn = read_secret_text(config.audit.postgres_dsn_file, "audit.postgres_dsn_file")
-    pulled = pull_shared(dsn, out)
-    waiting = f"; {pulled.pending} appended entries are not integrated yet" if pulled.pending else ""
-    print(
-        f"pulled {pulled.entries} entries and {pulled.checkpoints} checkpoints of the shared audit log"
-        f" into {out}{waiting}",
-        file=sys.stderr,
-    )
 
 
 def _roll(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 from explain.errors import ExplanationError
 from explain.render import html_page, render_terminal
 from explain.store import ExplanationStore
+from gateway.audit.source import audit_file
 from gateway.audit.store import AuditStore
 from gateway.config import Config
 from gateway.errors import AuditError, ConfigError
@@ -54,7 +55,8 @@ def run_explain(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     with ExplanationStore(path) as store:
         if args.explain_command == "show":
             return _show(store, args)
-        return _verify(store, config.audit_db, args.request_ids)
+        with audit_file(config) as audit_db:
+            return _verify(store, audit_db, args.request_ids)
 
 
 def _show(store: ExplanationStore, args: argparse.Namespace) -> int:

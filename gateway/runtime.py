@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ from gateway.upstream.model import UpstreamModel
 from gateway.workerevents import WorkerEventRecorder
 from sandbox.canaries import CanaryFileError, load_canaries
 from sandbox.client import ModelWorker, WorkerSpec
+from sandbox.events import WorkerEvent
 from sandbox.inventory import detect_inventory, probe_nvml
 from sandbox.isolation import SandboxSettings, describe_missing
 from sandbox.isolation.probe import unsupported_layers
@@ -156,6 +158,42 @@ def memory_estimate(model: ModelConfig) -> int:
     return estimate_memory(model.path)
 
 
+def build_local_workers(
+    config: Config, models: list[ModelConfig], on_event: Callable[[WorkerEvent], None] | None
+) -> dict[str, ModelWorker]:
+    """A supervised, sandboxed worker per local model (not started)."""
+    sandbox = sandbox_settings(config)
+    trusted = trusted_release_keys(config)
+    return {
+        m.name: ModelWorker(
+            WorkerSpec(
+                name=m.name,
+                model_dir=m.path,
+                kind="echo" if m.kind == "echo" else "transformers",
+                canary_file=m.canary_file,
+                log_path=config.state_dir / "logs" / f"worker-{m.name.replace('/', '_')}.log",
+                restart_backoff_initial_s=config.workers.restart_backoff_initial_s,
+                restart_backoff_max_s=config.workers.restart_backoff_max_s,
+                start_timeout_s=config.workers.start_timeout_s,
+                max_queue=m.max_queue,
+                threads=m.threads,
+                memory_limit_bytes=m.memory_limit_bytes,
+                gpus=tuple(m.gpus),
+                sandbox=sandbox,
+                request_timeout_s=config.workers.request_timeout_s,
+                trusted_keys=trusted,
+                unsafe_allow_pickle_weights=m.unsafe_allow_pickle_weights,
+                max_batch=m.max_batch,
+                unhealthy_after_failures=config.workers.unhealthy_after_failures,
+                spawner=config.workers.spawner,
+                explain_queue=config.explain.queue_size,
+            ),
+            on_event=on_event,
+        )
+        for m in models
+    }
+
+
 def build_pool(config: Config, models: list[ModelConfig], workers: dict[str, ModelWorker]) -> ModelPool:
     inventory = detect_inventory(
         config.devices.cpu_budget_bytes,
@@ -260,38 +298,9 @@ def build_runtime(config: Config) -> Runtime:
                 load_canaries(m.canary_file)
             except CanaryFileError as exc:
                 raise CanaryFileError(f"model {m.name!r}: canary_file: {exc}") from exc
-    sandbox = sandbox_settings(config)
-    check_sandbox_host(sandbox)
-    trusted = trusted_release_keys(config)
+    check_sandbox_host(sandbox_settings(config))
     worker_events = WorkerEventRecorder(audit)
-    workers = {
-        m.name: ModelWorker(
-            WorkerSpec(
-                name=m.name,
-                model_dir=m.path,
-                kind="echo" if m.kind == "echo" else "transformers",
-                canary_file=m.canary_file,
-                log_path=config.state_dir / "logs" / f"worker-{m.name.replace('/', '_')}.log",
-                restart_backoff_initial_s=config.workers.restart_backoff_initial_s,
-                restart_backoff_max_s=config.workers.restart_backoff_max_s,
-                start_timeout_s=config.workers.start_timeout_s,
-                max_queue=m.max_queue,
-                threads=m.threads,
-                memory_limit_bytes=m.memory_limit_bytes,
-                gpus=tuple(m.gpus),
-                sandbox=sandbox,
-                request_timeout_s=config.workers.request_timeout_s,
-                trusted_keys=trusted,
-                unsafe_allow_pickle_weights=m.unsafe_allow_pickle_weights,
-                max_batch=m.max_batch,
-                unhealthy_after_failures=config.workers.unhealthy_after_failures,
-                spawner=config.workers.spawner,
-                explain_queue=config.explain.queue_size,
-            ),
-            on_event=worker_events,
-        )
-        for m in models
-    }
+    workers = build_local_workers(config, models, worker_events)
     pool = build_pool(config, models, workers)
     worker_view: dict[str, Worker] = {**pool.models, **upstreams}
     mtls = config.auth.mtls

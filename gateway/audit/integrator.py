@@ -37,10 +37,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
-from gateway.audit.entry import GENESIS_HASH, PreparedEntry, entry_hash
+from gateway.audit.entry import GENESIS_HASH, PreparedEntry, entry_hash, parse_entry
 from gateway.audit.log import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL_S, default_origin
 from gateway.audit.note import NoteError, NoteSigner, is_valid_key_name
-from gateway.audit.shared import IntegratorLease, ensure_schema
+from gateway.audit.shared import LEASE_KEY, IntegratorLease, ensure_schema
 from gateway.audit.store import HEAD_META_KEY
 from gateway.errors import AuditError
 
@@ -59,6 +59,18 @@ class _State:
     checkpointed: int  # size of the latest stored checkpoint
 
 
+def _age_s(created: str | None) -> float:
+    """Seconds since a checkpoint's ``created`` time (0 for none, or one from the future), so
+    that the time-based checkpoint keeps its rhythm across a change of integrator."""
+    if created is None:
+        return 0.0
+    try:
+        then = datetime.fromisoformat(created)
+    except ValueError:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - then).total_seconds())
+
+
 class Integrator:
     """Integrates pending rows while holding the lease. Not thread-safe: one thread drives it
     (:class:`IntegratorThread`), or a test calls :meth:`step` directly."""
@@ -73,6 +85,7 @@ class Integrator:
         checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
         batch: int = DEFAULT_BATCH,
         clock: Callable[[], float] = time.monotonic,
+        lease: IntegratorLease | None = None,
     ) -> None:
         if not isinstance(private_key, Ed25519PrivateKey):
             raise AuditError("the shared audit log needs an Ed25519 private key")
@@ -88,7 +101,7 @@ class Integrator:
         self._interval = checkpoint_interval_s
         self._batch = batch
         self._clock = clock
-        self.lease = IntegratorLease(dsn)
+        self.lease = lease or IntegratorLease(dsn)
         self._state: _State | None = None
         self._signer: NoteSigner | None = None
         self._origin = ""
@@ -107,14 +120,22 @@ class Integrator:
         import psycopg
 
         try:
-            if self._state is None or not self.lease.held():
-                self._state = None
+            pending = True
+            if self._state is not None:
+                held, pending = self._look()
+                if not held:
+                    log.warning("audit integrator: this replica lost the lease")
+                    self._state = None
+            if self._state is None:
                 if not self.lease.try_acquire():
                     return 0
                 self._state = self._load()
                 log.info(
                     "audit integrator: this replica integrates the shared log from seq %d", self._state.seq
                 )
+            state = self._state
+            if not pending and not self._checkpoint_due(state.compact.size, state.checkpointed):
+                return 0  # idle: no transaction, no transaction id, no commit
             return self._integrate()
         except psycopg.Error as exc:
             self._lose(f"{type(exc).__name__}: {exc}")
@@ -123,9 +144,34 @@ class Integrator:
             self._lose(str(exc))
             raise
 
+    def final_checkpoint(self) -> None:
+        """At shutdown, while still holding the lease: keep the head as a checkpoint if entries
+        came after the last one (as the SQLite log does when it closes)."""
+        import psycopg
+
+        state = self._state
+        if state is None or state.compact.size == state.checkpointed:
+            return
+        try:
+            if self.lease.held():
+                self._integrate(force_checkpoint=True)
+        except (psycopg.Error, AuditError) as exc:
+            log.warning("audit integrator: no final checkpoint (%s)", type(exc).__name__)
+
     def release(self) -> None:
         self._state = None
         self.lease.release()
+
+    def _look(self) -> tuple[bool, bool]:
+        """Whether this session still holds the lease, and whether rows wait: one read, so an
+        idle integrator writes nothing."""
+        row = self._conn.execute(
+            "SELECT (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND pid = pg_backend_pid() AND objid = (%s::bigint & 4294967295)::oid),"
+            " EXISTS (SELECT 1 FROM audit_shared WHERE seq IS NULL AND rejected IS NULL)",
+            (LEASE_KEY,),
+        ).fetchone()
+        return bool(row[0]), bool(row[1])
 
     def _lose(self, why: str) -> None:
         log.error("audit integrator: gave up the lease: %s", why)
@@ -168,12 +214,22 @@ class Integrator:
             count = conn.execute("SELECT count(*) FROM audit_shared WHERE seq IS NOT NULL").fetchone()[0]
             if count != seq:
                 raise AuditError(f"the shared audit log holds {count} entries up to seq {seq}: a gap")
+            leaves = conn.execute("SELECT count(*) FROM audit_shared_nodes WHERE level = 0").fetchone()[0]
+            if leaves != seq:
+                raise AuditError(f"the shared audit log's Merkle tree has {leaves} leaves for {seq} entries")
             compact = self._compact(seq)
-            latest = conn.execute("SELECT max(size) FROM audit_shared_checkpoints").fetchone()[0]
+            latest = conn.execute(
+                "SELECT size, created FROM audit_shared_checkpoints ORDER BY size DESC LIMIT 1"
+            ).fetchone()
+        if latest is not None and int(latest[0]) > seq:
+            raise AuditError(
+                f"a signed checkpoint covers {latest[0]} entries but the shared log holds {seq}:"
+                " entries were removed. Run `llmos audit verify`"
+            )
         self._signer = NoteSigner(origin, self._key)
         self._origin = origin
-        self._checkpoint_time = self._clock()
-        return _State(seq, prev, compact, 0 if latest is None else int(latest))
+        self._checkpoint_time = self._clock() - _age_s(None if latest is None else str(latest[1]))
+        return _State(seq, prev, compact, 0 if latest is None else int(latest[0]))
 
     def _meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM audit_shared_meta WHERE key = %s", (key,)).fetchone()
@@ -198,7 +254,7 @@ class Integrator:
 
     # -- integrating ------------------------------------------------------------------------
 
-    def _integrate(self) -> int:
+    def _integrate(self, *, force_checkpoint: bool = False) -> int:
         state = self._state
         assert state is not None
         conn = self._conn
@@ -210,18 +266,20 @@ class Integrator:
                 raise AuditError("the shared audit log's head moved under this integrator")
             rows = conn.execute(
                 "SELECT id, request_id, phase, body_before, body_between, body_after, openings"
-                " FROM audit_shared WHERE seq IS NULL ORDER BY id LIMIT %s FOR UPDATE",
+                " FROM audit_shared WHERE seq IS NULL AND rejected IS NULL ORDER BY id LIMIT %s FOR UPDATE",
                 (self._batch,),
             ).fetchall()
-            due = self._checkpoint_due(state.compact.size + len(rows), state.checkpointed)
+            due = force_checkpoint or self._checkpoint_due(state.compact.size + len(rows), state.checkpointed)
             if not rows and not due:
                 return 0
             entries = [
                 (int(r[0]), PreparedEntry(r[1], r[2], bytes(r[3]), bytes(r[4]), bytes(r[5]), r[6]))
                 for r in rows
             ]
-            seq, prev, compact, updates, nodes = self._place(entries, state)
+            seq, prev, compact, updates, nodes, rejected = self._place(entries, state)
             with conn.cursor() as cur:
+                if rejected:
+                    cur.executemany("UPDATE audit_shared SET rejected = %s WHERE id = %s", rejected)
                 if updates:
                     cur.executemany(
                         "UPDATE audit_shared SET seq = %s, entry_hash = %s, body = %s"
@@ -237,7 +295,7 @@ class Integrator:
             checkpointed = state.checkpointed
             if compact.size > state.checkpointed:
                 size, note, created = self._sign(compact)
-                if rows:
+                if updates:
                     conn.execute(
                         "INSERT INTO audit_shared_meta (key, value) VALUES (%s, %s)"
                         " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -256,23 +314,43 @@ class Integrator:
         self._state = _State(seq, prev, compact, checkpointed)
         if checkpointed > state.checkpointed:
             self._checkpoint_time = self._clock()
-        self.integrated += len(rows)
-        return len(rows)
+        for why, row_id in rejected:
+            log.error("audit integrator: row %d set aside, not an entry: %s", row_id, why)
+        self.integrated += len(updates)
+        return len(updates)
 
     def _place(
         self, entries: Sequence[tuple[int, PreparedEntry]], state: _State
     ) -> tuple[
-        int, str, merkle.CompactRange, list[tuple[int, str, bytes, int]], list[tuple[int, int, bytes]]
+        int,
+        str,
+        merkle.CompactRange,
+        list[tuple[int, str, bytes, int]],
+        list[tuple[int, int, bytes]],
+        list[tuple[str, int]],
     ]:
+        """Each row's body at its place, checked as an entry first: a row that is not one (a
+        bug, or a write that did not come from a replica) is set aside, never signed."""
         seq, prev, compact = state.seq, state.prev, state.compact.copy()
         updates: list[tuple[int, str, bytes, int]] = []
         nodes: list[tuple[int, int, bytes]] = []
+        rejected: list[tuple[str, int]] = []
         for row_id, entry in entries:
-            body = entry.body(seq + 1, prev)
+            try:
+                body = entry.body(seq + 1, prev)
+                parsed = parse_entry(body)
+                if (
+                    parsed.get("request_id") != entry.request_id
+                    or parsed.get("phase", "complete") != entry.phase
+                ):
+                    raise AuditError("its request_id or phase differs from its row's")
+            except (AuditError, UnicodeDecodeError, ValueError) as exc:
+                rejected.append((str(exc)[:200], row_id))
+                continue
             seq, prev = seq + 1, entry_hash(body)
             nodes += compact.append_nodes(merkle.leaf_hash(body))
             updates.append((seq, prev, body, row_id))
-        return seq, prev, compact, updates, nodes
+        return seq, prev, compact, updates, nodes, rejected
 
     def _checkpoint_due(self, size: int, checkpointed: int) -> bool:
         pending = size - checkpointed
@@ -321,6 +399,7 @@ class IntegratorThread:
                 continue
             if done == 0:
                 self._stop.wait(self._poll_s if self.integrator.holds_lease else self._retry_s)
+        self.integrator.final_checkpoint()
         self.integrator.release()
 
     def stop(self, timeout: float = 10.0) -> None:

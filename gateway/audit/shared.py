@@ -51,10 +51,12 @@ CREATE TABLE IF NOT EXISTS audit_shared (
     seq         bigint UNIQUE,
     entry_hash  text,
     body        bytea,
+    rejected    text,  -- why the integrator set this row aside (it is not an entry of the log)
     UNIQUE (request_id, phase),
-    CHECK ((seq IS NULL) = (entry_hash IS NULL) AND (seq IS NULL) = (body IS NULL))
+    CHECK ((seq IS NULL) = (entry_hash IS NULL) AND (seq IS NULL) = (body IS NULL)),
+    CHECK (seq IS NULL OR rejected IS NULL)
 );
-CREATE INDEX IF NOT EXISTS audit_shared_pending ON audit_shared (id) WHERE seq IS NULL;
+CREATE INDEX IF NOT EXISTS audit_shared_pending ON audit_shared (id) WHERE seq IS NULL AND rejected IS NULL;
 CREATE TABLE IF NOT EXISTS audit_shared_nodes (
     level integer NOT NULL,
     idx   bigint NOT NULL,
@@ -69,6 +71,22 @@ CREATE TABLE IF NOT EXISTS audit_shared_checkpoints (
 CREATE TABLE IF NOT EXISTS audit_shared_meta (key text PRIMARY KEY, value text NOT NULL);
 """
 TABLES = ("audit_shared", "audit_shared_nodes", "audit_shared_checkpoints", "audit_shared_meta")
+SCHEMA_VERSION = "1"  # audit_shared_meta 'schema'
+
+# Every session: bounded connects, dead peers noticed in seconds (keepalives, TCP user timeout),
+# no statement or lock wait longer than a request should wait, durable commits.
+CONNECT_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+    "options": "-c statement_timeout=10000 -c lock_timeout=5000 -c synchronous_commit=on",
+}
+# The integrator's session: PostgreSQL ends it (and so frees the lease) when its holder has sent
+# nothing for this long, e.g. a frozen process whose kernel still answers keepalives.
+LEASE_IDLE_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -83,34 +101,50 @@ def connect(dsn: str, **options: Any) -> Any:
     import psycopg  # only where a shared log is configured
 
     try:
-        return psycopg.connect(dsn, **options)
+        return psycopg.connect(dsn, **{**CONNECT_OPTIONS, **options})
     except psycopg.Error as exc:
         # The DSN may hold a password: never in the message.
         raise AuditError(f"cannot connect to the shared audit database ({type(exc).__name__})") from exc
 
 
 def ensure_schema(conn: Any) -> None:
-    """Create the tables if missing (replicas starting together: one creates them), and make
-    every commit on ``conn`` durable before it returns (``synchronous_commit = on``)."""
+    """Create the tables if they are missing (replicas starting together: one creates them);
+    AuditError if they hold another schema version. Run once per process, not per session:
+    creating (even ``IF NOT EXISTS``) locks the tables against appends."""
     import psycopg
 
     try:
-        conn.execute("SET synchronous_commit = on")
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_KEY,))
-            conn.execute(SCHEMA)
+        if conn.execute("SELECT to_regclass('audit_shared_meta')").fetchone()[0] is None:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_KEY,))
+                conn.execute(SCHEMA)
+                conn.execute(
+                    "INSERT INTO audit_shared_meta (key, value) VALUES ('schema', %s) ON CONFLICT DO NOTHING",
+                    (SCHEMA_VERSION,),
+                )
+        row = conn.execute("SELECT value FROM audit_shared_meta WHERE key = 'schema'").fetchone()
     except psycopg.Error as exc:
         raise AuditError(f"cannot create the shared audit tables ({type(exc).__name__}: {exc})") from exc
+    if row is None or row[0] != SCHEMA_VERSION:
+        found = "none" if row is None else repr(row[0])
+        raise AuditError(
+            f"the shared audit tables have schema version {found}; this llmos writes {SCHEMA_VERSION!r}"
+        )
 
 
 class SharedQueue:
     """Appends of one gateway replica (thread-safe; one connection, appends serialised)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, *, create: bool = True) -> None:
+        """``create``: make sure the tables exist first (once per process is enough)."""
         self._conn = connect(dsn, autocommit=True)
         self._lock = threading.Lock()
-        with self._lock:
-            ensure_schema(self._conn)
+        if create:
+            try:
+                ensure_schema(self._conn)
+            except AuditError:
+                self._conn.close()
+                raise
 
     def append(self, entry: PreparedEntry) -> int:
         """Store ``entry``; durable on return. Its row id. AuditError on a duplicate
@@ -143,7 +177,7 @@ class SharedQueue:
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id, request_id, phase, body_before, body_between, body_after, openings"
-                " FROM audit_shared WHERE seq IS NULL ORDER BY id LIMIT %s",
+                " FROM audit_shared WHERE seq IS NULL AND rejected IS NULL ORDER BY id LIMIT %s",
                 (limit,),
             ).fetchall()
         return [
@@ -169,21 +203,38 @@ class IntegratorLease:
     :meth:`held` asks the database, so a holder whose session was lost learns it before it
     writes (and must stop integrating)."""
 
-    def __init__(self, dsn: str, key: int = LEASE_KEY) -> None:
+    def __init__(
+        self, dsn: str, key: int = LEASE_KEY, *, idle_timeout_ms: int = LEASE_IDLE_TIMEOUT_MS
+    ) -> None:
         self._dsn = dsn
         self._key = key
+        self._idle_timeout_ms = idle_timeout_ms
         self._conn: Any = None
 
     def try_acquire(self) -> bool:
+        """Hold the lease, or learn that another session does (AuditError: no database). The
+        session is kept either way, so retrying costs one statement, not a connection."""
+        import psycopg
+
         if self.held():
             return True
-        self._drop()
-        # Named, so that an operator (and the tests) can see which replica integrates:
-        # SELECT application_name FROM pg_stat_activity JOIN pg_locks USING (pid) ...
-        self._conn = connect(self._dsn, autocommit=True, application_name=integrator_name())
-        got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]
-        if not got:
+        if self._conn is None or self._conn.closed or self._conn.broken:
             self._drop()
+            # Named, so that an operator (and the tests) can see which replica integrates:
+            # SELECT application_name FROM pg_stat_activity JOIN pg_locks USING (pid) ...
+            self._conn = connect(
+                self._dsn,
+                autocommit=True,
+                application_name=integrator_name(),
+                options=CONNECT_OPTIONS["options"]
+                + f" -c idle_session_timeout={self._idle_timeout_ms}"
+                + f" -c idle_in_transaction_session_timeout={self._idle_timeout_ms}",
+            )
+        try:
+            got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]
+        except psycopg.Error as exc:
+            self._drop()
+            raise AuditError(f"cannot ask for the integrator lease ({type(exc).__name__})") from exc
         return bool(got)
 
     def held(self) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,9 @@ from gateway.errors import AuditError
 from gateway.types import AuditRecord
 
 DEFAULT_CONNECTIONS = 4
+# An append waits this long for a free session (all busy: the database is slow or hung), then
+# fails closed rather than holding its thread, and its request, indefinitely.
+SESSION_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class SharedAuditLog:
         self._sessions.put(first)
         for _ in range(connections - 1):
             self._sessions.put(None)  # opened when first needed
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
         self._integrator: IntegratorThread | None = None
         if integrate:
             self._integrator = IntegratorThread(
@@ -83,7 +90,6 @@ class SharedAuditLog:
                 poll_s=poll_s,
             )
             self._integrator.start()
-        self._closed = False
 
     @property
     def integrator(self) -> Integrator | None:
@@ -108,25 +114,37 @@ class SharedAuditLog:
             raise AuditError(f"audit record cannot be logged: {exc}") from exc
 
     def _append(self, entry: PreparedEntry) -> SharedAppend:
-        if self._closed:
-            raise AuditError("the shared audit log is closed")
-        session = self._sessions.get()
+        with self._idle:
+            if self._closed:
+                raise AuditError("the shared audit log is closed")
+            self._in_flight += 1
         try:
-            if session is None or session.broken:
-                if session is not None:
-                    session.close()
-                session = None
-                session = SharedQueue(self._dsn)
-            row_id = session.append(entry)
+            try:
+                session = self._sessions.get(timeout=SESSION_WAIT_S)
+            except queue.Empty:
+                raise AuditError("the shared audit log is overloaded: no database session free") from None
+            try:
+                if session is None or session.broken:
+                    if session is not None:
+                        session.close()
+                    session = None
+                    session = SharedQueue(self._dsn, create=False)
+                return SharedAppend(session.append(entry), entry.request_id)
+            finally:
+                self._sessions.put(session)
         finally:
-            self._sessions.put(session)
-        return SharedAppend(row_id, entry.request_id)
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
 
-    def close(self) -> None:
-        """Stop integrating (the lease passes to another replica) and close the sessions."""
-        if self._closed:
-            return
-        self._closed = True
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Let appends under way finish, stop integrating (a last checkpoint; the lease passes to
+        another replica) and close the sessions."""
+        with self._idle:
+            if self._closed:
+                return
+            self._closed = True
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
         if self._integrator is not None:
             self._integrator.stop()
         while True:

@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.source import audit_file
 from gateway.config import Config
 from gateway.errors import ConfigError, PolicyError
 
@@ -177,10 +179,11 @@ def _replay(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         until = parse_time(args.until) if args.until else None
     except ValueError as exc:
         raise ConfigError(f"--since/--until: not an RFC 3339 time or date: {exc}") from exc
-    db = args.db or config.audit_db
-    if not db.exists():
-        raise ConfigError(f"{db}: no audit database here")
     candidate = _engine(config, args.candidate)
-    report = run_replay(recorded_decisions(read_audit(db), since=since, until=until), candidate)
+    with ExitStack() as stack:
+        db = args.db or stack.enter_context(audit_file(config))  # a pulled copy of a shared log
+        if not db.exists():
+            raise ConfigError(f"{db}: no audit database here")
+        report = run_replay(recorded_decisions(read_audit(db), since=since, until=until), candidate)
     print(render_markdown(report, str(args.candidate)) if args.markdown else render_text(report))
     return 1 if args.fail_on_change and report.changes else 0

@@ -149,6 +149,11 @@ def test_three_replicas_share_one_log_that_verifies_after_its_integrator_is_kill
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith("OK: ") and f"origin {ORIGIN}" in verified.stdout
 
+    checkpoint = subprocess.run(
+        [LLMOS, "audit", "checkpoint", "--config", str(config)], capture_output=True, text=True, timeout=120
+    )
+    assert checkpoint.returncode == 0 and checkpoint.stdout.startswith(f"{ORIGIN}\n"), checkpoint.stderr
+
     out = tmp_path / "pulled.db"
     pulled = subprocess.run(
         [LLMOS, "audit", "pull", "--config", str(config), "--out", str(out)],

@@ -4,6 +4,10 @@ integrator continues where the last committed batch ended; tampering is caught."
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -13,7 +17,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.audit.entry import prepare_entry
 from gateway.audit.integrator import Integrator
 from gateway.audit.pull import pull_shared
-from gateway.audit.shared import SharedQueue
+from gateway.audit.shared import IntegratorLease, SharedQueue
+from gateway.audit.sharedlog import SharedAuditLog
 from gateway.audit.store import AuditStore
 from gateway.audit.verify import verify_log
 from gateway.errors import AuditError, AuditVerifyError
@@ -93,8 +98,10 @@ def test_a_new_integrator_continues_after_the_last_committed_batch(
         with psycopg.connect(dsn, autocommit=True) as admin:  # the holder's session dies
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         assert second.step() == 3  # takes over at seq 6
-        assert first.step() == 0  # it learns its session is gone, and the lease is taken
+        with pytest.raises(AuditError):
+            first.step()  # its session is gone: it drops what it believed and writes nothing
         assert not first.holds_lease
+        assert first.step() == 0  # a new session, and the lease is taken
     finally:
         first.release()
         second.release()
@@ -171,3 +178,102 @@ def test_pull_refuses_an_existing_file_and_an_empty_log(dsn: str, tmp_path: Path
     with pytest.raises(AuditError, match="no integrator"):
         pull_shared(dsn, tmp_path / "new.db")
     assert not (tmp_path / "new.db").exists()
+
+
+def test_a_row_that_is_not_an_entry_is_set_aside_never_signed(
+    dsn: str, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    append(dsn, range(1, 3))
+    with psycopg.connect(dsn, autocommit=True) as conn:  # not from a replica: garbage parts
+        conn.execute(
+            "INSERT INTO audit_shared (request_id, phase, body_before, body_between, body_after, openings)"
+            " VALUES ('req-bad', 'complete', 'x', 'y', 'z', '')"
+        )
+    append(dsn, range(3, 5))
+    integrator = Integrator(dsn, key)
+    try:
+        assert integrator.step() == 4
+    finally:
+        integrator.release()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT seq, rejected FROM audit_shared WHERE request_id = 'req-bad'").fetchone()
+    assert row[0] is None and row[1]
+    report = verify_log(pulled(dsn, tmp_path), [key.public_key()])
+    assert report.entries == 4
+
+
+def test_an_idle_integrator_writes_nothing(dsn: str, key: Ed25519PrivateKey) -> None:
+    append(dsn, range(1, 3))
+    integrator = Integrator(dsn, key)
+    try:
+        assert integrator.step() == 2
+
+        def head_row_version() -> tuple[str, str]:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT xmin::text, xmax::text FROM audit_shared_meta WHERE key = 'head_seq'"
+                ).fetchone()
+            return row[0], row[1]
+
+        before = head_row_version()
+        for _ in range(20):
+            assert integrator.step() == 0
+        assert head_row_version() == before  # not even locked FOR UPDATE
+    finally:
+        integrator.release()
+
+
+FROZEN = """
+import sys, time
+from gateway.audit.shared import IntegratorLease
+lease = IntegratorLease(sys.argv[1], idle_timeout_ms=1000)
+assert lease.try_acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_frozen_holder_loses_the_lease(dsn: str) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", FROZEN, dsn], stdout=subprocess.PIPE, text=True)
+    other = IntegratorLease(dsn)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        holder.send_signal(signal.SIGSTOP)  # alive, its kernel still answers, but it does nothing
+        assert not other.try_acquire()
+        deadline = time.monotonic() + 15
+        while not other.try_acquire():
+            assert time.monotonic() < deadline, "the frozen holder kept the lease"
+            time.sleep(0.2)
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+        other.release()
+
+
+def test_closing_a_replica_keeps_a_last_checkpoint_and_refuses_later_appends(
+    dsn: str, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    log = SharedAuditLog(dsn, key, checkpoint_every=1000, checkpoint_interval_s=3600, poll_s=0.01)
+    for n in range(1, 4):
+        log.append(make_record(n))
+    integrator = log.integrator
+    assert integrator is not None
+    deadline = time.monotonic() + 10
+    while integrator.integrated < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    log.close()
+    with pytest.raises(AuditError, match="closed"):
+        log.append(make_record(4))
+    report = verify_log(pulled(dsn, tmp_path), [key.public_key()])
+    assert report.entries == 3 and report.checkpoints == 1  # the one written at close
+
+
+def test_tables_of_another_schema_version_are_refused(dsn: str) -> None:
+    SharedQueue(dsn).close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE audit_shared_meta SET value = '99' WHERE key = 'schema'")
+    with pytest.raises(AuditError, match="schema version '99'"):
+        SharedQueue(dsn)
