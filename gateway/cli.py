@@ -19,6 +19,7 @@ from gateway.modelcommands import add_model_commands, run_models
 from gateway.policy.commands import add_policy_commands, run_policy
 from gateway.sandboxcheck import add_sandbox_commands, run_sandbox
 from gateway.types import ENDPOINTS, ROLES
+from gateway.workercommands import add_worker_commands, run_worker
 
 DESCRIPTION = """\
 llmos: an OpenAI-compatible gateway to sandboxed local models, with API-key authentication,
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sandbox_commands(sub, _add_config)
     add_model_commands(sub, _add_config)
     add_explain_commands(sub, _add_config)
+    add_worker_commands(sub, _add_config)
     return parser
 
 
@@ -459,6 +461,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return run_explain(args, load_config)
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    return run_worker(args, load_config)
+
+
 COMMANDS = {
     "init": cmd_init,
     "serve": cmd_serve,
@@ -468,6 +474,7 @@ COMMANDS = {
     "sandbox": cmd_sandbox,
     "models": cmd_models,
     "explain": cmd_explain,
+    "worker": cmd_worker,
 }
 
 

@@ -201,14 +201,74 @@ class UpstreamConfig(_Section):
         return self
 
 
+_HOST_PORT = r"^[A-Za-z0-9._-]{1,253}:[0-9]{1,5}$|^\[[0-9A-Fa-f:.]{2,45}\]:[0-9]{1,5}$"
+
+
+class RemoteConfig(_Section):
+    """Worker hosts serving a model over mutual TLS (``kind: remote``; docs/remote-workers.md).
+
+    ``endpoints`` (``host:port``) or ``dns`` (``name:port``: every address it resolves to, e.g.
+    a Kubernetes headless Service). The gateway presents ``cert_file``/``key_file`` and accepts
+    only worker hosts whose certificate ``ca_file`` signed, for ``server_name`` (default: the
+    endpoint's host; set it when endpoints are addresses found through DNS)."""
+
+    endpoints: list[str] = Field(default_factory=list)
+    dns: str | None = Field(default=None, pattern=_HOST_PORT)
+    server_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    health_interval_s: float = Field(default=2.0, gt=0)
+    health_timeout_s: float = Field(default=2.0, gt=0)
+    eject_backoff_initial_s: float = Field(default=0.5, gt=0)
+    eject_backoff_max_s: float = Field(default=30.0, gt=0)
+    dns_refresh_s: float = Field(default=10.0, gt=0)
+
+    _resolve = field_validator("cert_file", "key_file", "ca_file")(_resolve)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, endpoints: list[str]) -> list[str]:
+        import re
+
+        bad = [
+            e for e in endpoints if not re.match(_HOST_PORT, e) or not 0 < int(e.rsplit(":", 1)[1]) < 65536
+        ]
+        if bad:
+            raise ValueError(f"not host:port: {', '.join(map(repr, bad))}")
+        if len(set(endpoints)) != len(endpoints):
+            raise ValueError("an endpoint is listed twice")
+        return endpoints
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RemoteConfig:
+        if bool(self.endpoints) == (self.dns is not None):
+            raise ValueError("give endpoints or dns (one of them)")
+        return self
+
+
+class WorkerHostConfig(_Section):
+    """``llmos worker serve``: its certificate (server authentication) and the CA whose gateway
+    certificates (client authentication) it accepts (docs/remote-workers.md)."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    gateway_ca_file: Path | None = None
+
+    _resolve = field_validator("cert_file", "key_file", "gateway_ca_file")(_resolve)
+
+
 class ModelConfig(_Section):
     name: str = Field(pattern=MODEL_NAME_PATTERN)
     # "transformers": a local Hugging Face checkpoint at ``path``. "echo": a diagnostic model that
     # answers with the last message it received (after redaction); it loads nothing, so no path.
     # "upstream": an OpenAI-compatible API (``upstream:``), behind the same pipeline (docs/upstreams.md).
-    kind: Literal["transformers", "echo", "upstream"] = "transformers"
+    # "remote": served by worker hosts over mutual TLS (``remote:``; docs/remote-workers.md).
+    kind: Literal["transformers", "echo", "upstream", "remote"] = "transformers"
     path: Path | None = Field(default=None, validate_default=True)
     upstream: UpstreamConfig | None = None
+    remote: RemoteConfig | None = None
     # UTF-8 file of values that must never reach the model, one per line (sandbox/canaries.py);
     # read by the worker, which refuses a request containing one (500 canary_tripped).
     canary_file: Path | None = None
@@ -264,7 +324,7 @@ class ModelConfig(_Section):
             raise PydanticCustomError(
                 "missing", "Field required (the model directory of a transformers model)"
             )
-        if kind in ("echo", "upstream") and path is not None:
+        if kind in ("echo", "upstream", "remote") and path is not None:
             raise ValueError(f"must not be set for kind {kind} (it loads no files)")
         return path
 
@@ -274,11 +334,15 @@ class ModelConfig(_Section):
             raise ValueError("kind upstream needs an upstream: section (base_url, ...)")
         if self.kind != "upstream" and self.upstream is not None:
             raise ValueError("upstream: is only for kind upstream")
-        if self.kind == "upstream":
+        if self.kind == "remote" and self.remote is None:
+            raise ValueError("kind remote needs a remote: section (endpoints or dns, TLS files)")
+        if self.kind != "remote" and self.remote is not None:
+            raise ValueError("remote: is only for kind remote")
+        if self.kind in ("upstream", "remote"):
             local = [f for f in ("gpus", "memory_limit_bytes", "memory_bytes", "threads") if getattr(self, f)]
             local += ["replicas"] if self.replicas != 1 else []
             if local:
-                raise ValueError(f"{', '.join(local)}: not for kind upstream (no local worker)")
+                raise ValueError(f"{', '.join(local)}: not for kind {self.kind} (no local worker)")
         return self
 
 
@@ -393,6 +457,7 @@ class Config(_Section):
     model_trust: ModelTrustConfig = ModelTrustConfig()  # signed model manifests (docs/models.md)
     devices: DevicesConfig = DevicesConfig()  # memory budgets for placement (docs/placement.md)
     explain: ExplainConfig = ExplainConfig()  # explanation records (docs/explanations.md)
+    worker_host: WorkerHostConfig = WorkerHostConfig()  # `llmos worker serve` (docs/remote-workers.md)
     # UNSAFE, for measurements and break-glass: turn off the policy decision (every authenticated
     # request allowed, no obligations), sensitive-data scanning, and the audit trail of requests
     # (explanation records too). The gateway logs a warning for each at start (docs/configuration.md).

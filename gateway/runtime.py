@@ -41,6 +41,8 @@ from sandbox.isolation import SandboxSettings, describe_missing
 from sandbox.isolation.probe import unsupported_layers
 from sandbox.lifecycle import ManagedModel, ModelPool
 from sandbox.manifest import ManifestError, estimate_memory
+from sandbox.remote.client import RemoteModel, RemoteSettings, split_host_port
+from sandbox.remote.tls import gateway_context
 from sandbox.spawner import close_fork_servers
 
 log = logging.getLogger("llmos.gateway")
@@ -57,6 +59,7 @@ class Runtime:
     tokens: TokenVerifier | None = None
     worker_events: WorkerEventRecorder | None = None
     upstreams: dict[str, UpstreamModel] | None = None
+    remotes: dict[str, RemoteModel] | None = None
 
     async def start(self) -> None:
         install_blocking_pool(self.config.server.blocking_threads)
@@ -70,6 +73,8 @@ class Runtime:
         # them in the gateway: see gateway/audit/sharedlog.py).
         if explanations is not None and isinstance(self.audit, AuditLog):
             explanations.start_recovery(self.audit)
+        for remote in (self.remotes or {}).values():  # connects in the background
+            await remote.start()
         await self.pool.start()  # the pinned models; the others load on demand
         await self.reloader.start()  # last: a failed start above leaves nothing running
 
@@ -79,6 +84,8 @@ class Runtime:
         await close_fork_servers()
         for upstream in (self.upstreams or {}).values():
             await upstream.close()
+        for remote in (self.remotes or {}).values():
+            await remote.stop()
         if self.worker_events is not None:
             await self.worker_events.drain()  # their entries, before the log closes
         explanations = self.pipeline.explanations
@@ -228,6 +235,32 @@ def open_explanation_store(config: Config) -> ExplanationStore:
         raise ConfigError(f"explain.db: {exc}") from exc
 
 
+def every_remote(models: list[ModelConfig]) -> list[ModelConfig]:
+    return [m for m in models if m.kind == "remote"]
+
+
+def build_remote(model: ModelConfig) -> RemoteModel:
+    """The gateway side of a ``kind: remote`` entry; ConfigError for unusable TLS files."""
+    r = model.remote
+    assert r is not None  # the config's validator requires it for this kind
+    settings = RemoteSettings(
+        endpoints=tuple(split_host_port(e) for e in r.endpoints),
+        dns=None if r.dns is None else split_host_port(r.dns),
+        server_name=r.server_name or (None if r.dns is None else split_host_port(r.dns)[0]),
+        connect_timeout_s=r.connect_timeout_s,
+        health_interval_s=r.health_interval_s,
+        health_timeout_s=r.health_timeout_s,
+        eject_backoff_initial_s=r.eject_backoff_initial_s,
+        eject_backoff_max_s=r.eject_backoff_max_s,
+        dns_refresh_s=r.dns_refresh_s,
+    )
+    try:
+        tls = gateway_context(r.cert_file, r.key_file, r.ca_file)
+    except ConfigError as exc:
+        raise ConfigError(f"model {model.name!r}: {exc}") from exc
+    return RemoteModel(model.name, settings, tls)
+
+
 def build_upstream(model: ModelConfig) -> UpstreamModel:
     """The upstream model of a ``kind: upstream`` entry; ConfigError for a missing key or canaries."""
     assert model.upstream is not None  # the config's validator requires it for this kind
@@ -287,8 +320,9 @@ def open_audit_log(config: Config) -> AuditLog | SharedAuditLog:
 def build_runtime(config: Config) -> Runtime:
     warn_unsafe(config)
     every_model = all_models(config)  # llmos.yaml's, then those added with `llmos models add`
-    models = [m for m in every_model if m.kind != "upstream"]  # local workers
+    models = [m for m in every_model if m.kind in ("transformers", "echo")]  # local workers
     upstreams = {m.name: build_upstream(m) for m in every_model if m.kind == "upstream"}
+    remotes = {m.name: build_remote(m) for m in every_model if m.kind == "remote"}
     keys = open_key_store(config)
     policy = load_policy(config)
     audit = open_audit_log(config)
@@ -302,7 +336,7 @@ def build_runtime(config: Config) -> Runtime:
     worker_events = WorkerEventRecorder(audit)
     workers = build_local_workers(config, models, worker_events)
     pool = build_pool(config, models, workers)
-    worker_view: dict[str, Worker] = {**pool.models, **upstreams}
+    worker_view: dict[str, Worker] = {**pool.models, **upstreams, **remotes}
     mtls = config.auth.mtls
     tokens = TokenVerifier(config.oidc) if config.oidc.issuers else None
     authenticator = Authenticator(
@@ -331,8 +365,8 @@ def build_runtime(config: Config) -> Runtime:
     limits = Limits(
         max_body_bytes=config.server.max_body_bytes,
         max_messages=config.server.max_messages,
-        default_max_tokens={m.name: m.default_max_tokens for m in models},
-        model_labels={m.name: tuple(m.labels) for m in models},
+        default_max_tokens={m.name: m.default_max_tokens for m in [*models, *every_remote(every_model)]},
+        model_labels={m.name: tuple(m.labels) for m in [*models, *every_remote(every_model)]},
     )
     log.info("policy %s loaded from %s", policy.digest, describe_source(config))
     return Runtime(
@@ -345,4 +379,5 @@ def build_runtime(config: Config) -> Runtime:
         tokens=tokens,
         worker_events=worker_events,
         upstreams=upstreams,
+        remotes=remotes,
     )

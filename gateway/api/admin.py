@@ -37,6 +37,7 @@ from gateway.policy.input import RequestSummary
 from gateway.upstream.model import UpstreamModel, upstream_info
 from sandbox.lifecycle import UpdateFailed
 from sandbox.manifest import ManifestError
+from sandbox.remote.client import RemoteModel
 
 router = APIRouter()
 
@@ -137,6 +138,8 @@ async def workers_status(request: Request) -> Response:
                 data[name]["replicas"] = replicas()
             if isinstance(worker, UpstreamModel):  # no process of ours: where it forwards to
                 data[name]["upstream"] = upstream_info(worker)
+            if isinstance(worker, RemoteModel):  # workers on worker hosts: each one's health
+                data[name]["remote"] = worker.status()
         return 200, {"workers": data}
 
     return await _admin(request, "admin.workers", act)
