@@ -170,7 +170,8 @@ def build_local_workers(
 ) -> dict[str, ModelWorker]:
     """A supervised, sandboxed worker per local model (not started)."""
     sandbox = sandbox_settings(config)
-    trusted = trusted_release_keys(config)
+    # Echo models load no files: a worker host serving only those needs no release keys.
+    trusted = trusted_release_keys(config) if any(m.kind == "transformers" for m in models) else ()
     return {
         m.name: ModelWorker(
             WorkerSpec(
