@@ -39,8 +39,8 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
-def test_there_are_overlays_for_cpu_gpu_and_opa() -> None:
-    assert {"single-node", "gpu-node", "single-node-opa"} <= set(OVERLAYS)
+def test_there_are_overlays_for_cpu_gpu_opa_and_several_nodes() -> None:
+    assert {"single-node", "gpu-node", "single-node-opa", "multi-node"} <= set(OVERLAYS)
 
 
 def test_every_object_validates_strictly(overlay: tuple[str, list[dict[str, Any]]]) -> None:
@@ -55,6 +55,16 @@ def test_the_validator_catches_mistakes() -> None:
     bad["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFileSystem"] = True  # misspelt
     with pytest.raises(kv.ValidationError):
         kv.validate(bad, KUBERNETES_VERSION, strict=True)
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
+    return doc
+
+
+def gateway_config(docs: list[dict[str, Any]]) -> str:
+    text: str = named(docs, "ConfigMap", "llmos-config")["data"]["llmos.yaml"]
+    return text
 
 
 def containers(deployment: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -96,7 +106,7 @@ def test_the_gateway_probes_and_reads_its_keys_from_secrets(
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert "--no-admin-key" in gateway["args"]  # no API key in the pod's log
-    config = yaml.safe_load(by_kind(docs, "ConfigMap")[0]["data"]["llmos.yaml"])
+    config = yaml.safe_load(gateway_config(docs))
     mounts = {m["mountPath"]: m for m in gateway["volumeMounts"]}
     for path in (
         config["audit"]["signing_key"],
@@ -114,19 +124,21 @@ def test_the_configuration_in_every_overlay_is_valid_llmos_configuration(
     from gateway.config import Config
 
     _, docs = overlay
-    text = by_kind(docs, "ConfigMap")[0]["data"]["llmos.yaml"]
+    text = gateway_config(docs)
     config = Config.from_mapping(yaml.safe_load(text), source="llmos.yaml", base_dir=tmp_path)
     assert config.sandbox.strict is True
     assert config.state_dir == Path("/var/lib/llmos/state")
 
 
 def test_network_is_denied_by_default(overlay: tuple[str, list[dict[str, Any]]]) -> None:
-    _, docs = overlay
+    name, docs = overlay
     policies = {p["metadata"]["name"]: p["spec"] for p in by_kind(docs, "NetworkPolicy")}
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
     gateway = policies["llmos-gateway"]
     assert [p["port"] for rule in gateway["ingress"] for p in rule["ports"]] == [8080]
-    assert {p["port"] for rule in gateway["egress"] for p in rule["ports"]} == {53}
+    # DNS; with several nodes also worker hosts, PostgreSQL, Redis and the OIDC provider
+    expected = {53, 7443, 5432, 6379, 443} if name == "multi-node" else {53}
+    assert {p["port"] for rule in gateway["egress"] for p in rule["ports"]} == expected
 
 
 def test_the_state_directory_is_made_before_the_gateway_and_opa_start() -> None:
@@ -194,3 +206,138 @@ def test_secrets_render_from_generated_files_and_nowhere_else(tmp_path: Path) ->
         ).stdout
         assert not any(v in rendered for v in values)
         assert "kind: Secret" not in rendered
+
+
+# -- several nodes: gateway replicas, shared audit log, worker hosts over mTLS ------------------
+
+
+@pytest.fixture(scope="module")
+def multi_node() -> list[dict[str, Any]]:
+    return render(K8S / "overlays" / "multi-node")
+
+
+def test_gateway_replicas_scale_and_roll_without_a_shared_volume(multi_node: list[dict[str, Any]]) -> None:
+    gateway = named(multi_node, "Deployment", "llmos-gateway")
+    assert gateway["spec"]["replicas"] >= 2
+    assert gateway["spec"]["strategy"]["type"] == "RollingUpdate"
+    state = next(v for v in gateway["spec"]["template"]["spec"]["volumes"] if v["name"] == "state")
+    assert "emptyDir" in state and "persistentVolumeClaim" not in state
+    assert "llmos-state" not in [p["metadata"]["name"] for p in by_kind(multi_node, "PersistentVolumeClaim")]
+    (hpa,) = by_kind(multi_node, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "llmos-gateway",
+    }
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+
+
+def test_replicas_share_the_audit_log_and_limits_and_reach_workers_over_mtls(
+    multi_node: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    from gateway.config import Config
+
+    config = Config.from_mapping(
+        yaml.safe_load(gateway_config(multi_node)), source="llmos.yaml", base_dir=tmp_path
+    )
+    assert config.audit.backend == "postgres" and config.limits.backend == "redis"
+    assert config.oidc.issuers  # clients authenticate the same way on every replica
+    (model,) = config.models or []
+    assert model.kind == "remote" and model.remote is not None
+    service = named(multi_node, "Service", "llmos-worker-assistant")
+    assert service["spec"]["clusterIP"] == "None"  # headless: DNS lists every ready worker host
+    assert (
+        model.remote.dns
+        == f"llmos-worker-assistant.llmos.svc.cluster.local:{service['spec']['ports'][0]['port']}"
+    )
+    gateway = named(multi_node, "Deployment", "llmos-gateway")
+    mounts = {m["mountPath"]: m for m in gateway["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    for path in (model.remote.cert_file, model.remote.key_file, model.remote.ca_file):
+        assert mounts[str(path)]["name"] == "remote-tls" and mounts[str(path)]["subPath"] == path.name
+    assert mounts[str(config.audit.postgres_dsn_file)]["name"] == "postgres"
+
+
+def test_worker_hosts_take_a_gpu_each_and_only_gateway_traffic(
+    multi_node: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    from gateway.config import Config
+
+    worker = named(multi_node, "Deployment", "llmos-worker-assistant")
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(":cuda") and container["args"][:2] == ["worker", "serve"]
+    assert (
+        container["args"][-1].endswith(":7443")
+        and int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1
+    )
+    text = named(multi_node, "ConfigMap", "llmos-worker-assistant-config")["data"]["llmos.yaml"]
+    config = Config.from_mapping(yaml.safe_load(text), source="llmos.yaml", base_dir=tmp_path)
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    wh = config.worker_host
+    assert {str(wh.cert_file), str(wh.key_file), str(wh.gateway_ca_file)} <= mounts
+    assert [m.name for m in config.models or []] == ["assistant"]
+    policy = named(multi_node, "NetworkPolicy", "llmos-worker-assistant")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"] and policy["egress"] == []  # no egress at all
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "llmos-gateway"}}}]
+    assert rule["ports"] == [{"port": 7443, "protocol": "TCP"}]
+
+
+def test_multi_node_secrets_render_and_their_certificates_work_together(tmp_path: Path) -> None:
+    import asyncio
+
+    from sandbox.remote.tls import gateway_context, host_context
+
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy, ignore=shutil.ignore_patterns("generated"))
+    made = subprocess.run(
+        ["bash", str(copy / "make-secrets.sh"), "--multi-node"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    tls = copy / "secrets-multi-node" / "generated"
+    (tls / "audit-dsn").write_text("host=llmos-postgresql dbname=llmos user=llmos password=not-a-real-one\n")
+    docs = render(copy / "secrets-multi-node")
+    secrets = {d["metadata"]["name"]: set(d["data"]) for d in by_kind(docs, "Secret")}
+    assert secrets == {
+        "llmos-gateway-keys": {"audit_signing_key.pem", "api_key_pepper", "audit_digest_key"},
+        "llmos-gateway-tls": {"gateway.pem", "gateway.key", "worker-ca.pem"},
+        "llmos-worker-tls": {"worker.pem", "worker.key", "gateway-ca.pem"},
+        "llmos-postgres": {"audit-dsn"},
+    }
+    for doc in docs:
+        kv.validate(doc, KUBERNETES_VERSION, strict=True)
+    ca_keys = [(tls / n).read_text() for n in ("gateway-ca.key", "worker-ca.key")]
+    assert not any(k.split("\n")[1] in yaml.safe_dump_all(docs) for k in ca_keys)
+    import base64
+
+    encoded = {base64.b64decode(v).decode() for d in by_kind(docs, "Secret") for v in d["data"].values()}
+    assert not any(k in encoded for k in ca_keys)  # the CA keys stay offline
+
+    async def handshake() -> bytes:  # the certificates, as made, in a real mutual TLS handshake
+        async def hello(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"ok")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(
+            hello,
+            "127.0.0.1",
+            0,
+            ssl=host_context(tls / "worker.pem", tls / "worker.key", tls / "gateway-ca.pem"),
+        )
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1",
+            port,
+            ssl=gateway_context(tls / "gateway.pem", tls / "gateway.key", tls / "worker-ca.pem"),
+            server_hostname="llmos-worker-assistant",
+        )
+        data = await reader.read(2)
+        writer.close()
+        server.close()
+        return data
+
+    assert asyncio.run(handshake()) == b"ok"
