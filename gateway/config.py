@@ -204,6 +204,10 @@ class UpstreamConfig(_Section):
 _HOST_PORT = r"^[A-Za-z0-9._-]{1,253}:[0-9]{1,5}$|^\[[0-9A-Fa-f:.]{2,45}\]:[0-9]{1,5}$"
 
 
+def _port_ok(host_port: str) -> bool:
+    return 0 < int(host_port.rsplit(":", 1)[1]) < 65536
+
+
 class RemoteConfig(_Section):
     """Worker hosts serving a model over mutual TLS (``kind: remote``; docs/remote-workers.md).
 
@@ -227,14 +231,19 @@ class RemoteConfig(_Section):
 
     _resolve = field_validator("cert_file", "key_file", "ca_file")(_resolve)
 
+    @field_validator("dns")
+    @classmethod
+    def _dns_port(cls, dns: str | None) -> str | None:
+        if dns is not None and not _port_ok(dns):
+            raise ValueError(f"port out of range in {dns!r}")
+        return dns
+
     @field_validator("endpoints")
     @classmethod
     def _endpoints(cls, endpoints: list[str]) -> list[str]:
         import re
 
-        bad = [
-            e for e in endpoints if not re.match(_HOST_PORT, e) or not 0 < int(e.rsplit(":", 1)[1]) < 65536
-        ]
+        bad = [e for e in endpoints if not re.match(_HOST_PORT, e) or not _port_ok(e)]
         if bad:
             raise ValueError(f"not host:port: {', '.join(map(repr, bad))}")
         if len(set(endpoints)) != len(endpoints):

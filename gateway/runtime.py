@@ -363,11 +363,12 @@ def build_runtime(config: Config) -> Runtime:
         else Explanations(open_explanation_store(config), audit, config.explain),
     )
     log.info("sensitive-data detector: %s", pipeline.scanner.name)
+    served_here = [*models, *every_remote(every_model)]  # by workers of ours, here or on worker hosts
     limits = Limits(
         max_body_bytes=config.server.max_body_bytes,
         max_messages=config.server.max_messages,
-        default_max_tokens={m.name: m.default_max_tokens for m in [*models, *every_remote(every_model)]},
-        model_labels={m.name: tuple(m.labels) for m in [*models, *every_remote(every_model)]},
+        default_max_tokens={m.name: m.default_max_tokens for m in served_here},
+        model_labels={m.name: tuple(m.labels) for m in served_here},
     )
     log.info("policy %s loaded from %s", policy.digest, describe_source(config))
     return Runtime(

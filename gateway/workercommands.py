@@ -50,11 +50,11 @@ def run_worker(args: argparse.Namespace, load_config: ConfigLoader) -> int:
         raise ConfigError(f"--listen {args.listen!r}: expected HOST:PORT") from exc
     if not 0 <= port < 65536 or not host:
         raise ConfigError(f"--listen {args.listen!r}: expected HOST:PORT")
-    asyncio.run(_serve(config, host, port))
+    asyncio.run(_serve(config, host, port, max(0.0, args.drain_s)))
     return 0
 
 
-async def _serve(config: Config, host: str, port: int) -> None:
+async def _serve(config: Config, host: str, port: int, drain_s: float) -> None:
     from gateway.modelregistry import all_models
     from gateway.runtime import build_local_workers, build_pool, check_sandbox_host, sandbox_settings
     from sandbox.remote.host import WorkerHost
@@ -85,7 +85,7 @@ async def _serve(config: Config, host: str, port: int) -> None:
         )
         await stop.wait()
     finally:
-        await server.stop()
+        await server.stop(drain_s=drain_s)
         await pool.stop()
         await close_fork_servers()
 

@@ -36,6 +36,7 @@ from gateway.types import DoneEvent, GenerateEvent, GenerateRequest
 from sandbox.events import WorkerEvent, WorkerEventKind, exit_reason, safe_code
 from sandbox.isolation import IsolationReport
 from sandbox.manifest import ManifestError, verify_model_dir
+from sandbox.owed import OwedExplanations, explanation_frame
 from sandbox.process import WorkerProcess, WorkerSpec, reap_worker, spawn_worker
 from sandbox.protocol import (
     Frame,
@@ -58,15 +59,6 @@ class _Pending:
     queue: asyncio.Queue[GenerateEvent | Exception] = field(default_factory=asyncio.Queue)
     process: WorkerProcess | None = None  # set once the request was sent
     sent_at: float = 0.0  # event-loop time it was sent
-
-
-# Explanations awaited or done but not yet taken by ``explanation()``; beyond this many, answered
-# ones are dropped as they come (a caller that never asks must not grow memory without bound).
-MAX_UNCLAIMED_EXPLANATIONS = 4096
-
-
-def _explanation(status: str, reason: str) -> Frame:
-    return {"type": "explanation", "status": status, "reason": reason}
 
 
 def next_backoff(spec: WorkerSpec, previous: float | None, ready_for_s: float | None) -> float:
@@ -100,7 +92,7 @@ class ModelWorker:
         self._process: WorkerProcess | None = None
         self._pending: dict[str, _Pending] = {}
         # request id -> (the worker's explanation frame to come, the process that owes it)
-        self._explaining: dict[str, tuple[asyncio.Future[Frame], WorkerProcess | None]] = {}
+        self._explaining: OwedExplanations[WorkerProcess] = OwedExplanations()
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -168,8 +160,7 @@ class ModelWorker:
         for pending in self._pending.values():
             pending.queue.put_nowait(self._stopped_error())
         self._pending.clear()
-        for request_id in list(self._explaining):
-            self._explained(request_id, _explanation("failed", "worker_error"))
+        self._explaining.lost(None, "worker_error")
         self._set_state("stopped")
 
     async def generate(self, request: GenerateRequest) -> AsyncGenerator[GenerateEvent, None]:
@@ -194,13 +185,12 @@ class ModelWorker:
         self._pending[wire_id] = pending
         finished = answered = False
         if request.explain is not None:
-            self._explaining[request.id] = (asyncio.get_running_loop().create_future(), None)
+            self._explaining.expect(request.id)
         try:
             process = await self._ready_process(self.spec.start_timeout_s)
             process.writer.write(data)
             pending.process = process
-            if request.id in self._explaining:
-                self._explaining[request.id] = (self._explaining[request.id][0], process)
+            self._explaining.owed_by(request.id, process)
             pending.sent_at = asyncio.get_running_loop().time()
             while True:
                 item = await pending.queue.get()
@@ -213,7 +203,7 @@ class ModelWorker:
                     return
         finally:
             if not answered:  # no answer: nothing to explain
-                self._explained(request.id, _explanation("not_applicable", "not_generated"))
+                self._explaining.resolve(request.id, explanation_frame("not_applicable", "not_generated"))
             if pending.process is None or finished:
                 self._pending.pop(wire_id, None)
             elif pending.process.alive:
@@ -224,19 +214,7 @@ class ModelWorker:
         """The ``explanation`` frame the worker owes for ``request_id`` (asked with ``explain``),
         to await once the answer was sent; None if it owes none. Taken once: a second call
         gets None. The frame's ``status`` says ``ok`` (with ``attribution``) or why not."""
-        entry = self._explaining.get(request_id)
-        if entry is None:
-            return None
-        future = entry[0]
-        future.add_done_callback(lambda _: self._explaining.pop(request_id, None))
-        return future
-
-    def _explained(self, request_id: str, frame: Frame) -> None:
-        entry = self._explaining.get(request_id)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(frame)
-        if entry is not None and len(self._explaining) > MAX_UNCLAIMED_EXPLANATIONS:
-            self._explaining.pop(request_id, None)  # nobody asked for it in time: let it go
+        return self._explaining.claim(request_id)
 
     # -- supervision ---------------------------------------------------------------------------
 
@@ -485,7 +463,7 @@ class ModelWorker:
                     del self._pending[str(wire_id)]
         elif kind == "explanation":
             request_id = wire_id.rsplit("#", 1)[0] if isinstance(wire_id, str) else ""
-            self._explained(request_id, frame)
+            self._explaining.resolve(request_id, frame)
         elif kind == "error":
             code = frame.get("code")
             message = frame.get("message")
@@ -508,9 +486,7 @@ class ModelWorker:
         process.alive = False  # first, so no new request is sent to it
         if not self._stopping:
             self._set_state("backoff")
-        for request_id, (_, owed_by) in list(self._explaining.items()):
-            if owed_by is process:
-                self._explained(request_id, _explanation("failed", "worker_error"))
+        self._explaining.lost(process, "worker_error")
         for wire_id, pending in list(self._pending.items()):
             if pending.process is process:
                 del self._pending[wire_id]

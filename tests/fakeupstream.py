@@ -205,7 +205,12 @@ def _call_deltas(reply: Reply) -> Iterator[dict[str, Any]]:
         for n, piece in enumerate(pieces):
             delta: dict[str, Any] = {"index": index, "function": {"arguments": piece}}
             if n == 0:
-                delta = {"index": index, "id": cid, "type": "function", "function": {"name": name, "arguments": piece}}
+                delta = {
+                    "index": index,
+                    "id": cid,
+                    "type": "function",
+                    "function": {"name": name, "arguments": piece},
+                }
             yield delta
 
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from gateway.errors import WorkerRequestError, WorkerUnavailable
 from gateway.types import DoneEvent, GenerateEvent, GenerateRequest
+from sandbox.owed import OwedExplanations, explanation_frame
 from sandbox.protocol import (
     Frame,
     ProtocolError,
@@ -39,13 +40,14 @@ from sandbox.protocol import (
     read_frame,
     request_to_frame,
 )
+from sandbox.remote.tls import SERVER_AUTH, peer_has_usage
 from sandbox.remote.wire import error_from_frame
 
 log = logging.getLogger("llmos.sandbox.remote")
 
-EndpointState = Literal["connecting", "ready", "ejected", "stopped"]
-UNUSABLE_STATES = frozenset({"unhealthy", "stopped"})
-MAX_UNCLAIMED_EXPLANATIONS = 1024
+EndpointState = Literal["connecting", "ready", "draining", "ejected", "stopped"]
+UNUSABLE_STATES = frozenset({"unhealthy", "stopped", "refused"})
+RETIRE_GRACE_S = 60.0  # an endpoint that left DNS: how long its requests in flight may finish
 
 
 @dataclass(frozen=True)
@@ -95,20 +97,39 @@ class _Endpoint:
             self._supervise(), name=f"llmos-remote-{self.name}"
         )
 
-    async def stop(self) -> None:
+    async def stop(self, error: WorkerUnavailable | None = None) -> None:
+        """Close; requests still in flight fail with ``error`` (default: the gateway stops)."""
         self.state = "stopped"
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(BaseException):
                 await self._task
-        self._fail_pending(WorkerUnavailable("the gateway is stopping", code="worker_stopped"))
+        self._close()
+        self._fail_pending(error or WorkerUnavailable("the gateway is stopping", code="worker_stopped"))
+        self.model.host_lost(self)
+
+    async def retire(self, grace_s: float) -> None:
+        """Left DNS (its pod is going away): no new requests; those in flight get ``grace_s``."""
+        self.state = "draining"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self.pending and loop.time() < deadline and self._task is not None and not self._task.done():
+            await asyncio.sleep(0.1)
+        await self.stop(_lost(self.name))
 
     def send(self, frame: Frame) -> None:
         self.send_data(encode_frame(frame))
 
     def send_data(self, data: bytes) -> None:
+        """For requests: a closed connection is 503 worker_host_lost."""
+        try:
+            self._write(data)
+        except ConnectionError as exc:
+            raise _lost(self.name) from exc
+
+    def _write(self, data: bytes) -> None:
         if self._writer is None or self._writer.is_closing():
-            raise _lost(self.name)
+            raise ConnectionError("the connection to the worker host is closed")
         self._writer.write(data)
 
     # -- supervision ---------------------------------------------------------------------------
@@ -123,7 +144,12 @@ class _Endpoint:
                 raise
             except (OSError, ssl.SSLError, ProtocolError, TimeoutError, _Unusable) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            was_ready = self.state == "ready"
+            except Exception as exc:  # a bug must not end supervision with requests waiting
+                log.exception(
+                    "remote model %r: worker host %s: unexpected failure", self.model.name, self.name
+                )
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            was_ready = self.state in ("ready", "draining")
             self.state = "ejected"
             self._close()
             self._fail_pending(_lost(self.name))
@@ -157,12 +183,11 @@ class _Endpoint:
             settings.connect_timeout_s,
         )
         self._writer = writer
+        if not peer_has_usage(writer, SERVER_AUTH):  # OpenSSL lets a certificate without EKU through
+            raise _Unusable("the worker host's certificate is not for server authentication")
         reading = asyncio.get_running_loop().create_task(self._read(reader))
         try:
             await self._check_health()
-            if self.state != "ready":
-                log.info("remote model %r: worker host %s is ready", self.model.name, self.name)
-            self.state = "ready"
             self.failures = 0
             while True:
                 await asyncio.wait({reading}, timeout=settings.health_interval_s)
@@ -180,7 +205,7 @@ class _Endpoint:
         waiter: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._pongs[ping] = waiter
         try:
-            self.send({"type": "ping", "id": ping})
+            self._write(encode_frame({"type": "ping", "id": ping}))
             pong = await asyncio.wait_for(waiter, self.model.settings.health_timeout_s)
         finally:
             self._pongs.pop(ping, None)
@@ -190,6 +215,15 @@ class _Endpoint:
             raise _Unusable(f"the worker host does not serve model {self.model.name!r}")
         if state in UNUSABLE_STATES:
             raise _Unusable(f"the worker host reports model {self.model.name!r} {state}")
+        if self.state == "stopped":
+            return
+        if pong.get("draining") is True:  # it is stopping: nothing new, its requests may finish
+            if self.state != "draining":
+                log.info("remote model %r: worker host %s is draining", self.model.name, self.name)
+            self.state = "draining"
+        elif self.state != "ready":
+            log.info("remote model %r: worker host %s is ready", self.model.name, self.name)
+            self.state = "ready"
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -285,8 +319,10 @@ class RemoteModel:
         self._endpoints: dict[tuple[str, int], _Endpoint] = {}
         self._turn = itertools.count()
         self._ids = itertools.count(1)
-        self._explaining: dict[str, tuple[asyncio.Future[Frame], _Endpoint]] = {}
+        self._explaining: OwedExplanations[_Endpoint] = OwedExplanations()
         self._dns_task: asyncio.Task[None] | None = None
+        self._retiring: set[_Endpoint] = set()
+        self._retire_tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -306,7 +342,7 @@ class RemoteModel:
             self._dns_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dns_task
-        await asyncio.gather(*(e.stop() for e in self._endpoints.values()))
+        await asyncio.gather(*(e.stop() for e in [*self._endpoints.values(), *self._retiring]))
 
     def _add(self, host: str, port: int) -> None:
         endpoint = _Endpoint(self, host, port)
@@ -322,7 +358,7 @@ class RemoteModel:
         assert self.settings.dns is not None
         try:
             found = set(await self._resolver(*self.settings.dns))
-        except OSError as exc:  # keep what we have; the next refresh tries again
+        except Exception as exc:  # keep what we have; the next refresh tries again
             log.warning("remote model %r: cannot resolve %s (%s)", self.name, self.settings.dns[0], exc)
             return
         for address in found - self._endpoints.keys():
@@ -330,7 +366,17 @@ class RemoteModel:
             self._add(*address)
         for address in self._endpoints.keys() - found:
             log.info("remote model %r: worker host %s:%d left DNS", self.name, *address)
-            await self._endpoints.pop(address).stop()
+            leaving = self._endpoints.pop(address)
+            self._retiring.add(leaving)
+            task = asyncio.get_running_loop().create_task(self._retire(leaving))
+            self._retire_tasks.add(task)
+            task.add_done_callback(self._retire_tasks.discard)
+
+    async def _retire(self, endpoint: _Endpoint) -> None:
+        try:
+            await endpoint.retire(RETIRE_GRACE_S)
+        finally:
+            self._retiring.discard(endpoint)
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -344,7 +390,7 @@ class RemoteModel:
 
     @property
     def outstanding(self) -> int:
-        return sum(len(e.pending) for e in self._endpoints.values())
+        return sum(len(e.pending) for e in [*self._endpoints.values(), *self._retiring])
 
     def status(self) -> list[dict[str, Any]]:
         return [e.status() for e in self._endpoints.values()]
@@ -374,7 +420,7 @@ class RemoteModel:
             raise WorkerRequestError("the request is too large for the model worker") from exc
         pending = _Request()
         if request.explain is not None:
-            self._explaining[request.id] = (asyncio.get_running_loop().create_future(), endpoint)
+            self._explaining.expect(request.id, endpoint)
         endpoint.pending[wire_id] = pending
         finished = answered = False
         try:
@@ -390,9 +436,7 @@ class RemoteModel:
                     return
         finally:
             if not answered:
-                self.explained(
-                    request.id, {"type": "explanation", "status": "not_applicable", "reason": "not_generated"}
-                )
+                self._explaining.resolve(request.id, explanation_frame("not_applicable", "not_generated"))
             if endpoint.pending.pop(wire_id, None) is not None and not finished:
                 with contextlib.suppress(WorkerUnavailable):
                     endpoint.send({"type": "cancel", "id": wire_id})
@@ -400,24 +444,11 @@ class RemoteModel:
     def explanation(self, request_id: str) -> asyncio.Future[Frame] | None:
         """The ``explanation`` frame the worker host owes for ``request_id`` (asked with
         ``explain``), to await once the answer was sent; None if it owes none. Taken once."""
-        entry = self._explaining.get(request_id)
-        if entry is None:
-            return None
-        future = entry[0]
-        future.add_done_callback(lambda _: self._explaining.pop(request_id, None))
-        return future
+        return self._explaining.claim(request_id)
 
     def explained(self, request_id: str, frame: Frame) -> None:
-        entry = self._explaining.get(request_id)
-        if entry is not None and not entry[0].done():
-            entry[0].set_result(frame)
-        if entry is not None and len(self._explaining) > MAX_UNCLAIMED_EXPLANATIONS:
-            self._explaining.pop(request_id, None)  # nobody asked for it in time: let it go
+        self._explaining.resolve(request_id, frame)
 
     def host_lost(self, endpoint: _Endpoint) -> None:
         """Explanations owed by a lost host will not come: say so to whoever waits."""
-        for request_id, (_, owner) in list(self._explaining.items()):
-            if owner is endpoint:
-                self.explained(
-                    request_id, {"type": "explanation", "status": "failed", "reason": "worker_host_lost"}
-                )
+        self._explaining.lost(endpoint, "worker_host_lost")

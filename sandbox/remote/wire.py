@@ -28,15 +28,15 @@ ErrorKind = Literal["unavailable", "timeout", "request"]
 def error_to_frame(wire_id: str, exc: WorkerError) -> Frame:
     """The error frame for a worker error raised on the host, with what the gateway needs to
     raise the same error (its class, code and Retry-After)."""
-    kind: ErrorKind = "request"
-    retry_after = 0
-    if isinstance(exc, WorkerUnavailable):
-        kind, retry_after = "unavailable", exc.retry_after
+    kind: ErrorKind = "unavailable"  # the host could not serve it now (stopped, placement, ...): 503
+    retry_after = getattr(exc, "retry_after", 1)
+    if isinstance(exc, WorkerRequestError):
+        kind, retry_after = "request", 0
     elif isinstance(exc, WorkerTimeout):
-        kind = "timeout"
+        kind, retry_after = "timeout", 0
     code = getattr(exc, "code", "generation_failed")
     frame = error_frame(wire_id, code if isinstance(code, str) else "generation_failed", str(exc))
-    return {**frame, "kind": kind, "retry_after": retry_after}
+    return {**frame, "kind": kind, "retry_after": retry_after if isinstance(retry_after, int) else 1}
 
 
 def error_from_frame(frame: Frame) -> WorkerError:

@@ -176,12 +176,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     finally:
         gw.close_clients()
         proc.stdout.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc)
+
+
+def terminate(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 30 s; nothing if it has exited already."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 # -- explanation records (docs/explanations.md) ----------------------------------------------

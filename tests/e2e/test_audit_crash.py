@@ -216,7 +216,9 @@ def _explanations(home: Path) -> int:
 def _unexplained(home: Path) -> set[str]:
     """Requests in the log without an entry committing their explanation record."""
     entries = [e for e in audit_reader.entries(home) if e["endpoint"] != "sandbox.worker"]
-    return {e["request_id"] for e in entries} - {e["request_id"] for e in entries if e["phase"] == "explanation"}
+    return {e["request_id"] for e in entries} - {
+        e["request_id"] for e in entries if e["phase"] == "explanation"
+    }
 
 
 def test_kill_9_under_load_loses_no_acknowledged_entry(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import LLMOS
+from tests.e2e.conftest import LLMOS, terminate
 from tests.gateway.certs import TestCa
 
 pytestmark = [
@@ -82,13 +81,7 @@ def process(
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc)
         if proc.stdout is not None:
             proc.stdout.close()
 

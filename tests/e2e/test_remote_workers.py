@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import LLMOS, Gateway, free_port, serve_config
+from tests.e2e.conftest import LLMOS, Gateway, free_port, serve_config, terminate
 from tests.gateway.certs import Issued, TestCa
 
 pytestmark = pytest.mark.e2e
@@ -44,13 +44,7 @@ def worker_host(root: Path, cert: Issued, gateway_ca: Path) -> Iterator[tuple[su
         assert line.startswith("llmos worker host serving echo"), (root / "host.log").read_text()
         yield proc, port
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc)
         if proc.stdout is not None:
             proc.stdout.close()
         log.close()

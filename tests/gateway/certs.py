@@ -67,7 +67,10 @@ class TestCa:
         server: bool = False,
         uris: tuple[str, ...] = (),
         dns: tuple[str, ...] = (),
+        eku: bool = True,
     ) -> Issued:
+        """A certificate for a server or a client; ``eku=False``: with no extended key usage
+        extension at all (which OpenSSL accepts in either role)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
@@ -84,15 +87,12 @@ class TestCa:
             .not_valid_after(now + dt.timedelta(days=1))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
-                critical=False,
-            )
-            .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
             )
         )
+        if eku:
+            usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())

@@ -169,7 +169,7 @@ INVALID = [
     ("models:\n  - name: a\n    path: /m\n    max_queue: -1\n", "models.0.max_queue: "),
     (
         "models:\n  - name: a\n    kind: gguf\n",
-        "models.0.kind: Input should be 'transformers', 'echo' or 'upstream'",
+        "models.0.kind: Input should be 'transformers', 'echo', 'upstream' or 'remote'",
     ),
     (
         "models:\n  - name: a\n    kind: echo\n    path: /m\n",
@@ -199,6 +199,38 @@ INVALID = [
         "models:\n  - {name: a, kind: upstream, gpus: [0], upstream: {base_url: 'http://u'}}\n",
         "models.0: Value error, gpus: not for kind upstream",
     ),
+    (
+        "models:\n  - name: a\n    kind: remote\n",
+        "models.0: Value error, kind remote needs a remote: section",
+    ),
+    (
+        "models:\n  - {name: a, kind: remote, remote: {cert_file: c, key_file: k, ca_file: a}}\n",
+        "models.0.remote: Value error, give endpoints or dns (one of them)",
+    ),
+    (
+        "models:\n  - {name: a, kind: remote, remote: {endpoints: ['h:1'], dns: 'h:2', cert_file: c,"
+        " key_file: k, ca_file: a}}\n",
+        "models.0.remote: Value error, give endpoints or dns (one of them)",
+    ),
+    (
+        "models:\n  - {name: a, kind: remote, remote: {endpoints: ['h:70000', 'h'], cert_file: c, key_file: k,"
+        " ca_file: a}}\n",
+        "models.0.remote.endpoints: Value error, not host:port: 'h:70000', 'h'",
+    ),
+    (
+        "models:\n  - {name: a, kind: remote, remote: {dns: 'svc:0', cert_file: c, key_file: k, ca_file: a}}\n",
+        "models.0.remote.dns: Value error, port out of range",
+    ),
+    (
+        "models:\n  - {name: a, kind: remote, replicas: 2, remote: {dns: 'svc:7443', cert_file: c, key_file: k,"
+        " ca_file: a}}\n",
+        "models.0: Value error, replicas: not for kind remote",
+    ),
+    (
+        "models:\n  - {name: a, kind: echo, remote: {dns: 'svc:7443', cert_file: c, key_file: k, ca_file: a}}\n",
+        "models.0: Value error, remote: is only for kind remote",
+    ),
+    ("audit:\n  backend: postgres\n", "audit: Value error, backend postgres needs postgres_dsn_file"),
     ("unsafe_disable: [auth]\n", "unsafe_disable.0: Input should be 'policy', 'pii' or 'audit'"),
     ("models:\n  - name: a\n    kind: echo\n    canary_file: [x]\n", "models.0.canary_file: "),
     (
@@ -322,3 +354,20 @@ def test_an_upstream_model_entry(write_config, tmp_path: Path) -> None:
     assert (model.upstream.model, model.upstream.retries, model.upstream.timeout_s) == ("gpt-4o", 0, 30.0)
     assert config.unsafe_disable == ("pii", "audit")
     assert Config.embedded(tmp_path).unsafe_disable == ()
+
+
+def test_a_remote_model_entry_and_a_worker_host(write_config, tmp_path: Path) -> None:
+    config = Config.load(
+        write_config(
+            "models:\n  - name: chat\n    kind: remote\n    labels: [gpu]\n"
+            "    remote: {endpoints: ['10.0.0.5:7443', '[fd00::5]:7443'], server_name: llmos-worker,"
+            " cert_file: tls/gw.pem, key_file: tls/gw.key, ca_file: tls/ca.pem, health_interval_s: 1}\n"
+            "worker_host: {cert_file: w.pem, key_file: w.key, gateway_ca_file: gca.pem}\n"
+        )
+    )
+    (model,) = config.model_list
+    assert model.kind == "remote" and model.remote is not None and model.path is None
+    assert model.remote.endpoints == ["10.0.0.5:7443", "[fd00::5]:7443"]
+    assert model.remote.cert_file == tmp_path / "tls" / "gw.pem"  # relative to the file
+    assert model.remote.health_interval_s == 1.0
+    assert config.worker_host.gateway_ca_file == tmp_path / "gca.pem"

@@ -109,7 +109,9 @@ def test_a_new_integrator_continues_after_the_last_committed_batch(
     assert report.entries == 8 and report.checkpoints == 2
 
 
-def test_a_batch_cut_off_before_commit_leaves_no_trace(dsn: str, key: Ed25519PrivateKey, tmp_path: Path) -> None:
+def test_a_batch_cut_off_before_commit_leaves_no_trace(
+    dsn: str, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
     append(dsn, range(1, 4))
     integrator = Integrator(dsn, key)
     try:

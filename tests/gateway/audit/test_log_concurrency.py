@@ -172,7 +172,9 @@ def test_lazy_appends_that_keep_coming_are_still_written_at_their_deadline(
             others = []
             while not first.done():  # a lazy append every 10 ms, no urgent one ever
                 assert time.monotonic() - started < LAZY_WAIT_S + 2, "held past its deadline"
-                others.append(asyncio.ensure_future(log.append_async(make_record(len(others) + 1), lazy=True)))
+                others.append(
+                    asyncio.ensure_future(log.append_async(make_record(len(others) + 1), lazy=True))
+                )
                 await asyncio.sleep(0.01)
             waited = time.monotonic() - started
             await asyncio.gather(*others)

@@ -81,7 +81,10 @@ def test_async_scanning_holds_no_thread_while_texts_wait(engine: PiiEngine) -> N
         stamp = time.time()
         scans = [
             asyncio.create_task(scan_texts(scanner, [f"{SLOW} {stamp}"], 5)),
-            *(asyncio.create_task(scan_texts(scanner, [f"Mail c{i}@example.com {stamp}"], 5)) for i in range(3)),
+            *(
+                asyncio.create_task(scan_texts(scanner, [f"Mail c{i}@example.com {stamp}"], 5))
+                for i in range(3)
+            ),
         ]
         await asyncio.sleep(0.1)
         other = await asyncio.wait_for(asyncio.to_thread(lambda: 42), SLEEP_S / 2)

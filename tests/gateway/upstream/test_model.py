@@ -239,7 +239,9 @@ def test_a_stream_cut_off_while_calling_a_function_is_a_502(upstream: FakeUpstre
 
 
 def test_a_legacy_function_call_is_a_502(upstream: FakeUpstream) -> None:
-    upstream.default = Reply(body='{"choices": [{"message": {"function_call": {"name": "f"}}, "finish_reason": "function_call"}]}')
+    upstream.default = Reply(
+        body='{"choices": [{"message": {"function_call": {"name": "f"}}, "finish_reason": "function_call"}]}'
+    )
     error = failure(model(upstream.base_url), request())
     assert (error.status, error.code) == (502, "upstream_invalid_response")
     assert "legacy function_call" in error.message

@@ -104,11 +104,19 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "argu
 
 
 def test_an_answer_with_tool_calls() -> None:
-    got = wire.parse_answer(answer({"content": None, "tool_calls": [CALL, {**CALL, "id": "call_2"}]}, "tool_calls"), True)
+    got = wire.parse_answer(
+        answer({"content": None, "tool_calls": [CALL, {**CALL, "id": "call_2"}]}, "tool_calls"), True
+    )
     assert got.finish == "tool_calls" and got.text == ""
-    assert got.tool_calls == (ToolCall("call_1", "lookup", '{"q": "x"}'), ToolCall("call_2", "lookup", '{"q": "x"}'))
+    assert got.tool_calls == (
+        ToolCall("call_1", "lookup", '{"q": "x"}'),
+        ToolCall("call_2", "lookup", '{"q": "x"}'),
+    )
     # Some servers end a tool-calling answer with "stop": the calls decide.
-    assert wire.parse_answer(answer({"content": "ok", "tool_calls": [CALL]}, "stop"), True).finish == "tool_calls"
+    assert (
+        wire.parse_answer(answer({"content": "ok", "tool_calls": [CALL]}, "stop"), True).finish
+        == "tool_calls"
+    )
     # Arguments are put in canonical form: escapes spelled out (as the client's are), for the scan.
     escaped = {**CALL, "function": {"name": "lookup", "arguments": '{"to":"jane\\u0040example.com"}'}}
     got = wire.parse_answer(answer({"content": None, "tool_calls": [escaped]}, "tool_calls"), True)
