@@ -12,6 +12,7 @@ from gateway.api.admin import router as admin_router
 from gateway.api.audit import router as audit_router
 from gateway.api.errors import install_error_handlers
 from gateway.api.explanations import router as explanations_router
+from gateway.api.metrics import router as metrics_router
 from gateway.api.middleware import RequestIdMiddleware
 from gateway.api.routes import router
 from gateway.runtime import Runtime
@@ -38,10 +39,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.limits = runtime.limits
     app.state.policy_reloader = runtime.reloader  # digest, reloads, failures, last_error
     app.state.model_pool = runtime.pool  # /admin/models
+    app.state.metrics_endpoint = runtime.config.metrics.endpoint  # /metrics on this port
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(audit_router)
     app.include_router(explanations_router)
+    app.include_router(metrics_router)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -257,6 +257,15 @@ class RemoteConfig(_Section):
         return self
 
 
+class MetricsConfig(_Section):
+    """Prometheus metrics (docs/observability.md). ``endpoint``: ``GET /metrics`` on the main
+    port, for admin and auditor credentials (audited). ``listen``: also serve them without
+    credentials on this ``host:port`` (a scraper in a trusted network), e.g. ``127.0.0.1:9464``."""
+
+    endpoint: bool = True
+    listen: str | None = Field(default=None, pattern=_HOST_PORT)
+
+
 class WorkerHostConfig(_Section):
     """``llmos worker serve``: its certificate (server authentication) and the CA whose gateway
     certificates (client authentication) it accepts (docs/remote-workers.md)."""
@@ -467,6 +476,7 @@ class Config(_Section):
     devices: DevicesConfig = DevicesConfig()  # memory budgets for placement (docs/placement.md)
     explain: ExplainConfig = ExplainConfig()  # explanation records (docs/explanations.md)
     worker_host: WorkerHostConfig = WorkerHostConfig()  # `llmos worker serve` (docs/remote-workers.md)
+    metrics: MetricsConfig = MetricsConfig()  # Prometheus (docs/observability.md)
     # UNSAFE, for measurements and break-glass: turn off the policy decision (every authenticated
     # request allowed, no obligations), sensitive-data scanning, and the audit trail of requests
     # (explanation records too). The gateway logs a warning for each at start (docs/configuration.md).

@@ -46,6 +46,7 @@ from gateway.errors import (
 from gateway.identity import Authenticator, AuthFailure, Caller
 from gateway.keys import KEY_PREFIX, ApiKeyStore
 from gateway.limits import Limits, LimitsConfig, LimitStore, MemoryLimitStore, Subject, subjects_for
+from gateway.metrics import Metrics, Stopwatch
 from gateway.mtls import peer_certificate
 from gateway.outputguard import Decide
 from gateway.policy.engine import Phase, PolicyEngine
@@ -174,6 +175,7 @@ class Pipeline:
     # False only with ``unsafe_disable: [policy]``: every authenticated request is allowed, with no
     # obligations and no policy evaluation; its audit entry carries the reason ``policy_disabled``.
     policy_enabled: bool = True
+    metrics: Metrics = field(default_factory=Metrics)  # Prometheus events (gateway/metrics.py)
 
     _detached: set[asyncio.Task[bool]] = field(default_factory=set)
     _failure_window: tuple[int, int] = (0, 0)  # (minute, refusals audited in it)
@@ -309,7 +311,11 @@ class Pipeline:
             if isinstance(self.limit_store, MemoryLimitStore):
                 self.limit_store.admit(subjects, time.time())
             else:  # a network round trip (Redis): keep it off the event loop
+                before = self.limit_store.failures.admitted_unlimited
                 await asyncio.to_thread(self.limit_store.admit, subjects, time.time())
+                opened = self.limit_store.failures.admitted_unlimited - before
+                if opened > 0:  # the store failed and on_store_error: allow_unlimited let it in
+                    self.metrics.fail_open.labels("limits").inc(opened)
         except ApiError as exc:  # 429 RateLimited, or 503 when the store fails closed
             ctx.decision, ctx.reasons = "deny", (exc.code,)
             raise
@@ -336,7 +342,9 @@ class Pipeline:
         if isinstance(self.scanner, DisabledScanner):  # unsafe_disable: [pii]
             return [[] for _ in texts]
         try:
-            ctx.input_findings = await scan_texts(self.scanner, texts, self.scan_timeout_s)
+            with Stopwatch() as watch:
+                ctx.input_findings = await scan_texts(self.scanner, texts, self.scan_timeout_s)
+            self.metrics.pii_scan_seconds.labels("input").observe(watch.seconds)
             return ctx.input_findings
         except TextTooLarge as exc:
             raise PayloadTooLarge(
@@ -346,6 +354,7 @@ class Pipeline:
             ) from exc
         except ScanFailed as exc:
             if ctx.endpoint in self.scan_fail_open:
+                self.metrics.fail_open.labels("pii_scan").inc()
                 log.warning("request %s sent unscanned (fail-open endpoint): %s", ctx.request_id, exc)
                 ctx.reasons = (*ctx.reasons, "pii_unscanned")
                 return [[] for _ in texts]
@@ -377,7 +386,9 @@ class Pipeline:
 
     def _decide(self, ctx: RequestContext, document: dict[str, Any], phase: Phase) -> Decision:
         try:
-            decision = ctx.engine(self).decide(document, phase)
+            with Stopwatch() as watch:
+                decision = ctx.engine(self).decide(document, phase)
+            self.metrics.policy_seconds.labels(phase).observe(watch.seconds)
         except PolicyError as exc:
             ctx.decision, ctx.reasons = "error", (*ctx.reasons, exc.code)
             self.policy_failures += 1
@@ -396,6 +407,8 @@ class Pipeline:
         else:
             ctx.output_evidence = decision.evidence
         if not decision.allow:
+            for reason in decision.reasons:
+                self.metrics.policy_denials.labels(reason.code).inc()
             ctx.decision = "deny"
             detail = "; ".join(f"{r.message} [{r.code}]" for r in decision.reasons)
             what = "Request denied by policy" if phase == "input" else "Response withheld by output policy"
@@ -462,6 +475,8 @@ class Pipeline:
 
     async def fail(self, ctx: RequestContext, exc: ApiError) -> None:
         """Record a failed request (or stream); the client gets the original error either way."""
+        if exc.status in (502, 503, 504) and getattr(self.workers.get(ctx.model or ""), "remote", False):
+            self.metrics.upstream_errors.labels(self.metrics.model_label(ctx.model), exc.code).inc()
         if isinstance(exc, PermissionDenied) and ctx.decision == "allow":
             # Refused while enforcing an allow's obligations (redact: block): a denial all the same.
             ctx.decision = "deny"
@@ -493,13 +508,26 @@ class Pipeline:
     def _claim(self, ctx: RequestContext, status: int, phase: AuditPhase) -> AuditRecord:
         """Build the record and mark the context, so that no other path writes it again."""
         ctx.audit_state = "started" if phase == "stream_start" else "done"
+        if phase in ("complete", "stream_end"):  # the request's outcome: counted once
+            self._count(ctx, status)
         return self.record(ctx, status, phase)
+
+    def _count(self, ctx: RequestContext, status: int) -> None:
+        m = self.metrics
+        m.request(ctx.endpoint, ctx.model, status, ctx.decision, time.monotonic() - ctx.started)
+        m.findings("input", (f.type for found in ctx.input_findings for f in found))
+        m.findings("output", (f.type for f in ctx.output_findings))
+        m.findings("output", (f.type for found in ctx.output_call_findings for f in found))
+        if ctx.explain_skip is not None and ctx.explain_skip[1] != "disabled":
+            m.explanations_skipped.labels(ctx.explain_skip[1]).inc()
 
     async def _append(self, ctx: RequestContext, record: AuditRecord) -> bool:
         if record.phase != "stream_start":
             await self._charge(ctx)
         try:
-            await self.audit.append_async(record)
+            with Stopwatch() as watch:
+                await self.audit.append_async(record)
+            self.metrics.audit_append_seconds.observe(watch.seconds)
         except AuditError as exc:
             ctx.audit_state = "done"
             log.error(

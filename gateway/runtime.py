@@ -8,8 +8,10 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from prometheus_client import start_http_server
 
 from explain.errors import ExplanationError
 from explain.store import ExplanationStore
@@ -22,6 +24,8 @@ from gateway.errors import ConfigError
 from gateway.explanations import Explanations
 from gateway.identity import Authenticator
 from gateway.limits import build_store
+from gateway.metrics import Metrics, StateCollector
+from gateway.metricsstate import LoopSnapshot
 from gateway.modelregistry import all_models, release_public_keys
 from gateway.mtls import CertMapper
 from gateway.oidc import TokenVerifier
@@ -60,9 +64,17 @@ class Runtime:
     worker_events: WorkerEventRecorder | None = None
     upstreams: dict[str, UpstreamModel] | None = None
     remotes: dict[str, RemoteModel] | None = None
+    state_snapshot: LoopSnapshot | None = None  # what /metrics reads at scrape time
+    _metrics_server: Any = None  # metrics.listen's HTTP server
 
     async def start(self) -> None:
         install_blocking_pool(self.config.server.blocking_threads)
+        if self.state_snapshot is not None:
+            self.state_snapshot.bind(asyncio.get_running_loop())
+        if self.config.metrics.listen is not None:  # no credentials there: a trusted network only
+            host, port = split_host_port(self.config.metrics.listen)
+            self._metrics_server, _ = start_http_server(port, host, registry=self.pipeline.metrics.registry)
+            log.info("metrics served without credentials on %s", self.config.metrics.listen)
         if self.tokens is not None:
             # Fetch the issuers' keys now, not on the first request; one that is down is retried
             # on demand (its callers get 503 idp_unavailable meanwhile).
@@ -79,6 +91,8 @@ class Runtime:
         await self.reloader.start()  # last: a failed start above leaves nothing running
 
     async def stop(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         await self.reloader.stop()  # first: nothing is swapped in while shutting down
         await self.pool.stop()
         await close_fork_servers()
@@ -346,6 +360,7 @@ def build_runtime(config: Config) -> Runtime:
     unsafe = config.unsafe_disable
     scanner: Scanner = DisabledScanner() if "pii" in unsafe else build_scanner(config.pii)
     pipeline = Pipeline(
+        metrics=Metrics(m.name for m in every_model),
         authenticator=authenticator,
         limits=config.limits,
         limit_store=build_store(config.limits),
@@ -371,7 +386,7 @@ def build_runtime(config: Config) -> Runtime:
         model_labels={m.name: tuple(m.labels) for m in served_here},
     )
     log.info("policy %s loaded from %s", policy.digest, describe_source(config))
-    return Runtime(
+    runtime = Runtime(
         config=config,
         pipeline=pipeline,
         limits=limits,
@@ -383,3 +398,6 @@ def build_runtime(config: Config) -> Runtime:
         upstreams=upstreams,
         remotes=remotes,
     )
+    runtime.state_snapshot = LoopSnapshot(runtime)
+    pipeline.metrics.registry.register(StateCollector(runtime.state_snapshot))
+    return runtime

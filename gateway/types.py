@@ -28,6 +28,7 @@ ENDPOINTS: tuple[str, ...] = (
     "audit.checkpoint",
     "audit.entries",
     "audit.consistency",
+    "metrics",
 )
 
 FinishReason = Literal["stop", "length", "tool_calls"]  # tool_calls: upstream models only

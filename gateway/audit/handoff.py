@@ -78,6 +78,11 @@ class Handoff(Generic[P, A]):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def pending(self) -> int:
+        """Jobs accepted and not yet answered."""
+        return self._pending
+
     def put(self, job: Job[P, A], *, wait: bool = True) -> bool:
         """Queue ``job`` once there is room (blocking while ``max_pending`` jobs wait, unless
         not ``wait``: then False). AuditError once closed."""

@@ -229,6 +229,16 @@ class AuditLog:
         return self._origin
 
     @property
+    def queue_depth(self) -> int:
+        """Appends waiting for the writer (metrics)."""
+        return self._handoff.pending
+
+    @property
+    def checkpoint_age_s(self) -> float:
+        """Seconds since the last signed checkpoint was kept, or since opening (metrics)."""
+        return max(0.0, self._clock() - self._checkpoint_time)
+
+    @property
     def verifier_key(self) -> str:
         """The note verifier key string for checkpoints (``<origin>+<key id>+<public key>``)."""
         return self._signer.verifier_key_string()
