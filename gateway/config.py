@@ -266,6 +266,20 @@ class MetricsConfig(_Section):
     listen: str | None = Field(default=None, pattern=_HOST_PORT)
 
 
+class TracingConfig(_Section):
+    """OpenTelemetry traces (docs/observability.md); off by default. Spans go to
+    ``otlp_endpoint`` (OTLP over HTTP, e.g. ``http://otel-collector:4318/v1/traces``) only."""
+
+    enabled: bool = False
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces", pattern=r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
+    )
+    service_name: str = Field(default="llmos-gateway", min_length=1, max_length=128)
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # of traces that start here
+    export_interval_ms: StrictInt = Field(default=5000, ge=10, le=600_000)
+    export_timeout_s: float = Field(default=10.0, gt=0, le=60)
+
+
 class WorkerHostConfig(_Section):
     """``llmos worker serve``: its certificate (server authentication) and the CA whose gateway
     certificates (client authentication) it accepts (docs/remote-workers.md)."""
@@ -477,6 +491,7 @@ class Config(_Section):
     explain: ExplainConfig = ExplainConfig()  # explanation records (docs/explanations.md)
     worker_host: WorkerHostConfig = WorkerHostConfig()  # `llmos worker serve` (docs/remote-workers.md)
     metrics: MetricsConfig = MetricsConfig()  # Prometheus (docs/observability.md)
+    tracing: TracingConfig = TracingConfig()  # OpenTelemetry (docs/observability.md)
     # UNSAFE, for measurements and break-glass: turn off the policy decision (every authenticated
     # request allowed, no obligations), sensitive-data scanning, and the audit trail of requests
     # (explanation records too). The gateway logs a warning for each at start (docs/configuration.md).

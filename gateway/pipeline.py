@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from opentelemetry.trace import Span, Status, StatusCode
 from starlette.requests import Request
 
 from gateway.errors import (
@@ -52,6 +53,7 @@ from gateway.outputguard import Decide
 from gateway.policy.engine import Phase, PolicyEngine
 from gateway.policy.input import ModelInfo, RequestSummary, for_audit, input_document, output_document
 from gateway.scanner import DisabledScanner, PatternScanner, ScanFailed, Scanner, TextTooLarge, scan_texts
+from gateway.tracing import NO_SPAN, Tracing, trace_id
 from gateway.types import (
     AuditPhase,
     AuditRecord,
@@ -139,6 +141,9 @@ class RequestContext:
     # The signed manifest of the worker that answered, read when it started answering (during an
     # update the old and the new version both serve for a while).
     model_digest: str | None = None
+    # OpenTelemetry (gateway/tracing.py): the request's span and its generation's; no-ops untraced.
+    span: Span = NO_SPAN
+    worker_span: Span = NO_SPAN
 
     def engine(self, pipeline: Pipeline) -> PolicyEngine:
         if self.policy is None:
@@ -176,6 +181,7 @@ class Pipeline:
     # obligations and no policy evaluation; its audit entry carries the reason ``policy_disabled``.
     policy_enabled: bool = True
     metrics: Metrics = field(default_factory=Metrics)  # Prometheus events (gateway/metrics.py)
+    tracing: Tracing = field(default_factory=Tracing)  # OpenTelemetry spans (off by default)
 
     _detached: set[asyncio.Task[bool]] = field(default_factory=set)
     _failure_window: tuple[int, int] = (0, 0)  # (minute, refusals audited in it)
@@ -191,21 +197,29 @@ class Pipeline:
         (within budget), then raised."""
         authenticator = self.authenticator or Authenticator(self.keys)
         authorization = request.headers.get("authorization")
+        span = self.tracing.start_request(
+            "llmos.request",
+            request.headers,
+            {"llmos.route": endpoint, "llmos.request_id": request.state.request_id},
+        )
         try:
-            if authorization is not None and authorization.startswith(INLINE_AUTH_PREFIX):
-                # An llmos API key: one indexed read on a reused SQLite connection (microseconds,
-                # WAL readers never wait), cheaper inline than a hop to a thread and back.
-                caller = authenticator.authenticate(authorization, peer_certificate(request.scope))
-            else:
-                caller = await asyncio.to_thread(
-                    authenticator.authenticate, authorization, peer_certificate(request.scope)
-                )
+            with self.tracing.child(span, "llmos.auth"):
+                if authorization is not None and authorization.startswith(INLINE_AUTH_PREFIX):
+                    # An llmos API key: one indexed read on a reused SQLite connection (microseconds,
+                    # WAL readers never wait), cheaper inline than a hop to a thread and back.
+                    caller = authenticator.authenticate(authorization, peer_certificate(request.scope))
+                else:
+                    caller = await asyncio.to_thread(
+                        authenticator.authenticate, authorization, peer_certificate(request.scope)
+                    )
         except AuthFailure as exc:
-            self._auth_failed(request, endpoint, exc)
+            self._auth_failed(request, endpoint, exc, span)
             raise
-        return RequestContext(request_id=request.state.request_id, endpoint=endpoint, caller=caller)
+        return RequestContext(
+            request_id=request.state.request_id, endpoint=endpoint, caller=caller, span=span
+        )
 
-    def _auth_failed(self, request: Request, endpoint: str, exc: AuthFailure) -> None:
+    def _auth_failed(self, request: Request, endpoint: str, exc: AuthFailure, span: Span = NO_SPAN) -> None:
         self.auth_failures[exc.reason] = self.auth_failures.get(exc.reason, 0) + 1
         minute, written = self._failure_window
         now_minute = int(time.monotonic() // 60)
@@ -213,6 +227,8 @@ class Pipeline:
             minute, written = now_minute, 0
         if written >= AUTH_FAILURE_AUDIT_PER_MIN:
             self.auth_failures_unaudited += 1
+            span.set_attributes({"http.response.status_code": exc.status, "llmos.decision": "deny"})
+            span.end()
             return
         self._failure_window = (minute, written + 1)
         anonymous = Principal(
@@ -224,6 +240,7 @@ class Pipeline:
             caller=Caller(anonymous),
             decision="deny",
             reasons=(f"auth_{exc.reason}",),
+            span=span,
         )
         record = self._claim(ctx, exc.status, "complete")
         task = asyncio.get_running_loop().create_task(self._append(ctx, record), name="llmos-audit")
@@ -342,7 +359,7 @@ class Pipeline:
         if isinstance(self.scanner, DisabledScanner):  # unsafe_disable: [pii]
             return [[] for _ in texts]
         try:
-            with Stopwatch() as watch:
+            with Stopwatch() as watch, self.tracing.child(ctx.span, "llmos.pii", {"llmos.texts": len(texts)}):
                 ctx.input_findings = await scan_texts(self.scanner, texts, self.scan_timeout_s)
             self.metrics.pii_scan_seconds.labels("input").observe(watch.seconds)
             return ctx.input_findings
@@ -386,7 +403,7 @@ class Pipeline:
 
     def _decide(self, ctx: RequestContext, document: dict[str, Any], phase: Phase) -> Decision:
         try:
-            with Stopwatch() as watch:
+            with Stopwatch() as watch, self.tracing.child(ctx.span, "llmos.policy", {"llmos.phase": phase}):
                 decision = ctx.engine(self).decide(document, phase)
             self.metrics.policy_seconds.labels(phase).observe(watch.seconds)
         except PolicyError as exc:
@@ -424,6 +441,7 @@ class Pipeline:
             auth_method=ctx.principal.auth_method,
             findings=findings_document(ctx.input_findings, ctx.output_findings, ctx.output_call_findings),
             model_digest=ctx.model_digest or self._model_digest(ctx.model),
+            trace_id=trace_id(ctx.span),
             tenant=ctx.principal.tenant,
             endpoint=ctx.endpoint,
             model=ctx.model,
@@ -501,6 +519,9 @@ class Pipeline:
         if isinstance(self.audit, DiscardAudit):  # unsafe_disable: [audit]: no record to build
             ctx.audit_state = "started" if phase == "stream_start" else "done"
             if phase != "stream_start":
+                self._count(ctx, status)
+                self._outcome_on_spans(ctx, status)
+                ctx.span.end()
                 await self._charge(ctx)
             return True
         return await self._append(ctx, self._claim(ctx, status, phase))
@@ -510,7 +531,33 @@ class Pipeline:
         ctx.audit_state = "started" if phase == "stream_start" else "done"
         if phase in ("complete", "stream_end"):  # the request's outcome: counted once
             self._count(ctx, status)
+            self._outcome_on_spans(ctx, status)
         return self.record(ctx, status, phase)
+
+    def start_generation(self, ctx: RequestContext) -> None:
+        """The worker (or upstream) call's span, from here to the request's outcome."""
+        ctx.worker_span = self.tracing.start_child(
+            ctx.span, "llmos.worker", {"llmos.model": self.metrics.model_label(ctx.model)}
+        )
+
+    def _outcome_on_spans(self, ctx: RequestContext, status: int) -> None:
+        ctx.worker_span.set_attributes(
+            {
+                "llmos.prompt_tokens": ctx.usage.prompt_tokens,
+                "llmos.completion_tokens": ctx.usage.completion_tokens,
+            }
+        )
+        ctx.worker_span.end()
+        ctx.span.set_attributes(
+            {
+                "http.response.status_code": status,
+                "llmos.model": self.metrics.model_label(ctx.model),
+                "llmos.decision": ctx.decision,
+                "llmos.reasons": list(ctx.reasons),
+            }
+        )
+        if status >= 500:
+            ctx.span.set_status(Status(StatusCode.ERROR))
 
     def _count(self, ctx: RequestContext, status: int) -> None:
         m = self.metrics
@@ -524,8 +571,12 @@ class Pipeline:
     async def _append(self, ctx: RequestContext, record: AuditRecord) -> bool:
         if record.phase != "stream_start":
             await self._charge(ctx)
+        final = record.phase in ("complete", "stream_end")
         try:
-            with Stopwatch() as watch:
+            with (
+                Stopwatch() as watch,
+                self.tracing.child(ctx.span, "llmos.audit", {"llmos.phase": record.phase}),
+            ):
                 await self.audit.append_async(record)
             self.metrics.audit_append_seconds.observe(watch.seconds)
         except AuditError as exc:
@@ -538,6 +589,9 @@ class Pipeline:
                 exc,
             )
             return False
+        finally:
+            if final:  # the request's span ends with its outcome's entry
+                ctx.span.end()
         if self.explanations is not None and record.phase in ("complete", "stream_end"):
             self.explanations.submit(ctx, record)  # in the background: the answer is not delayed
         return True

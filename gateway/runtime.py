@@ -34,6 +34,7 @@ from gateway.policy.reload import PolicyReloader, close_engine, describe_source,
 from gateway.scanner import DisabledScanner, Scanner, build_scanner
 from gateway.secretfile import read_secret, read_secret_text
 from gateway.state import open_key_store
+from gateway.tracing import Tracing
 from gateway.upstream.keys import KeySource
 from gateway.upstream.model import UpstreamModel
 from gateway.workerevents import WorkerEventRecorder
@@ -111,6 +112,7 @@ class Runtime:
         self.pipeline.keys.close()
         self.pipeline.scanner.close()
         close_engine(self.pipeline.policy)
+        self.pipeline.tracing.shutdown()  # the last spans, bounded by the exporter's timeout
 
 
 def install_blocking_pool(threads: int) -> None:
@@ -361,6 +363,7 @@ def build_runtime(config: Config) -> Runtime:
     scanner: Scanner = DisabledScanner() if "pii" in unsafe else build_scanner(config.pii)
     pipeline = Pipeline(
         metrics=Metrics(m.name for m in every_model),
+        tracing=Tracing(config.tracing),
         authenticator=authenticator,
         limits=config.limits,
         limit_store=build_store(config.limits),

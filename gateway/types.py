@@ -290,3 +290,4 @@ class AuditRecord:
     auth_method: str = "none"  # how the principal authenticated: api_key, oidc, mtls (none: refused)
     findings: str | None = None  # JSON of the sensitive-data findings: type, offsets, recogniser, score
     model_digest: str | None = None  # sha256 of the signed manifest of the model that served it
+    trace_id: str | None = None  # the request's OpenTelemetry trace (32 hex digits); None: not traced

@@ -250,6 +250,7 @@ async def _run(
         explain, ctx.explain_skip = None, ("not_applicable", "remote_model")
     if explain is not None:
         gen = replace(gen, explain=explain)
+    pipeline.start_generation(ctx)
     events = worker.generate(gen)
     # Wait for the first event before answering, so that a worker that is down or refuses the
     # request still produces a proper HTTP status (503/400) rather than a broken stream.

@@ -32,10 +32,11 @@ from gateway.errors import AuditError
 from gateway.types import AUDIT_PHASES, AuditRecord
 
 # 2: phase, policy_input, output_policy_input, obligations; 3: auth_method; 4: findings;
-# 6: model_digest (the signed manifest of the model that served the request)
-FORMAT_VERSION = 6
-# Entries written by earlier formats still verify; 5 and 7: 4 and 6 with sealed fields.
-READABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
+# 6: model_digest (the signed manifest of the model that served the request); 8: trace_id (the
+# OpenTelemetry trace of the request, null when tracing is off)
+FORMAT_VERSION = 8
+# Entries written by earlier formats still verify; 5, 7 and 9: 4, 6 and 8 with sealed fields.
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9)
 GENESIS_HASH = "0" * 64
 
 # The exact member set of a format-2 entry.
@@ -68,17 +69,24 @@ ENTRY_FIELDS_V2: frozenset[str] = frozenset(
 )
 ENTRY_FIELDS_V3: frozenset[str] = ENTRY_FIELDS_V2 | {"auth_method"}
 ENTRY_FIELDS_V4: frozenset[str] = ENTRY_FIELDS_V3 | {"findings"}
-# The exact member set of a format-6 entry (what is written now).
-ENTRY_FIELDS: frozenset[str] = ENTRY_FIELDS_V4 | {"model_digest"}
-_FIELDS_BY_VERSION = {2: ENTRY_FIELDS_V2, 3: ENTRY_FIELDS_V3, 4: ENTRY_FIELDS_V4, 6: ENTRY_FIELDS}
+ENTRY_FIELDS_V6: frozenset[str] = ENTRY_FIELDS_V4 | {"model_digest"}
+# The exact member set of a format-8 entry (what is written now).
+ENTRY_FIELDS: frozenset[str] = ENTRY_FIELDS_V6 | {"trace_id"}
+_FIELDS_BY_VERSION = {
+    2: ENTRY_FIELDS_V2,
+    3: ENTRY_FIELDS_V3,
+    4: ENTRY_FIELDS_V4,
+    6: ENTRY_FIELDS_V6,
+    8: ENTRY_FIELDS,
+}
 
 # Formats 5 and 7 are formats 4 and 6 with some fields *sealed*: each is replaced in the body by
 # a salted commitment under "sealed", and its value and salt (the *opening*) are stored beside
 # the entry, outside the signed and hashed bytes. An export can then leave an opening out
 # (withhold the field) and the entry still verifies; a given opening is checked against its
 # commitment. 7 is what is written now.
-SEALED_VERSION = 7
-_SEALED_BASE = {5: ENTRY_FIELDS_V4, 7: ENTRY_FIELDS}
+SEALED_VERSION = 9
+_SEALED_BASE = {5: ENTRY_FIELDS_V4, 7: ENTRY_FIELDS_V6, 9: ENTRY_FIELDS}
 SEALABLE_FIELDS: tuple[str, ...] = (
     "principal_id",
     "tenant",
@@ -97,6 +105,7 @@ _COMMITMENT = re.compile(r"sha256:[0-9a-f]{64}")
 SALT_BYTES = 16
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def is_entry_hash(value: object) -> bool:
@@ -124,6 +133,7 @@ def build_entry(record: AuditRecord, *, seq: int, prev: str) -> dict[str, JsonVa
         "auth_method": record.auth_method,
         "findings": record.findings,
         "model_digest": record.model_digest,
+        "trace_id": record.trace_id,
         "tenant": record.tenant,
         "endpoint": record.endpoint,
         "model": record.model,
@@ -458,6 +468,8 @@ def _checked(value: dict[str, JsonValue], body: bytes, *, canonical: bool) -> di
         value["model_digest"] is None or isinstance(value["model_digest"], str)
     ):
         raise AuditError("entry model_digest is neither null nor a string")
+    if "trace_id" in value and not (value["trace_id"] is None or _TRACE_ID.fullmatch(str(value["trace_id"]))):
+        raise AuditError("entry trace_id is neither null nor 32 lowercase hex digits")
     if value["phase"] not in AUDIT_PHASES:
         raise AuditError(f"entry phase {value['phase']!r} is not one of {', '.join(AUDIT_PHASES)}")
     if not canonical and canonical_json(value) != body:
@@ -521,4 +533,5 @@ def record_from_entry(entry: dict[str, JsonValue]) -> AuditRecord:
         auth_method=_opt_text(entry, "auth_method") or "none",
         findings=_opt_text(entry, "findings"),
         model_digest=_opt_text(entry, "model_digest"),
+        trace_id=_opt_text(entry, "trace_id"),
     )

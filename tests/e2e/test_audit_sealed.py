@@ -29,7 +29,7 @@ def test_sealed_fields_end_to_end(tmp_path: Path) -> None:
         )
         entry = audit_reader.entry(gw.home, raw.headers["x-request-id"])
         assert entry is not None
-        assert entry["v"] == 7 and entry["principal_id"].startswith("key:")  # opened for readers
+        assert entry["v"] == 9 and entry["principal_id"].startswith("key:")  # opened for readers
         assert json.loads(entry["policy_input"])["phase"] == "input"
         principal = entry["principal_id"]
     env_cli = gw.cli  # the server has stopped: its last checkpoint covers every entry

@@ -24,8 +24,9 @@ from .conftest import KeyPair, make_record
 def test_build_holds_record_fields_and_chain() -> None:
     entry = build_entry(make_record(1, reasons=("pii.email", "quota")), seq=1, prev=GENESIS_HASH)
     assert set(entry) == ENTRY_FIELDS
-    assert entry["v"] == 6
+    assert entry["v"] == 8
     assert entry["model_digest"] is None
+    assert entry["trace_id"] is None  # not traced
     assert entry["auth_method"] == "api_key"
     assert entry["findings"] is None
     assert entry["seq"] == 1
@@ -44,7 +45,7 @@ def test_body_round_trips_through_parse() -> None:
 
 def test_a_format_2_entry_still_parses_and_a_format_3_one_needs_auth_method() -> None:
     old = dict(build_entry(make_record(), seq=1, prev=GENESIS_HASH))
-    del old["auth_method"], old["findings"], old["model_digest"]
+    del old["auth_method"], old["findings"], old["model_digest"], old["trace_id"]
     old["v"] = 2
     assert parse_entry(canonical_json(old))["v"] == 2  # written before auth_method existed
     with pytest.raises(AuditError, match="missing"):
@@ -55,9 +56,18 @@ def test_a_format_2_entry_still_parses_and_a_format_3_one_needs_auth_method() ->
         parse_entry(canonical_json({**old, "v": 3, "auth_method": 7}))
 
 
-def test_format_3_4_and_6_entries() -> None:
+def test_format_3_4_6_and_8_entries() -> None:
     current = dict(build_entry(make_record(findings='{"input":[],"output":[]}'), seq=1, prev=GENESIS_HASH))
     assert parse_entry(canonical_json(current))["findings"] == '{"input":[],"output":[]}'
+    v6 = {k: v for k, v in current.items() if k != "trace_id"} | {"v": 6}
+    assert parse_entry(canonical_json(v6))["v"] == 6  # written before trace ids
+    with pytest.raises(AuditError, match="unexpected"):
+        parse_entry(canonical_json({**current, "v": 6}))  # a v6 entry with a v8 field
+    with pytest.raises(AuditError, match="trace_id"):
+        parse_entry(canonical_json({**current, "trace_id": "not-a-trace"}))
+    traced = build_entry(make_record(trace_id="4bf92f3577b34da6a3ce929d0e0e4736"), seq=1, prev=GENESIS_HASH)
+    assert parse_entry(canonical_json(traced))["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    current = v6 | {"v": 6}
     v4 = {k: v for k, v in current.items() if k != "model_digest"} | {"v": 4}
     assert parse_entry(canonical_json(v4))["v"] == 4  # written before model digests
     with pytest.raises(AuditError, match="unexpected"):

@@ -31,13 +31,13 @@ SEALED = ("principal_id", "tenant", "policy_input")
 def test_sealing_round_trips_and_hides_the_values() -> None:
     entry = build_entry(make_record(1, policy_input='{"pii":{}}'), seq=1, prev="0" * 64)
     sealed, openings = seal(entry, SEALED)
-    assert sealed["v"] == 7 and set(sealed["sealed"]) == set(SEALED)  # type: ignore[arg-type]
+    assert sealed["v"] == 9 and set(sealed["sealed"]) == set(SEALED)  # type: ignore[arg-type]
     assert all(field not in sealed for field in SEALED)
     assert "key:3f2a9c0d1e4b5a69" not in json.dumps(sealed)
     from gateway.audit.canonical import canonical_json
 
     parsed = parse_entry(canonical_json(sealed))
-    assert open_sealed(parsed, openings) == {**entry, "v": 7}
+    assert open_sealed(parsed, openings) == {**entry, "v": 9}
     partial = open_sealed(parsed, {k: v for k, v in openings.items() if k != "principal_id"})
     assert partial["withheld"] == ["principal_id"] and "principal_id" not in partial
     # Same value, another salt: another commitment (a guess cannot be confirmed by hashing it).
@@ -76,7 +76,7 @@ def sealed_log(db_path: Path, keypair: KeyPair) -> Path:
         for n in range(1, 7):
             log.append(make_record(n, tenant="acme" if n % 2 else "globex"))
         entry = log.get("req-0003")
-    assert entry is not None and entry["tenant"] == "acme" and entry["v"] == 7  # readers see values
+    assert entry is not None and entry["tenant"] == "acme" and entry["v"] == 9  # readers see values
     return db_path
 
 
@@ -149,10 +149,21 @@ def test_a_salt_must_be_canonical() -> None:
 
 def test_a_format_5_entry_sealed_before_model_digests_still_opens() -> None:
     entry = build_entry(make_record(), seq=1, prev=GENESIS_HASH)
-    old = {k: v for k, v in entry.items() if k != "model_digest"} | {"v": 4}
+    old = {k: v for k, v in entry.items() if k not in ("model_digest", "trace_id")} | {"v": 4}
     sealed, openings = seal(old, ["tenant"])
     sealed["v"] = 5  # what the log wrote before format 6
     parsed = parse_entry(encode_entry(sealed))
     assert open_sealed(parsed, openings)["tenant"] == "acme"
     with pytest.raises(AuditError, match="unexpected"):
         parse_entry(encode_entry({**sealed, "model_digest": None}))
+
+
+def test_a_format_7_entry_sealed_before_trace_ids_still_opens() -> None:
+    entry = build_entry(make_record(), seq=1, prev=GENESIS_HASH)
+    old = {k: v for k, v in entry.items() if k != "trace_id"} | {"v": 6}
+    sealed, openings = seal(old, ["tenant"])
+    sealed["v"] = 7  # what the log wrote before format 8
+    parsed = parse_entry(encode_entry(sealed))
+    assert open_sealed(parsed, openings)["tenant"] == "acme"
+    with pytest.raises(AuditError, match="unexpected"):
+        parse_entry(encode_entry({**sealed, "trace_id": None}))
