@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import logging
@@ -15,6 +14,8 @@ from typing import Any
 from gateway.config import Config
 from gateway.errors import ApiError, AuditVerifyError, ConfigError, LlmosError
 from gateway.explaincommands import add_explain_commands, run_explain
+from gateway.logs import configure as configure_logging
+from gateway.logs import uvicorn_config as uvicorn_logging
 from gateway.modelcommands import add_model_commands, run_models
 from gateway.policy.commands import add_policy_commands, run_policy
 from gateway.sandboxcheck import add_sandbox_commands, run_sandbox
@@ -225,13 +226,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
+    configure_logging(config.server.log_level, config.server.log_format)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every file event at INFO
-    logging.basicConfig(
-        level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     result = init_state(config, admin_key=not args.no_admin_key)
     if result.admin_key:
-        _err(f"initialised {result.state_dir}. Admin API key (shown only this once; store it now):")
+        logging.getLogger("llmos").warning(  # through the configured format (a JSON line in json)
+            "initialised %s. Admin API key on stdout (shown only this once; store it now)", result.state_dir
+        )
         print(result.admin_key, flush=True)
     app = create_app(build_runtime(config))
     # Everything built so far (Presidio's model, the policy, FastAPI's routes) lives as long as
@@ -250,23 +251,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=host,
             port=port,
             log_level=config.server.log_level,
-            log_config=_uvicorn_logging(),
+            log_config=uvicorn_logging(config.server.log_format),
             server_header=False,
             **tls,
         )
     )
     server.run()
     return 0
-
-
-def _uvicorn_logging() -> dict[str, Any]:
-    """uvicorn's logging, with access lines on stderr too: stdout carries only the admin key."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    cfg = copy.deepcopy(LOGGING_CONFIG)
-    for handler in cfg["handlers"].values():
-        handler["stream"] = "ext://sys.stderr"
-    return cfg
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

@@ -72,6 +72,7 @@ class ServerConfig(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_messages: int = Field(default=256, ge=1)
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (docs/observability.md)
     # Threads for blocking calls made from the event loop (SQLite, output scanning, key and limit
     # stores). Many of them only wait (on the PII worker, on a disk sync), so there are plenty:
     # too few and requests queue behind the waiting ones.

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.errors import ConfigError
+from gateway.logs import configure as configure_logging
 
 ConfigLoader = Callable[[Any], Config]
 log = logging.getLogger("llmos.worker")
@@ -41,9 +42,7 @@ def run_worker(args: argparse.Namespace, load_config: ConfigLoader) -> int:
     from sandbox.remote.client import split_host_port
 
     config = load_config(args.config)
-    logging.basicConfig(
-        level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(config.server.log_level, config.server.log_format)
     try:
         host, port = split_host_port(args.listen)
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of a real gateway: /metrics needs an admin or auditor credential, the
+"""Prometheus metrics and JSON logs of a real gateway: /metrics needs an admin or auditor credential, the
 counters move under load (requests, PII findings, policy denials, audit appends), the state
 gauges show the worker, fail-open counters stay at zero, and metrics.listen serves the same
 registry without credentials on its own port."""
@@ -23,7 +23,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway,
     port, metrics_port = free_port(), free_port()
     config = root / "llmos.yaml"
     config.write_text(
-        f"state_dir: state\nserver: {{port: {port}}}\npii: {{detector: patterns}}\n"
+        f"state_dir: state\nserver: {{port: {port}, log_format: json}}\npii: {{detector: patterns}}\n"
         f"metrics: {{listen: '127.0.0.1:{metrics_port}'}}\n"
         "models:\n  - {name: echo, kind: echo}\n"
     )
@@ -112,3 +112,23 @@ def test_metrics_listen_serves_the_same_registry_without_credentials(gateway: tu
     metrics = samples(plain.text)
     assert value(metrics, "llmos_requests_total", route="chat.completions") >= 1
     assert value(metrics, "llmos_worker_state", model="echo", state="ready") == 1
+
+
+def test_logs_are_json_lines_with_each_requests_outcome_and_no_key(gateway: tuple[Gateway, int]) -> None:
+    import json
+
+    gw, _ = gateway
+    reply = httpx.post(
+        gw.base_url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {gw.admin_key}"},
+        json={"model": "echo", "messages": [{"role": "user", "content": "write to jane.doe@example.com"}]},
+        timeout=30,
+    )
+    request_id = reply.headers["x-request-id"]
+    text = gw.log_path.read_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # every line is JSON
+    (access,) = [x for x in lines if x["logger"] == "llmos.access" and x.get("request_id") == request_id]
+    assert access["route"] == "chat.completions" and access["model"] == "echo" and access["status"] == 200
+    assert access["decision"] == "allow" and access["principal_id"].startswith("key:")
+    assert isinstance(access["latency_ms"], int)
+    assert gw.admin_key not in text and "jane.doe" not in text
