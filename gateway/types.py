@@ -28,6 +28,7 @@ ENDPOINTS: tuple[str, ...] = (
     "audit.checkpoint",
     "audit.entries",
     "audit.consistency",
+    "audit.search",
     "metrics",
 )
 

@@ -16,6 +16,7 @@ endpoint_roles := {
 	"audit.checkpoint": {"admin", "auditor"},
 	"audit.entries": {"admin", "auditor"},
 	"audit.consistency": {"admin", "auditor"},
+	"audit.search": {"admin", "auditor"},
 	"metrics": {"admin", "auditor"},  # Prometheus scrapes with an auditor key
 	# Own requests' records for everyone; the gateway lets auditors and admins read any.
 	"explanations.get": {"admin", "user", "auditor", "contractor"},

@@ -94,7 +94,7 @@ test_only_admins_manage_keys if {
 	d.reasons[0].code == "role_not_permitted"
 }
 
-audit_endpoints := ["audit.checkpoint", "audit.entries", "audit.consistency", "metrics"]
+audit_endpoints := ["audit.checkpoint", "audit.entries", "audit.consistency", "audit.search", "metrics"]
 
 test_auditors_and_admins_read_audit_evidence if {
 	p := auditor_principal

@@ -3,6 +3,8 @@
     GET /v1/audit/checkpoint[?format=json]          the latest signed checkpoint (a signed note)
     GET /v1/audit/entries/{request_id}[?phase=P]    one stored entry, proved against a checkpoint
     GET /v1/audit/consistency?from=M&to=N           a proof that tree N extends tree M
+    GET /v1/audit/search?since&until&tenant&principal&model&decision&before&limit
+                                                    request outcomes matching, newest first
 
 An auditor checks everything with the gateway's public key alone: the checkpoint's signature,
 the entry's leaf hash (``SHA-256(0x00 || entry)``, leaf index ``seq - 1``) against the
@@ -10,7 +12,7 @@ checkpoint's root, and one checkpoint's tree against a later one's. Nothing here
 by the client, so nothing here re-verifies what it serves: stored bytes go out as stored.
 
 Each route needs the ``auditor`` or ``admin`` role *and* an allow from the policy for its
-endpoint (``audit.checkpoint``, ``audit.entries``, ``audit.consistency``), and each call is
+endpoint (``audit.checkpoint``, ``audit.entries``, ``audit.consistency``, ``audit.search``), and each call is
 audited like any other request.
 """
 
@@ -22,6 +24,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from fastapi import APIRouter, Request
@@ -29,6 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from gateway.audit.checkpoint import Checkpoint
 from gateway.audit.log import AuditLog, StoredCheckpoint
+from gateway.audit.search import Filters
 from gateway.errors import (
     ApiError,
     AuditError,
@@ -300,3 +304,68 @@ async def get_consistency(request: Request) -> Response:
         return JSONResponse({"from": old, "to": new, "proof": [_b64(h) for h in proof]})
 
     return await _serve(request, "audit.consistency", ("from", "to"), act)
+
+
+# -- search (the operator console's audit explorer) ---------------------------------------------
+
+SEARCH_PARAMS = ("since", "until", "tenant", "principal", "model", "decision", "before", "limit")
+DECISIONS = ("allow", "deny", "invalid", "error")
+MAX_SEARCH_LIMIT = 200
+
+
+def parse_time(name: str, text: str | None) -> str | None:
+    """An ISO 8601 time (a date alone is its midnight; no zone is UTC) in the log's own form."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(
+            f"Invalid value for '{name}': expected an ISO 8601 time, e.g. 2026-11-30T08:00:00Z.",
+            code="invalid_value",
+            param=name,
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def parse_positive(name: str, text: str | None, *, most: int | None = None) -> int | None:
+    if text is None:
+        return None
+    if not _TREE_SIZE.fullmatch(text) or (most is not None and int(text) > most):
+        upto = f" up to {most}" if most is not None else ""
+        raise InvalidRequest(
+            f"Invalid value for '{name}': expected a whole number from 1{upto}.",
+            code="invalid_value",
+            param=name,
+        )
+    return int(text)
+
+
+def search_filters(query: dict[str, str]) -> Filters:
+    return Filters(
+        since=parse_time("since", query.get("since")),
+        until=parse_time("until", query.get("until")),
+        tenant=query.get("tenant"),
+        principal_id=query.get("principal"),
+        model=query.get("model"),
+        decision=parse_choice("decision", query.get("decision"), DECISIONS),
+    )
+
+
+@router.get("/v1/audit/search")
+async def search_entries(request: Request) -> Response:
+    """Request outcomes (``complete`` and ``stream_end`` entries) matching the filters, newest
+    first, as summaries; ``next_before`` continues the search (``before=``)."""
+
+    async def act(audit: AuditLog, query: dict[str, str]) -> Response:
+        filters = search_filters(query)
+        before = parse_positive("before", query.get("before"))
+        limit = parse_positive("limit", query.get("limit"), most=MAX_SEARCH_LIMIT) or 50
+        found = await _read(audit.search, filters, before_seq=before, limit=limit)
+        return JSONResponse(
+            {"entries": found.entries, "next_before": found.next_before, "scanned": found.scanned}
+        )
+
+    return await _serve(request, "audit.search", SEARCH_PARAMS, act)

@@ -55,6 +55,7 @@ from gateway.audit.entry import (
 )
 from gateway.audit.handoff import Handoff, Job
 from gateway.audit.note import NoteError, NoteSigner, is_valid_key_name
+from gateway.audit.search import Filters, Found, search
 from gateway.audit.store import HEAD_META_KEY, AuditStore, Head, StoredEntry
 from gateway.errors import AuditError
 from gateway.types import AuditRecord
@@ -520,6 +521,17 @@ class AuditLog:
             except AuditError as exc:
                 raise AuditError(f"audit entry seq {stored.seq} is unreadable: {exc}") from exc
         return out
+
+    def search(self, filters: Filters, *, before_seq: int | None = None, limit: int = 50) -> Found:
+        """Request outcomes matching ``filters``, newest first (``search.py``)."""
+
+        def page(before: int, n: int) -> list[StoredEntry]:
+            with self._lock:
+                self._check_open()
+                return self._store.outcomes_before(before, n)
+
+        head = self.head()
+        return search(page, 0 if head is None else head.seq, filters, before_seq=before_seq, limit=limit)
 
     def head(self) -> Head | None:
         """The last entry (``seq``, ``entry_hash``), or None when the log is empty."""

@@ -397,6 +397,19 @@ class AuditStore:
             raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
         return [StoredEntry(*row) for row in rows]
 
+    def outcomes_before(self, before_seq: int, limit: int) -> list[StoredEntry]:
+        """Up to ``limit`` request outcomes (``complete`` and ``stream_end`` entries) with
+        ``seq < before_seq``, newest first."""
+        try:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM audit_entries"  # noqa: S608 (a constant column list)
+                " WHERE seq < ? AND phase IN ('complete', 'stream_end') ORDER BY seq DESC LIMIT ?",
+                (before_seq, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot read audit store {self.path}: {exc}") from exc
+        return [StoredEntry(*row) for row in rows]
+
     def get(self, request_id: str, phase: str | None = None) -> StoredEntry | None:
         """The first entry for ``request_id`` (of ``phase``, when given), or None."""
         try:
