@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from gateway.api.admin import router as admin_router
 from gateway.api.audit import router as audit_router
+from gateway.api.console import router as console_router
 from gateway.api.errors import install_error_handlers
 from gateway.api.explanations import router as explanations_router
 from gateway.api.metrics import router as metrics_router
@@ -40,11 +41,13 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.policy_reloader = runtime.reloader  # digest, reloads, failures, last_error
     app.state.model_pool = runtime.pool  # /admin/models
     app.state.metrics_endpoint = runtime.config.metrics.endpoint  # /metrics on this port
+    app.state.console = runtime.config.server.console  # /console
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(audit_router)
     app.include_router(explanations_router)
     app.include_router(metrics_router)
+    app.include_router(console_router)
     app.add_middleware(RequestIdMiddleware)
     return app

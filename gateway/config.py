@@ -73,6 +73,7 @@ class ServerConfig(_Section):
     max_messages: int = Field(default=256, ge=1)
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
     log_format: Literal["text", "json"] = "text"  # json: one object per line (docs/observability.md)
+    console: bool = True  # the operator console at /console (static; it uses the API's own auth)
     # Threads for blocking calls made from the event loop (SQLite, output scanning, key and limit
     # stores). Many of them only wait (on the PII worker, on a disk sync), so there are plenty:
     # too few and requests queue behind the waiting ones.

@@ -1,0 +1,187 @@
+"""The operator console in headless Chromium (Debian's, through Playwright): log in with an
+auditor key, find a request in the audit explorer, see its inclusion proof verified in the
+browser, open its explanation and its attribution heatmap, and the live status. Screenshots
+are saved as test artifacts (``$LLMOS_TEST_ARTIFACTS``, default ``test-artifacts/``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Gateway, free_port, serve_config, wait_record
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed"),
+]
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+ARTIFACTS = Path(
+    os.environ.get("LLMOS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
+)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, str, str]]:
+    """A gateway whose policy asks for explanations, one attributed request, an auditor key."""
+    root = tmp_path_factory.mktemp("console")
+    policies = root / "policies"
+    shutil.copytree(POLICIES, policies, ignore=shutil.ignore_patterns("__*"))
+    data = json.loads((policies / "data.json").read_text())
+    data["llmos"]["config"]["explain"] = "summary"
+    (policies / "data.json").write_text(json.dumps(data))
+    port = free_port()
+    config = root / "llmos.yaml"
+    config.write_text(
+        f"state_dir: state\nserver: {{port: {port}}}\npolicy: {{dir: policies, run_tests_on_load: false}}\n"
+        "pii: {detector: patterns}\nmodels:\n  - {name: demo, path: state/models/demo, threads: 1}\n"
+    )
+    with serve_config(config, port, root / "state") as gw:
+        user = gw.create_key("console-user", "user")
+        r = httpx.post(
+            gw.base_url + "/v1/chat/completions",
+            headers={"authorization": f"Bearer {user}"},
+            json={
+                "model": "demo",
+                "messages": [{"role": "user", "content": "Mail alice@example.com the quarterly report"}],
+                "max_tokens": 6,
+            },
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        request_id = r.headers["x-request-id"]
+        record = wait_record(gw, request_id)  # the attribution is computed after the answer
+        assert record["record"]["model_attribution"]["status"] == "ok", record
+        yield gw, request_id, gw.create_key("console-auditor", "auditor")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def test_an_auditor_finds_a_request_and_opens_its_attribution_heatmap(
+    explained: tuple[Gateway, str, str], browser: Any
+) -> None:
+    gw, request_id, auditor = explained
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # Script errors and CSP violations; not "Failed to load resource" (the 403 the status view
+    # expects for an auditor, a favicon request).
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None
+        ),
+    )
+    try:
+        page.goto(gw.base_url + "/console")
+        page.fill("#login-key", auditor)
+        page.click("#login-form button")
+
+        # The audit explorer: filter by model and decision, find the request.
+        page.wait_for_selector("#search-form")
+        page.fill("#search-form input[name=model]", "demo")
+        page.select_option("#search-form select[name=decision]", "allow")
+        page.click("#search-form button")
+        row = page.locator(f"#results tr[data-request-id='{request_id}']")
+        row.wait_for()
+        assert "allow" in row.inner_text()
+        assert all("demo" in r.inner_text() for r in page.locator("#results tbody tr").all())  # filtered
+        page.screenshot(path=str(ARTIFACTS / "console-audit.png"), full_page=True)
+
+        # The entry: its inclusion proof and checkpoint signature verified in the browser.
+        row.click()
+        page.wait_for_selector("#proof[data-verified]")
+        proof = page.inner_text("#proof")
+        assert page.get_attribute("#proof", "data-verified") == "true", proof
+        assert "Verified in this browser" in proof and "signature verified" in proof
+        fields = page.inner_text("#entry-fields")
+        assert "policy_digest" in fields and "model_digest" in fields and request_id not in proof
+        page.screenshot(path=str(ARTIFACTS / "console-entry.png"), full_page=True)
+
+        # The explanation: the heatmap of prompt tokens, the rules, the PII findings by type.
+        page.click("#explain-link")
+        page.wait_for_selector("#heatmap span")
+        tokens = page.query_selector_all("#heatmap span")
+        assert len(tokens) > 3
+        scores = [float(t.get_attribute("data-score") or "nan") for t in tokens]
+        assert any(s != 0 for s in scores)
+        assert "EMAIL_ADDRESS" in page.inner_text("#findings")
+        assert page.inner_text("#rules").strip()
+        page.screenshot(path=str(ARTIFACTS / "console-explanation.png"), full_page=True)
+
+        # Live status: the request rate (metrics); models and workers need the admin role.
+        page.click("text=Status")
+        page.wait_for_selector("#status-error:has-text('admin role')")  # (no eval: the CSP forbids it)
+        page.screenshot(path=str(ARTIFACTS / "console-status.png"), full_page=True)
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def test_the_admin_sees_models_per_device_and_worker_health(
+    explained: tuple[Gateway, str, str], browser: Any
+) -> None:
+    gw, _, _ = explained
+    page = browser.new_page()
+    try:
+        page.goto(gw.base_url + "/console")
+        page.fill("#login-key", gw.admin_key)
+        page.click("#login-form button")
+        page.wait_for_selector("#search-form")
+        page.click("text=Status")
+        page.wait_for_selector("#workers tbody tr")
+        assert "demo" in page.inner_text("#workers") and "ready" in page.inner_text("#workers")
+        assert "demo" in page.inner_text("#devices")
+        deadline = time.monotonic() + 20  # two metrics polls, 5 s apart
+        while not re.fullmatch(r"[0-9.]+", page.inner_text("#rate")):
+            assert time.monotonic() < deadline, page.inner_text("#rate")
+            page.wait_for_timeout(250)
+    finally:
+        page.close()
+
+
+def test_a_wrong_key_is_refused_and_the_page_allows_nothing_inline(
+    explained: tuple[Gateway, str, str], browser: Any
+) -> None:
+    gw, _, _ = explained
+    user = gw.create_key("console-nobody", "user")
+    page = browser.new_page()
+    try:
+        response = page.goto(gw.base_url + "/console")
+        assert response is not None
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+        page.fill("#login-key", user)
+        page.click("#login-form button")
+        page.wait_for_selector("#login-error:has-text('auditor or admin')")
+        assert page.is_hidden("#nav")  # still logged out
+        page.reload()
+        assert page.is_visible("#login-form") and page.is_hidden("#nav")  # a refused key is not kept
+    finally:
+        page.close()
