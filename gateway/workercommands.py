@@ -36,6 +36,13 @@ def add_worker_commands(sub: Any, add_config: Callable[[argparse.ArgumentParser]
     p.add_argument(
         "--listen", required=True, metavar="HOST:PORT", help="address to listen on, e.g. 0.0.0.0:7443"
     )
+    p.add_argument(
+        "--drain-s",
+        type=float,
+        default=50.0,
+        help="on SIGTERM, how long requests in flight may finish (gateways send nothing new meanwhile);"
+        " keep it under the pod's terminationGracePeriodSeconds (default: 50)",
+    )
 
 
 def run_worker(args: argparse.Namespace, load_config: ConfigLoader) -> int:
