@@ -68,6 +68,19 @@ class Metrics:
             buckets=STAGE_BUCKETS,
             registry=r,
         )
+        self.output_guard_seconds = Histogram(
+            "llmos_output_guard_seconds",
+            "Output scanning, redaction and decision time: per response (json) or per chunk (stream).",
+            ["mode"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.stream_holdback_chars = Histogram(
+            "llmos_stream_holdback_chars",
+            "The most generated characters a stream held back at once (not yet scanned and settled).",
+            buckets=(0, 16, 64, 256, 1024, 4096, 16384, 65536),
+            registry=r,
+        )
         self.audit_append_seconds = Histogram(
             "llmos_audit_append_seconds",
             "Time until a request's audit entry was durable.",

@@ -23,6 +23,7 @@ from gateway.api.schemas import (
     parse_completion_request,
 )
 from gateway.errors import ApiError, InternalError, PermissionDenied, ServiceUnavailable, WorkerError
+from gateway.metrics import Stopwatch
 from gateway.obligations import apply_input, finding_counts, refuse_sensitive_identifiers, request_texts
 from gateway.outputguard import Decide, OutputGuard, guard_all
 from gateway.pipeline import Pipeline, RequestContext, Worker, translate
@@ -294,17 +295,19 @@ async def _run(
     ctx.usage = Usage(done.prompt_tokens, done.completion_tokens)
     calls = done.tool_calls
     if decide is not None:  # the output decision sees all of it before any is delivered
-        text, calls, ctx.output_findings, ctx.output_call_findings = await asyncio.to_thread(
-            guard_all,
-            decide,
-            pipeline.digest_key,
-            text,
-            done.completion_tokens,
-            done.finish_reason,
-            pipeline.scanner.find,
-            restore,
-            calls,
-        )
+        with Stopwatch() as watch:
+            text, calls, ctx.output_findings, ctx.output_call_findings = await asyncio.to_thread(
+                guard_all,
+                decide,
+                pipeline.digest_key,
+                text,
+                done.completion_tokens,
+                done.finish_reason,
+                pipeline.scanner.find,
+                restore,
+                calls,
+            )
+        pipeline.metrics.output_guard_seconds.labels("json").observe(watch.seconds)
     ctx.response_digest = pipeline.digest(R.response_bytes(text, calls))
     await pipeline.finish(ctx, 200)
     body = fmt.complete(ctx.request_id, model, ctx.created, text, done.finish_reason, ctx.usage)
@@ -348,12 +351,21 @@ async def _sse(
         for start in fmt.chunks_start(rid, model, created):
             yield R.sse(start)
         event = first
+        held = 0  # the most characters the guard held back at once
         while isinstance(event, TokenEvent):
             # The guard scans in a thread: a scanner (Presidio) must not stall the event loop.
-            text = await asyncio.to_thread(guard.feed, event.text) if guard else event.text
+            if guard is not None:
+                with Stopwatch() as watch:
+                    text = await asyncio.to_thread(guard.feed, event.text)
+                pipeline.metrics.output_guard_seconds.labels("stream").observe(watch.seconds)
+                held = max(held, guard.held_chars)
+            else:
+                text = event.text
             if text:
                 yield chunk(text)
             event = await anext(events)
+        if guard is not None:
+            pipeline.metrics.stream_holdback_chars.observe(held)
         calls = event.tool_calls
         if guard is not None:
             rest, calls = await asyncio.to_thread(

@@ -71,6 +71,10 @@ def test_counters_move_under_load_and_state_is_shown(gateway: tuple[Gateway, int
     client.chat.completions.create(  # sensitive data in, redacted (the default policy's obligation)
         model="echo", messages=[{"role": "user", "content": "mail me at jane.doe@example.com"}]
     )
+    stream = client.chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "streamed answer"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "streamed answer"
     user = gw.create_key("metrics-denied", "user")
     assert (
         httpx.get(gw.base_url + "/admin/workers", headers={"authorization": f"Bearer {user}"}).status_code
@@ -79,8 +83,13 @@ def test_counters_move_under_load_and_state_is_shown(gateway: tuple[Gateway, int
     after = samples(scrape(gw, gw.admin_key).text)
 
     chat = {"route": "chat.completions", "model": "echo", "status": "200", "decision": "allow"}
-    assert value(after, "llmos_requests_total", **chat) - value(before, "llmos_requests_total", **chat) == 6
-    assert value(after, "llmos_request_duration_seconds_count", route="chat.completions") >= 6
+    assert value(after, "llmos_requests_total", **chat) - value(before, "llmos_requests_total", **chat) == 7
+    for mode in ("json", "stream"):  # the output guard: scanning, redaction, the output decision
+        assert value(after, "llmos_output_guard_seconds_count", mode=mode) > value(
+            before, "llmos_output_guard_seconds_count", mode=mode
+        )
+    assert value(after, "llmos_stream_holdback_chars_count") - value(before, "llmos_stream_holdback_chars_count") == 1
+    assert value(after, "llmos_request_duration_seconds_count", route="chat.completions") >= 7
     assert (
         value(after, "llmos_pii_findings_total", type="EMAIL_ADDRESS", direction="input")
         - value(before, "llmos_pii_findings_total", type="EMAIL_ADDRESS", direction="input")
