@@ -280,6 +280,9 @@ class TracingConfig(_Section):
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # of traces that start here
     export_interval_ms: StrictInt = Field(default=5000, ge=10, le=600_000)
     export_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # Continue a caller's traceparent (its trace id goes into the audit entry, its sampling
+    # decision holds). Off: a trace of the gateway's own, linked to the caller's.
+    trust_incoming: bool = False
 
 
 class WorkerHostConfig(_Section):

@@ -158,7 +158,16 @@ class StateCollector(Collector):
         return []  # dynamic: described by what collect yields
 
     def collect(self) -> Iterator[Metric]:
-        s = self._snapshot()
+        try:
+            s = self._snapshot()
+        except Exception:  # a busy or stopping event loop: the event counters still go out
+            yield _gauge(
+                "llmos_state_snapshot_ok", "0 when the gateway's state could not be read.", [], [([], 0.0)]
+            )
+            return
+        yield _gauge(
+            "llmos_state_snapshot_ok", "0 when the gateway's state could not be read.", [], [([], 1.0)]
+        )
         if "audit_queue" in s:
             yield _gauge(
                 "llmos_audit_queue_depth",

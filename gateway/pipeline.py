@@ -190,6 +190,9 @@ class Pipeline:
     def __post_init__(self) -> None:
         if self.authenticator is None:
             self.authenticator = Authenticator(self.keys)
+        hook = getattr(self.limit_store, "on_fail_open", None)
+        if callable(hook):  # a shared store that may admit without limits when it fails
+            hook(self.metrics.fail_open.labels("limits").inc)
 
     # -- stages -------------------------------------------------------------------------------
     async def begin(self, request: Request, endpoint: str) -> RequestContext:
@@ -216,6 +219,12 @@ class Pipeline:
         except AuthFailure as exc:
             self._auth_failed(request, endpoint, exc, span)
             raise
+        except BaseException as exc:  # e.g. 503 idp_unavailable: no caller to audit, but counted
+            status = exc.status if isinstance(exc, ApiError) else 500
+            self.metrics.request(endpoint, None, status, "error", 0.0)
+            span.set_attributes({"http.response.status_code": status, "llmos.decision": "error"})
+            span.end()
+            raise
         return RequestContext(
             request_id=request.state.request_id, endpoint=endpoint, caller=caller, span=span
         )
@@ -228,6 +237,7 @@ class Pipeline:
             minute, written = now_minute, 0
         if written >= AUTH_FAILURE_AUDIT_PER_MIN:
             self.auth_failures_unaudited += 1
+            self.metrics.request(endpoint, None, exc.status, "deny", 0.0)  # counted, not written
             span.set_attributes({"http.response.status_code": exc.status, "llmos.decision": "deny"})
             span.end()
             return
@@ -329,11 +339,7 @@ class Pipeline:
             if isinstance(self.limit_store, MemoryLimitStore):
                 self.limit_store.admit(subjects, time.time())
             else:  # a network round trip (Redis): keep it off the event loop
-                before = self.limit_store.failures.admitted_unlimited
                 await asyncio.to_thread(self.limit_store.admit, subjects, time.time())
-                opened = self.limit_store.failures.admitted_unlimited - before
-                if opened > 0:  # the store failed and on_store_error: allow_unlimited let it in
-                    self.metrics.fail_open.labels("limits").inc(opened)
         except ApiError as exc:  # 429 RateLimited, or 503 when the store fails closed
             ctx.decision, ctx.reasons = "deny", (exc.code,)
             raise
@@ -494,7 +500,7 @@ class Pipeline:
 
     async def fail(self, ctx: RequestContext, exc: ApiError) -> None:
         """Record a failed request (or stream); the client gets the original error either way."""
-        if exc.status in (502, 503, 504) and getattr(self.workers.get(ctx.model or ""), "remote", False):
+        if exc.code.startswith("upstream_"):  # raised by an upstream model's client (gateway/upstream/)
             self.metrics.upstream_errors.labels(self.metrics.model_label(ctx.model), exc.code).inc()
         if isinstance(exc, PermissionDenied) and ctx.decision == "allow":
             # Refused while enforcing an allow's obligations (redact: block): a denial all the same.

@@ -94,6 +94,7 @@ class Runtime:
     async def stop(self) -> None:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         await self.reloader.stop()  # first: nothing is swapped in while shutting down
         await self.pool.stop()
         await close_fork_servers()

@@ -1,10 +1,12 @@
 """OpenTelemetry traces of requests (docs/observability.md); off unless ``tracing.enabled``.
 
-One span per request (``llmos.request``), continuing the caller's W3C ``traceparent`` when it
-sends one, with a child span per stage: ``llmos.auth``, ``llmos.policy`` (per decision),
-``llmos.pii`` (the input scan), ``llmos.worker`` (generation, to the outcome) and
-``llmos.audit`` (the durable append). The trace id is written into the request's audit entry
-(``trace_id``), so an auditor can go from an entry to its trace and back.
+One span per request (``llmos.request``), with a child span per stage: ``llmos.auth``,
+``llmos.policy`` (per decision), ``llmos.pii`` (the input scan), ``llmos.worker``
+(generation, to the outcome) and ``llmos.audit`` (the durable append). The trace id is
+written into the request's audit entry (``trace_id``), so an auditor can go from an entry to
+its trace and back. A caller's W3C ``traceparent`` is linked to, not continued, unless
+``tracing.trust_incoming`` (for callers inside your tracing domain): otherwise a client could
+choose the trace id written into the signed audit entry, or switch sampling on or off.
 
 Attributes never carry prompt or answer text, PII, keys or principal ids: the route, the
 configured model name, the outcome (status, decision, reason codes), token counts and the
@@ -42,6 +44,7 @@ class Tracing:
     def __init__(self, config: TracingConfig | None = None, *, exporter: SpanExporter | None = None) -> None:
         self._provider: TracerProvider | None = None
         self.tracer: trace.Tracer = trace.NoOpTracer()
+        self._trust_incoming = False
         if config is None or not config.enabled:
             return
         from opentelemetry.sdk.resources import Resource
@@ -61,6 +64,7 @@ class Tracing:
             BatchSpanProcessor(exporter, schedule_delay_millis=config.export_interval_ms)
         )
         self.tracer = self._provider.get_tracer("llmos")
+        self._trust_incoming = config.trust_incoming
 
     @property
     def enabled(self) -> bool:
@@ -70,9 +74,21 @@ class Tracing:
         """The request's span, a child of the caller's ``traceparent`` if it sent one."""
         if self._provider is None:
             return NO_SPAN
-        parent = _PROPAGATOR.extract(carrier={k.lower(): v for k, v in headers.items()})
+        incoming = _PROPAGATOR.extract(carrier={k.lower(): v for k, v in headers.items()})
+        if self._trust_incoming:  # the caller's trace (and sampling decision) continues here
+            return self.tracer.start_span(
+                name, context=incoming, kind=trace.SpanKind.SERVER, attributes=dict(attributes)
+            )
+        # A trace of its own, linked to the caller's: a client cannot choose the trace id that
+        # goes into the signed audit entry, nor switch sampling on or off.
+        caller = trace.get_current_span(incoming).get_span_context()
+        links = [trace.Link(caller)] if caller.is_valid else []
         return self.tracer.start_span(
-            name, context=parent, kind=trace.SpanKind.SERVER, attributes=dict(attributes)
+            name,
+            context=trace.set_span_in_context(NO_SPAN),
+            kind=trace.SpanKind.SERVER,
+            attributes=dict(attributes),
+            links=links,
         )
 
     def start_child(self, parent: Span, name: str, attributes: Mapping[str, Any] | None = None) -> Span:

@@ -209,6 +209,11 @@ async def _serve(
     except ApiError as exc:
         await pipeline.fail(ctx, exc)
         raise
+    except Exception as exc:  # a bug: audited as a 500, answered without detail
+        log.error("unhandled error in %s (request %s)", endpoint, ctx.request_id, exc_info=exc)
+        failure = InternalError("The server had an error processing your request.")
+        await pipeline.fail(ctx, failure)
+        raise failure from exc
     return response
 
 
@@ -319,15 +324,16 @@ def parse_time(name: str, text: str | None) -> str | None:
         return None
     try:
         when = datetime.fromisoformat(text)
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        when = when.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidRequest(
             f"Invalid value for '{name}': expected an ISO 8601 time, e.g. 2026-11-30T08:00:00Z.",
             code="invalid_value",
             param=name,
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="milliseconds")
+    return when.isoformat(timespec="milliseconds")
 
 
 def parse_positive(name: str, text: str | None, *, most: int | None = None) -> int | None:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from gateway.errors import ApiError, NotFound, PermissionDenied
+from gateway.errors import ApiError, InternalError, NotFound, PermissionDenied
 from gateway.pipeline import Pipeline
 from gateway.policy.input import RequestSummary
 
@@ -43,4 +43,8 @@ async def metrics(request: Request) -> Response:
     except ApiError as exc:
         await pipeline.fail(ctx, exc)
         raise
+    except Exception as exc:  # a bug: audited as a 500, answered without detail
+        failure = InternalError("The server had an error processing your request.")
+        await pipeline.fail(ctx, failure)
+        raise failure from exc
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -2,7 +2,8 @@
 
 :func:`search` walks the log backwards from ``before_seq`` in pages, opens each outcome entry
 (sealed fields with their openings, where kept) and keeps those matching every filter, until it
-has ``limit`` matches or has read ``max_scan`` entries; the caller continues from ``next_before``.
+has ``limit`` matches, has read ``max_scan`` entries (5000: a bounded cost per call), or has
+passed ``since`` by more than an hour; the caller continues from ``next_before``.
 Filters compare exactly (``tenant``, ``principal_id``, ``model``, ``decision``) or by time
 (``since`` inclusive, ``until`` exclusive, RFC 3339 UTC strings compared as the log writes them).
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from gateway.audit.entry import decode_openings, open_sealed, parse_entry
@@ -18,6 +21,7 @@ from gateway.audit.store import StoredEntry
 from gateway.errors import AuditError
 
 PAGE = 500
+SLACK_S = 3600  # a request's entry is written when it ends: at most this long after its time
 SUMMARY_FIELDS = (
     "time",
     "request_id",
@@ -42,6 +46,19 @@ class Filters:
     principal_id: str | None = None
     model: str | None = None
     decision: str | None = None
+
+    def before_window(self, entry: dict[str, Any]) -> bool:
+        """The entry is well before ``since``: entries are appended as requests end, so their
+        times are nearly in order; past this slack, older ones cannot match."""
+        time = entry.get("time")
+        return self.since is not None and isinstance(time, str) and time < self.since_with_slack
+
+    @cached_property
+    def since_with_slack(self) -> str:
+        assert self.since is not None
+        return (datetime.fromisoformat(self.since) - timedelta(seconds=SLACK_S)).isoformat(
+            timespec="milliseconds"
+        )
 
     def match(self, entry: dict[str, Any]) -> bool:
         time = entry.get("time")
@@ -72,7 +89,7 @@ def search(
     *,
     before_seq: int | None = None,
     limit: int = 50,
-    max_scan: int = 20_000,
+    max_scan: int = 5_000,
 ) -> Found:
     """``page(before_seq, n)``: ``AuditStore.outcomes_before``. Unreadable entries are skipped
     (``llmos audit verify`` is the tool that names them)."""
@@ -83,6 +100,8 @@ def search(
         scanned += 1
         cursor = row.seq
         entry = _open(row)
+        if entry is not None and filters.before_window(entry):
+            return Found(found, None, scanned)  # older than ``since`` from here on
         if entry is not None and filters.match(entry):
             found.append({"seq": row.seq, **{k: entry.get(k) for k in SUMMARY_FIELDS}})
             if len(found) >= limit:

@@ -13,7 +13,7 @@ function el(tag, text, cls) {
   return node;
 }
 
-async function api(path, { raw = false } = {}) {
+async function api(path, { raw = false, relogin = true } = {}) {
   const key = sessionStorage.getItem(KEY);
   const response = await fetch(path, { headers: { authorization: `Bearer ${key}` }, cache: "no-store" });
   if (!response.ok) {
@@ -22,6 +22,10 @@ async function api(path, { raw = false } = {}) {
       const body = await response.json();
       message = `${response.status} ${body.error.code}: ${body.error.message}`;
     } catch (_) { /* not the error envelope */ }
+    if (response.status === 401 && relogin) { // the key was revoked or expired: log in again
+      sessionStorage.removeItem(KEY);
+      setTimeout(() => location.reload(), 0);
+    }
     const error = new Error(message);
     error.status = response.status;
     throw error;
@@ -48,7 +52,7 @@ async function login(event) {
   event.preventDefault();
   sessionStorage.setItem(KEY, $("#login-key").value.trim());
   try {
-    await api("/v1/audit/checkpoint?format=json").catch((e) => {
+    await api("/v1/audit/checkpoint?format=json", { relogin: false }).catch((e) => {
       if (e.status === 404) return null; // an empty log: the credential itself was accepted
       throw e;
     });
@@ -257,10 +261,18 @@ async function sha256(...parts) {
 }
 
 async function verifyInclusion(got) {
+  // Size and root come from the signed checkpoint, the position from the hashed entry itself:
+  // nothing the proof is checked against is taken from the response's unsigned fields.
   const [origin, sizeLine, rootLine] = got.checkpoint.split("\n");
   const root = b64(rootLine);
-  let fn = got.leaf_index;
-  let sn = got.tree_size - 1;
+  const size = Number(sizeLine);
+  const seq = JSON.parse(got.entry).seq;
+  if (!Number.isSafeInteger(size) || !Number.isSafeInteger(seq) || seq < 1 || seq > size ||
+      got.seq !== seq || got.leaf_index !== seq - 1) {
+    return { ok: false, text: "NOT verified: the entry's position does not fit the signed checkpoint." };
+  }
+  let fn = seq - 1;
+  let sn = size - 1;
   let r = await sha256(new Uint8Array([0]), enc.encode(got.entry));
   if (hex(await sha256(enc.encode(got.entry))) !== got.entry_hash) {
     return { ok: false, text: "The entry's bytes do not hash to its stored entry hash." };
@@ -277,23 +289,24 @@ async function verifyInclusion(got) {
     sn = Math.floor(sn / 2);
   }
   const ok = sn === 0 && hex(r) === hex(root);
-  const signature = await checkSignature(got.checkpoint);
+  const signature = await checkSignature(got.checkpoint, origin);
+  if (!ok) return { ok: false, text: "NOT verified: the inclusion proof does not lead to the checkpoint's root." };
   return {
-    ok: ok && signature.ok !== false,
-    text: ok
-      ? `Verified in this browser: entry ${got.seq} is leaf ${got.leaf_index} of the ${sizeLine}-entry tree` +
-        ` of ${origin}, whose root the signed checkpoint names. ${signature.text}`
-      : "NOT verified: the inclusion proof does not lead to the checkpoint's root.",
+    ok: signature.ok === true, // a signature not checked is not a verification
+    text: `${signature.ok === true ? "Verified in this browser" : "Proof checked, signature NOT verified"}: entry` +
+      ` ${seq} is leaf ${seq - 1} of the ${size}-entry tree of ${origin}, whose root the checkpoint names.` +
+      ` ${signature.text}`,
   };
 }
 
-async function checkSignature(note) {
+async function checkSignature(note, origin) {
   // The checkpoint's Ed25519 signature, with the key the gateway names (compare its fingerprint
   // with the one you trust: `llmos audit verify` prints it).
   try {
     const info = await api("/v1/audit/checkpoint?format=json");
     const [name, keyId, ...rest] = info.verifier_key.split("+"); // base64 may hold "+" too
     const keyB64 = rest.join("+");
+    if (name !== origin) return { ok: false, text: "The checkpoint is for another log than this key's." };
     const raw = b64(keyB64);
     if (raw[0] !== 1) return { ok: null, text: "Checkpoint signature: unknown key type." };
     const cut = note.lastIndexOf("\n\n");
@@ -320,7 +333,10 @@ function route() {
   if (!sessionStorage.getItem(KEY)) return showLogin();
   $("#nav").hidden = false;
   const [view, arg] = location.hash.slice(1).split("/");
-  const id = arg ? decodeURIComponent(arg) : "";
+  let id = "";
+  try {
+    id = arg ? decodeURIComponent(arg) : "";
+  } catch (_) { /* a malformed link: the explorer */ }
   if (view === "entry" && id) return entryView(id);
   if (view === "explain" && id) return explainView(id);
   if (view === "status") return statusView();

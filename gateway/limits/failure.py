@@ -69,6 +69,7 @@ class StoreErrorHandler:
         self._lock = threading.Lock()
         self._counts = StoreFailures()
         self._admit_log = ThrottledLog(log_interval_s, clock)
+        self.on_fail_open: Callable[[], None] | None = None  # metrics: one call per admitted request
         self._charge_log = ThrottledLog(log_interval_s, clock)
 
     @property
@@ -87,6 +88,8 @@ class StoreErrorHandler:
                 charge_errors=c.charge_errors,
             )
         if allow:
+            if self.on_fail_open is not None:
+                self.on_fail_open()
             self._admit_log(
                 logging.WARNING,
                 "rate-limit store %s failed (%s); admitting without limits (on_store_error: allow_unlimited)",

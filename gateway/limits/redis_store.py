@@ -20,7 +20,7 @@ never retried; a call that timed out after Redis ran it has still counted (the s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -140,6 +140,10 @@ class RedisLimitStore:
     @property
     def failures(self) -> StoreFailures:
         return self._errors.failures
+
+    def on_fail_open(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` for each request admitted without limits because the store failed."""
+        self._errors.on_fail_open = hook
 
     def close(self) -> None:
         self._client.close()

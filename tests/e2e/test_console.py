@@ -185,3 +185,38 @@ def test_a_wrong_key_is_refused_and_the_page_allows_nothing_inline(
         assert page.is_visible("#login-form") and page.is_hidden("#nav")  # a refused key is not kept
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("tamper", ["proof", "position"])
+def test_a_tampered_proof_or_position_is_not_verified(
+    explained: tuple[Gateway, str, str], browser: Any, tamper: str
+) -> None:
+    import base64
+
+    gw, request_id, auditor = explained
+    page = browser.new_page()
+
+    def altered(route: Any) -> None:  # what a lying server (or a man in the middle) would send
+        response = route.fetch()
+        body = response.json()
+        if tamper == "proof":
+            assert body["inclusion_proof"], "a one-entry tree has no proof to alter"
+            body["inclusion_proof"][0] = base64.b64encode(bytes(32)).decode()
+        else:  # claim another leaf (and tree size) than the signed data says
+            body["leaf_index"] += 1
+            body["seq"] += 1
+            body["tree_size"] += 1
+        route.fulfill(response=response, json=body)
+
+    page.route("**/v1/audit/entries/*", altered)
+    try:
+        page.goto(gw.base_url + "/console")
+        page.fill("#login-key", auditor)
+        page.click("#login-form button")
+        page.wait_for_selector("#search-form")
+        page.goto(f"{gw.base_url}/console#entry/{request_id}")
+        page.wait_for_selector("#proof[data-verified]")
+        assert page.get_attribute("#proof", "data-verified") == "false"
+        assert "NOT verified" in page.inner_text("#proof")
+    finally:
+        page.close()

@@ -86,7 +86,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, 
     config.write_text(
         f"state_dir: state\nserver: {{port: {port}}}\npii: {{detector: patterns}}\n"
         f"tracing: {{enabled: true, otlp_endpoint: 'http://127.0.0.1:{collector.port}/v1/traces',"
-        " export_interval_ms: 50}\n"
+        " export_interval_ms: 50, trust_incoming: true}\n"
         "models:\n  - {name: echo, kind: echo}\n"
     )
     with serve_config(config, port, root / "state") as gw:

@@ -54,3 +54,15 @@ def test_sealed_fields_are_searched_opened(tmp_path: Path, keypair: KeyPair) -> 
         fill(log)
         found = log.search(Filters(tenant="globex", principal_id="key:3f2a9c0d1e4b5a69"), limit=100)
         assert len(found.entries) == 15 and found.entries[0]["tenant"] == "globex"
+
+
+def test_a_search_stops_well_before_since_and_scans_a_bounded_number(tmp_path: Path, keypair: KeyPair) -> None:
+    with AuditLog(tmp_path / "audit.db", keypair.private_key) as log:
+        for n in range(1, 1201):  # more than two pages
+            hour = "06" if n <= 1100 else "08"
+            log.append(make_record(n, time=f"2026-11-30T{hour}:00:{n % 60:02d}.000+00:00"))
+        recent = log.search(Filters(since="2026-11-30T08:00:00.000+00:00"), limit=500)
+        assert len(recent.entries) == 100 and recent.next_before is None
+        assert recent.scanned < 200  # stopped once two hours before `since`, not at the log's start
+        every = log.search(Filters(tenant="nobody"), limit=10)
+        assert every.entries == [] and every.scanned == 1200 and every.next_before is None

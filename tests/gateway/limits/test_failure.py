@@ -67,12 +67,15 @@ def test_deny_raises_503_from_the_cause_and_counts() -> None:
 
 def test_allow_unlimited_logs_and_counts(caplog: pytest.LogCaptureFixture) -> None:
     handler = StoreErrorHandler("allow_unlimited", "redis://cache:6379/0", clock=FakeClock())
+    opened: list[None] = []
+    handler.on_fail_open = lambda: opened.append(None)  # the metrics' fail-open counter
 
     handler.admit_failed(redis.ConnectionError("down"))
     handler.admit_failed(redis.ConnectionError("down"))
     handler.charge_failed(redis.ConnectionError("down"))
 
     assert handler.failures == StoreFailures(admit_errors=2, admitted_unlimited=2, charge_errors=1)
+    assert len(opened) == 2  # one per request let through, exactly
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         (
             "WARNING",
