@@ -41,7 +41,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.policy_reloader = runtime.reloader  # digest, reloads, failures, last_error
     app.state.model_pool = runtime.pool  # /admin/models
     app.state.metrics_endpoint = runtime.config.metrics.endpoint  # /metrics on this port
-    app.state.console = runtime.config.server.console  # /console
+    app.state.console = runtime.config.console  # /console
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)

@@ -73,7 +73,6 @@ class ServerConfig(_Section):
     max_messages: int = Field(default=256, ge=1)
     log_level: str = Field(default="info", pattern="^(critical|error|warning|info|debug)$")
     log_format: Literal["text", "json"] = "text"  # json: one object per line (docs/observability.md)
-    console: bool = True  # the operator console at /console (static; it uses the API's own auth)
     # Threads for blocking calls made from the event loop (SQLite, output scanning, key and limit
     # stores). Many of them only wait (on the PII worker, on a disk sync), so there are plenty:
     # too few and requests queue behind the waiting ones.
@@ -266,6 +265,22 @@ class MetricsConfig(_Section):
 
     endpoint: bool = True
     listen: str | None = Field(default=None, pattern=_HOST_PORT)
+
+
+class ConsoleOidcConfig(_Section):
+    """Sign in to the console at an OpenID provider (authorization code with PKCE, a public
+    client): ``issuer`` must be one of ``oidc.issuers``, whose tokens the API accepts."""
+
+    issuer: str = Field(min_length=1, max_length=2048)
+    client_id: str = Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")
+    scope: str = Field(default="openid", pattern=r"^[\x21-\x7e]+( [\x21-\x7e]+)*$")
+
+
+class ConsoleConfig(_Section):
+    """The operator console at ``/console`` (docs/observability.md)."""
+
+    enabled: bool = True
+    oidc: ConsoleOidcConfig | None = None  # a "Sign in" button; without it, a key or token is typed
 
 
 class TracingConfig(_Section):
@@ -497,6 +512,7 @@ class Config(_Section):
     worker_host: WorkerHostConfig = WorkerHostConfig()  # `llmos worker serve` (docs/remote-workers.md)
     metrics: MetricsConfig = MetricsConfig()  # Prometheus (docs/observability.md)
     tracing: TracingConfig = TracingConfig()  # OpenTelemetry (docs/observability.md)
+    console: ConsoleConfig = ConsoleConfig()  # the operator console (docs/observability.md)
     # UNSAFE, for measurements and break-glass: turn off the policy decision (every authenticated
     # request allowed, no obligations), sensitive-data scanning, and the audit trail of requests
     # (explanation records too). The gateway logs a warning for each at start (docs/configuration.md).
@@ -512,6 +528,13 @@ class Config(_Section):
         if dupes:
             raise ValueError(f"duplicate model names: {', '.join(dupes)}")
         return models
+
+    @model_validator(mode="after")
+    def _console_issuer_is_trusted(self) -> Config:
+        oidc = self.console.oidc
+        if oidc is not None and oidc.issuer not in {i.issuer for i in self.oidc.issuers}:
+            raise ValueError("console.oidc.issuer must be one of oidc.issuers (the API accepts its tokens)")
+        return self
 
     @model_validator(mode="after")
     def _mtls_needs_client_certs(self) -> Config:

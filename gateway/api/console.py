@@ -1,17 +1,28 @@
 """``/console``: the operator console, static files of this package (gateway/console/), no
 build step (docs/observability.md). The page holds no data of its own: it calls the gateway's
-API with the key or token the user types, so the API's authentication, policy and audit apply
-to everything it shows. The Content-Security-Policy allows this origin's own script, style and
-API only; nothing inline, nothing from elsewhere, no framing."""
+API with the key or token the user types, or the access token it gets by signing in at the
+configured OpenID provider (``console.oidc``: authorization code with PKCE), so the API's
+authentication, policy and audit apply to everything it shows. The Content-Security-Policy
+allows this origin's own script, style and API only (and, for the sign-in, the provider's
+token endpoint); nothing inline, nothing else, no framing.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
-from gateway.errors import NotFound
+from gateway.config import ConsoleConfig, ConsoleOidcConfig
+from gateway.errors import NotFound, ServiceUnavailable
+from gateway.oidc.errors import IdpError
+from gateway.oidc.fetch import http_fetch
 
 router = APIRouter()
 
@@ -21,31 +32,100 @@ FILES = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
 }
-HEADERS = {
-    "content-security-policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self';"
-        " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    ),
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "x-frame-options": "DENY",
-    "cache-control": "no-cache",
-}
+DISCOVERY_TTL_S = 300.0
+_discovered: dict[str, tuple[float, dict[str, str]]] = {}
 
 
-def _file(name: str, request: Request) -> Response:
-    if not getattr(request.app.state, "console", True):
-        raise NotFound("The console is turned off (server.console: false).", code="not_found")
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def headers(token_endpoint: str | None) -> dict[str, str]:
+    connect = "'self'" + (f" {_origin(token_endpoint)}" if token_endpoint else "")
+    return {
+        "content-security-policy": (
+            f"default-src 'none'; script-src 'self'; style-src 'self'; connect-src {connect}; img-src 'self';"
+            " base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        ),
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+        "x-frame-options": "DENY",
+        "cache-control": "no-cache",
+    }
+
+
+def discover(oidc: ConsoleOidcConfig) -> dict[str, str]:
+    """The provider's authorization and token endpoints (OpenID discovery, cached 5 minutes)."""
+    now = time.monotonic()
+    cached = _discovered.get(oidc.issuer)
+    if cached is not None and now - cached[0] < DISCOVERY_TTL_S:
+        return cached[1]
+    source = oidc.issuer.rstrip("/") + "/.well-known/openid-configuration"
+    doc = json.loads(http_fetch(source, 5.0).decode("utf-8"))
+    if not isinstance(doc, dict) or doc.get("issuer") != oidc.issuer:
+        raise IdpError(f"{source}: the discovery document is not for {oidc.issuer!r}")
+    found = {k: doc.get(k) for k in ("authorization_endpoint", "token_endpoint")}
+    if not all(isinstance(v, str) and v.startswith(("https://", "http://")) for v in found.values()):
+        raise IdpError(f"{source}: no authorization_endpoint and token_endpoint")
+    endpoints = {k: str(v) for k, v in found.items()}
+    _discovered[oidc.issuer] = (now, endpoints)
+    return endpoints
+
+
+def _console(request: Request) -> ConsoleConfig:
+    config: ConsoleConfig | None = getattr(request.app.state, "console", None)
+    config = config or ConsoleConfig()
+    if not config.enabled:
+        raise NotFound("The console is turned off (console.enabled: false).", code="not_found")
+    return config
+
+
+async def _endpoints(config: ConsoleConfig) -> dict[str, str] | None:
+    if config.oidc is None:
+        return None
+    try:
+        return await asyncio.to_thread(discover, config.oidc)
+    except (IdpError, ValueError) as exc:
+        raise ServiceUnavailable(
+            "The console's identity provider could not be reached.", code="idp_unavailable", retry_after=5
+        ) from exc
+
+
+async def _file(name: str, request: Request) -> Response:
+    config = _console(request)
     if name not in FILES:
         raise NotFound("No such console file.", code="not_found")
-    return Response((CONSOLE_DIR / name).read_bytes(), media_type=FILES[name], headers=HEADERS)
+    token_endpoint = None
+    if name == "index.html" and config.oidc is not None:
+        endpoints = await _endpoints(config)
+        token_endpoint = endpoints["token_endpoint"] if endpoints else None
+    return Response(
+        (CONSOLE_DIR / name).read_bytes(), media_type=FILES[name], headers=headers(token_endpoint)
+    )
 
 
 @router.get("/console")
 async def console_page(request: Request) -> Response:
-    return _file("index.html", request)
+    return await _file("index.html", request)
+
+
+@router.get("/console/config.json")
+async def console_config(request: Request) -> Response:
+    """What the page needs to offer a sign-in: public values only."""
+    config = _console(request)
+    body: dict[str, Any] = {"oidc": None}
+    endpoints = await _endpoints(config)
+    if config.oidc is not None and endpoints is not None:
+        body["oidc"] = {
+            "issuer": config.oidc.issuer,
+            "client_id": config.oidc.client_id,
+            "scope": config.oidc.scope,
+        }
+        body["oidc"].update(endpoints)
+    return JSONResponse(body, headers={"cache-control": "no-cache"})
 
 
 @router.get("/console/{name}")
 async def console_file(request: Request, name: str) -> Response:
-    return _file(name, request)
+    return await _file(name, request)

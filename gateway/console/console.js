@@ -326,6 +326,59 @@ async function checkSignature(note, origin) {
   }
 }
 
+// -- sign-in at the OpenID provider (authorization code with PKCE, RFC 7636) --------------------
+
+const PKCE = "llmos.console.pkce";
+const b64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+
+async function offerSignIn() {
+  let config;
+  try {
+    config = await (await fetch("/console/config.json", { cache: "no-store" })).json();
+  } catch (_) {
+    return;
+  }
+  const button = $("#oidc-login");
+  if (!config.oidc || !button) return; // (logged in meanwhile: the login view is gone)
+  button.textContent = `Sign in with ${new URL(config.oidc.issuer).host}`;
+  $("#oidc-box").hidden = false;
+  button.addEventListener("click", async () => {
+    const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
+    const state = b64url(crypto.getRandomValues(new Uint8Array(16)));
+    const challenge = b64url(await sha256(enc.encode(verifier)));
+    sessionStorage.setItem(PKCE, JSON.stringify({ verifier, state, token_endpoint: config.oidc.token_endpoint,
+      client_id: config.oidc.client_id }));
+    const target = new URL(config.oidc.authorization_endpoint);
+    for (const [k, v] of Object.entries({ response_type: "code", client_id: config.oidc.client_id,
+      redirect_uri: `${location.origin}/console`, scope: config.oidc.scope, state, code_challenge: challenge,
+      code_challenge_method: "S256" })) target.searchParams.set(k, v);
+    location.assign(target.toString());
+  });
+}
+
+async function finishSignIn() {
+  const params = new URLSearchParams(location.search);
+  if (!params.has("code") && !params.has("error")) return;
+  const pending = JSON.parse(sessionStorage.getItem(PKCE) || "null");
+  sessionStorage.removeItem(PKCE);
+  history.replaceState(null, "", "/console"); // the code is single use: not in the address bar
+  if (params.has("error") || !pending || params.get("state") !== pending.state) {
+    $("#login-error").textContent = `Sign-in failed: ${params.get("error") || "the reply does not match this tab's request"}.`;
+    return;
+  }
+  const form = new URLSearchParams({ grant_type: "authorization_code", code: params.get("code"),
+    redirect_uri: `${location.origin}/console`, client_id: pending.client_id, code_verifier: pending.verifier });
+  try {
+    const response = await fetch(pending.token_endpoint, { method: "POST", body: form });
+    const token = await response.json();
+    if (!response.ok || !token.access_token) throw new Error(token.error || `${response.status}`);
+    $("#login-key").value = token.access_token;
+    await login(new Event("submit"));
+  } catch (e) {
+    $("#login-error").textContent = `Sign-in failed: ${e.message}.`;
+  }
+}
+
 // -- routing ------------------------------------------------------------------------------------
 
 function route() {
@@ -352,4 +405,5 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   window.addEventListener("hashchange", route);
   if (sessionStorage.getItem(KEY)) route();
+  else finishSignIn().then(offerSignIn);
 });

@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e import audit_reader
 from tests.e2e.conftest import Gateway, free_port, serve_config, wait_record
+from tests.gateway.oidc.idp import LocalIdp
 
 pytestmark = [
     pytest.mark.e2e,
@@ -39,8 +41,18 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture(scope="module")
-def explained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, str, str]]:
-    """A gateway whose policy asks for explanations, one attributed request, an auditor key."""
+def idp() -> Iterator[LocalIdp]:
+    server = LocalIdp().start()
+    server.register_client("llmos-console")  # a public client: the browser signs in with PKCE
+    server.login_as = {"sub": "ann", "tenant": "acme", "roles": ["llm-auditors"]}
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory: pytest.TempPathFactory, idp: LocalIdp) -> Iterator[tuple[Gateway, str, str]]:
+    """A gateway whose policy asks for explanations, one attributed request, an auditor key;
+    its console signs in at a local OpenID provider too."""
     root = tmp_path_factory.mktemp("console")
     policies = root / "policies"
     shutil.copytree(POLICIES, policies, ignore=shutil.ignore_patterns("__*"))
@@ -52,6 +64,8 @@ def explained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gatewa
     config.write_text(
         f"state_dir: state\nserver: {{port: {port}}}\npolicy: {{dir: policies, run_tests_on_load: false}}\n"
         "pii: {detector: patterns}\nmodels:\n  - {name: demo, path: state/models/demo, threads: 1}\n"
+        f"oidc:\n  issuers:\n    - {{issuer: '{idp.issuer}', audiences: [llmos], role_map: {{llm-auditors: auditor}}}}\n"
+        f"console:\n  oidc: {{issuer: '{idp.issuer}', client_id: llmos-console}}\n"
     )
     with serve_config(config, port, root / "state") as gw:
         user = gw.create_key("console-user", "user")
@@ -220,3 +234,27 @@ def test_a_tampered_proof_or_position_is_not_verified(
         assert "NOT verified" in page.inner_text("#proof")
     finally:
         page.close()
+
+
+def test_signing_in_at_the_openid_provider(
+    explained: tuple[Gateway, str, str], browser: Any, idp: LocalIdp
+) -> None:
+    gw, request_id, _ = explained
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        response = page.goto(gw.base_url + "/console")
+        assert response is not None
+        assert idp.url in response.headers["content-security-policy"]  # connect-src: its token endpoint
+        page.click("#oidc-login")  # to the provider, which signs ann in, and back with a code
+        page.wait_for_selector("#search-form")  # the code was exchanged (PKCE) and the token accepted
+        assert "code=" not in page.url  # the single-use code does not stay in the address bar
+        row = page.locator(f"#results tr[data-request-id='{request_id}']")
+        row.wait_for()
+        assert not errors, errors
+    finally:
+        page.close()
+    # The console's calls were the signed-in user's: audited as an OIDC principal.
+    entries = [e for e in audit_reader.entries(gw.home) if e["endpoint"] == "audit.search"]
+    assert any(e["principal_id"].startswith("oidc:") and e["decision"] == "allow" for e in entries)

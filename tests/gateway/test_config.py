@@ -231,6 +231,10 @@ INVALID = [
         "models.0: Value error, remote: is only for kind remote",
     ),
     ("audit:\n  backend: postgres\n", "audit: Value error, backend postgres needs postgres_dsn_file"),
+    (
+        "console:\n  oidc: {issuer: 'https://idp.example', client_id: llmos-console}\n",
+        "(top level): Value error, console.oidc.issuer must be one of oidc.issuers",
+    ),
     ("unsafe_disable: [auth]\n", "unsafe_disable.0: Input should be 'policy', 'pii' or 'audit'"),
     ("models:\n  - name: a\n    kind: echo\n    canary_file: [x]\n", "models.0.canary_file: "),
     (

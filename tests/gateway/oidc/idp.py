@@ -4,7 +4,11 @@
 
     POST /token                              client-credentials grant (authlib's
                                              AuthorizationServer + ClientCredentialsGrant),
-                                             client_secret_basic or client_secret_post
+                                             client_secret_basic or client_secret_post; and the
+                                             authorization-code grant with PKCE (S256) for
+                                             public clients (a browser), CORS-enabled
+    GET  /authorize                          signs ``login_as`` in at once (no form) and
+                                             redirects back with a single-use code
     GET  /.well-known/openid-configuration   issuer, jwks_uri, token_endpoint, ...
     GET  /jwks                               the published public keys
 
@@ -250,6 +254,8 @@ class LocalIdp:
         self.settings = IdpSettings()
         self.clients: dict[str, Client] = {}
         self.issued: list[dict[str, Any]] = []
+        self.login_as: dict[str, Any] | None = None  # the user /authorize signs in (claims)
+        self._codes: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._keys: list[Key] = [generate_key(key_type)]  # published; the last one signs
         self._server_impl = _AuthorizationServer(self)
@@ -300,6 +306,10 @@ class LocalIdp:
     @property
     def token_endpoint(self) -> str:
         return self.url + "/token"
+
+    @property
+    def authorization_endpoint(self) -> str:
+        return self.url + "/authorize"
 
     # --- clients and keys
 
@@ -383,9 +393,47 @@ class LocalIdp:
     # --- the app
 
     def _app(self) -> Starlette:
+        async def authorize(request: Request) -> Response:
+            q = request.query_params
+            client = self.clients.get(q.get("client_id", ""))
+            if client is None or self.login_as is None or q.get("response_type") != "code":
+                return JSONResponse({"error": "access_denied"}, status_code=403)
+            if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
+                return JSONResponse({"error": "invalid_request"}, status_code=400)
+            code = secrets.token_urlsafe(24)
+            self._codes[code] = {
+                "client_id": client.client_id,
+                "redirect_uri": q.get("redirect_uri"),
+                "challenge": q.get("code_challenge"),
+                "claims": dict(self.login_as),
+            }
+            target = f"{q.get('redirect_uri')}?code={code}&state={q.get('state', '')}"
+            return Response(status_code=302, headers={"location": target})
+
+        def code_grant(form: dict[str, str]) -> Response:
+            cors = {"access-control-allow-origin": "*"}
+            grant = self._codes.pop(form.get("code", ""), None)  # single use
+            verifier = form.get("code_verifier", "")
+            expected = b64url(hashlib.sha256(verifier.encode()).digest())
+            if (
+                grant is None
+                or grant["client_id"] != form.get("client_id")
+                or grant["redirect_uri"] != form.get("redirect_uri")
+                or not hmac.compare_digest(expected, grant["challenge"])
+            ):
+                return JSONResponse({"error": "invalid_grant"}, status_code=400, headers=cors)
+            client = self.clients[grant["client_id"]]
+            token = self.mint({"aud": client.audience, "client_id": client.client_id, **grant["claims"]})
+            return JSONResponse(
+                {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime_s},
+                headers=cors,
+            )
+
         async def token(request: Request) -> Response:
             self.settings.token_requests += 1
             form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+            if form.get("grant_type") == "authorization_code":
+                return code_grant(form)
             oauth_request = _TokenRequest(str(request.url), request.headers, form)
             status, body, headers = self._server_impl.create_token_response(oauth_request)
             extra = {k: v for k, v in headers if k.lower() != "content-type"}
@@ -400,7 +448,9 @@ class LocalIdp:
                     "issuer": self.settings.discovery_issuer or self.issuer,
                     "jwks_uri": self.jwks_uri,
                     "token_endpoint": self.token_endpoint,
-                    "grant_types_supported": ["client_credentials"],
+                    "authorization_endpoint": self.authorization_endpoint,
+                    "grant_types_supported": ["client_credentials", "authorization_code"],
+                    "code_challenge_methods_supported": ["S256"],
                     "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
                     "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
                 }
@@ -415,6 +465,7 @@ class LocalIdp:
         return Starlette(
             routes=[
                 Route("/token", token, methods=["POST"]),
+                Route("/authorize", authorize, methods=["GET"]),
                 Route("/.well-known/openid-configuration", discovery, methods=["GET"]),
                 Route("/jwks", jwks, methods=["GET"]),
             ]
