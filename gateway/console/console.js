@@ -117,6 +117,12 @@ async function entryView(requestId) {
   try {
     const got = await api(`/v1/audit/entries/${encodeURIComponent(requestId)}`);
     const entry = JSON.parse(got.entry);
+    // Sealed fields (audit.sealed_fields) are commitments in the hashed entry; their values come
+    // from the openings kept beside it (checked against the commitments by `llmos audit verify`).
+    const openings = got.openings ? JSON.parse(got.openings) : {};
+    for (const [name, opening] of Object.entries(openings)) {
+      if (!(name in entry)) entry[name] = opening.value;
+    }
     const fields = $("#entry-fields", main);
     const shown = ["seq", "time", "endpoint", "tenant", "principal_id", "auth_method", "model", "decision",
       "status", "reasons", "policy_digest", "model_digest", "trace_id", "latency_ms", "phase"];
@@ -124,6 +130,7 @@ async function entryView(requestId) {
       if (!(name in entry)) continue;
       fields.append(el("dt", name), el("dd", Array.isArray(entry[name]) ? entry[name].join(", ") : entry[name]));
     }
+    if (entry.sealed) fields.append(el("dt", "sealed"), el("dd", Object.keys(entry.sealed).join(", ")));
     fields.append(el("dt", "entry hash"), el("dd", got.entry_hash));
     $("#entry-body", main).textContent = got.entry;
     const verdict = await verifyInclusion(got);

@@ -66,6 +66,7 @@ def explained(tmp_path_factory: pytest.TempPathFactory, idp: LocalIdp) -> Iterat
         "pii: {detector: patterns}\nmodels:\n  - {name: demo, path: state/models/demo, threads: 1}\n"
         f"oidc:\n  issuers:\n    - {{issuer: '{idp.issuer}', audiences: [llmos], role_map: {{llm-auditors: auditor}}}}\n"
         f"console:\n  oidc: {{issuer: '{idp.issuer}', client_id: llmos-console}}\n"
+        "audit: {sealed_fields: [tenant]}\n"
     )
     with serve_config(config, port, root / "state") as gw:
         user = gw.create_key("console-user", "user")
@@ -136,6 +137,7 @@ def test_an_auditor_finds_a_request_and_opens_its_attribution_heatmap(
         assert "Verified in this browser" in proof and "signature verified" in proof
         fields = page.inner_text("#entry-fields")
         assert "policy_digest" in fields and "model_digest" in fields and request_id not in proof
+        assert "acme" in fields and re.search(r"sealed\s+tenant", fields)  # a sealed field, opened
         page.screenshot(path=str(ARTIFACTS / "console-entry.png"), full_page=True)
 
         # The explanation: the heatmap of prompt tokens, the rules, the PII findings by type.
