@@ -42,6 +42,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.model_pool = runtime.pool  # /admin/models
     app.state.metrics_endpoint = runtime.config.metrics.endpoint  # /metrics on this port
     app.state.console = runtime.config.console  # /console
+    app.state.oidc_issuers = tuple(runtime.config.oidc.issuers)  # its sign-in's provider
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(admin_router)

@@ -10,7 +10,6 @@ token endpoint); nothing inline, nothing else, no framing.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,11 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.config import ConsoleConfig, ConsoleOidcConfig
+from gateway.config import ConsoleConfig
 from gateway.errors import NotFound, ServiceUnavailable
+from gateway.oidc.config import OidcIssuerConfig
 from gateway.oidc.errors import IdpError
-from gateway.oidc.fetch import http_fetch
+from gateway.oidc.fetch import endpoint_from_discovery, http_fetch
 
 router = APIRouter()
 
@@ -55,21 +55,18 @@ def headers(token_endpoint: str | None) -> dict[str, str]:
     }
 
 
-def discover(oidc: ConsoleOidcConfig) -> dict[str, str]:
-    """The provider's authorization and token endpoints (OpenID discovery, cached 5 minutes)."""
+def discover(issuer: OidcIssuerConfig) -> dict[str, str]:
+    """The provider's authorization and token endpoints (OpenID discovery, as the API's token
+    verification finds its keys; cached 5 minutes)."""
     now = time.monotonic()
-    cached = _discovered.get(oidc.issuer)
+    cached = _discovered.get(issuer.issuer)
     if cached is not None and now - cached[0] < DISCOVERY_TTL_S:
         return cached[1]
-    source = oidc.issuer.rstrip("/") + "/.well-known/openid-configuration"
-    doc = json.loads(http_fetch(source, 5.0).decode("utf-8"))
-    if not isinstance(doc, dict) or doc.get("issuer") != oidc.issuer:
-        raise IdpError(f"{source}: the discovery document is not for {oidc.issuer!r}")
-    found = {k: doc.get(k) for k in ("authorization_endpoint", "token_endpoint")}
-    if not all(isinstance(v, str) and v.startswith(("https://", "http://")) for v in found.values()):
-        raise IdpError(f"{source}: no authorization_endpoint and token_endpoint")
-    endpoints = {k: str(v) for k, v in found.items()}
-    _discovered[oidc.issuer] = (now, endpoints)
+    source = issuer.discovery_url
+    body = http_fetch(source, issuer.http_timeout_s)
+    names = ("authorization_endpoint", "token_endpoint")
+    endpoints = {name: endpoint_from_discovery(body, issuer.issuer, source, name) for name in names}
+    _discovered[issuer.issuer] = (now, endpoints)
     return endpoints
 
 
@@ -81,12 +78,16 @@ def _console(request: Request) -> ConsoleConfig:
     return config
 
 
-async def _endpoints(config: ConsoleConfig) -> dict[str, str] | None:
+async def _endpoints(request: Request, config: ConsoleConfig) -> dict[str, str] | None:
     if config.oidc is None:
         return None
+    issuers: tuple[OidcIssuerConfig, ...] = getattr(request.app.state, "oidc_issuers", ())
+    issuer = next((i for i in issuers if i.issuer == config.oidc.issuer), None)
+    if issuer is None:  # the configuration validator makes it one of oidc.issuers
+        raise NotFound("The console's identity provider is not configured.", code="not_found")
     try:
-        return await asyncio.to_thread(discover, config.oidc)
-    except (IdpError, ValueError) as exc:
+        return await asyncio.to_thread(discover, issuer)
+    except IdpError as exc:
         raise ServiceUnavailable(
             "The console's identity provider could not be reached.", code="idp_unavailable", retry_after=5
         ) from exc
@@ -98,7 +99,7 @@ async def _file(name: str, request: Request) -> Response:
         raise NotFound("No such console file.", code="not_found")
     token_endpoint = None
     if name == "index.html" and config.oidc is not None:
-        endpoints = await _endpoints(config)
+        endpoints = await _endpoints(request, config)
         token_endpoint = endpoints["token_endpoint"] if endpoints else None
     return Response(
         (CONSOLE_DIR / name).read_bytes(), media_type=FILES[name], headers=headers(token_endpoint)
@@ -115,7 +116,7 @@ async def console_config(request: Request) -> Response:
     """What the page needs to offer a sign-in: public values only."""
     config = _console(request)
     body: dict[str, Any] = {"oidc": None}
-    endpoints = await _endpoints(config)
+    endpoints = await _endpoints(request, config)
     if config.oidc is not None and endpoints is not None:
         body["oidc"] = {
             "issuer": config.oidc.issuer,

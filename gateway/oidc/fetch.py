@@ -54,10 +54,16 @@ def http_fetch(url: str, timeout_s: float) -> bytes:
 
 
 def jwks_uri_from_discovery(body: bytes, issuer: str, source: str) -> str:
-    """The ``jwks_uri`` of an OpenID provider configuration document for ``issuer``.
+    """The ``jwks_uri`` of an OpenID provider configuration document for ``issuer``."""
+    return endpoint_from_discovery(body, issuer, source, "jwks_uri")
+
+
+def endpoint_from_discovery(body: bytes, issuer: str, source: str, name: str) -> str:
+    """The URL named ``name`` (``jwks_uri``, ``token_endpoint``, ...) in an OpenID provider
+    configuration document for ``issuer``.
 
     The document's ``issuer`` must equal ``issuer`` exactly (OpenID Connect Discovery 1.0,
-    section 4.3), and the URI must pass the same rules as a configured one.
+    section 4.3), and the URL must pass the same rules as a configured one.
     """
     try:
         doc = json.loads(body.decode("utf-8"))
@@ -70,10 +76,10 @@ def jwks_uri_from_discovery(body: bytes, issuer: str, source: str) -> str:
             f"{source}: the discovery document names issuer {str(doc.get('issuer'))[:200]!r}, "
             f"not the configured {issuer!r}; fix oidc.issuers[].issuer or the IdP"
         )
-    uri = doc.get("jwks_uri")
+    uri = doc.get(name)
     if not isinstance(uri, str):
-        raise IdpError(f"{source}: the discovery document has no jwks_uri")
+        raise IdpError(f"{source}: the discovery document has no {name}")
     try:
-        return check_url(uri, "jwks_uri")
+        return check_url(uri, name)
     except ValueError as exc:
         raise IdpError(f"{source}: {exc}") from exc

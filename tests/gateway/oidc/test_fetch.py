@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.oidc.errors import IdpError
-from gateway.oidc.fetch import MAX_BODY_BYTES, http_fetch
+from gateway.oidc.fetch import MAX_BODY_BYTES, endpoint_from_discovery, http_fetch
 
 
 def app() -> Starlette:
@@ -81,3 +82,31 @@ def test_unreachable_is_an_error(dead_url: str) -> None:
     with pytest.raises(IdpError, match="ConnectError") as info:
         http_fetch(dead_url + "/jwks", 0.5)
     assert dead_url in str(info.value)
+
+
+ISSUER = "https://idp.example"
+
+
+def doc(**members: object) -> bytes:
+    return json.dumps({"issuer": ISSUER, **members}).encode()
+
+
+def test_an_endpoint_is_read_from_a_discovery_document() -> None:
+    body = doc(token_endpoint="https://idp.example/token", authorization_endpoint="https://idp.example/auth")
+    assert endpoint_from_discovery(body, ISSUER, "src", "token_endpoint") == "https://idp.example/token"
+    assert endpoint_from_discovery(body, ISSUER, "src", "authorization_endpoint") == "https://idp.example/auth"
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"not json", "not JSON"),
+        (doc(), "has no token_endpoint"),
+        (doc(token_endpoint="http://idp.example/token"), "https://"),  # plain http off loopback
+        (doc(token_endpoint="https://u:p@idp.example/token"), "user name or password"),
+        (b'{"issuer": "https://other.example", "token_endpoint": "https://x/t"}', "names issuer"),
+    ],
+)
+def test_a_bad_discovery_document_is_refused(body: bytes, why: str) -> None:
+    with pytest.raises(IdpError, match=why):
+        endpoint_from_discovery(body, ISSUER, "src", "token_endpoint")
