@@ -94,14 +94,14 @@ def uvicorn_config(fmt: LogFormat) -> dict[str, Any]:
 
 
 def access(fields: dict[str, Any]) -> None:
-    """One request's outcome (``llmos.access``, INFO)."""
-    if ACCESS.isEnabledFor(logging.INFO):
-        ACCESS.info(
-            "%s %s %s %s %dms",
-            fields.get("route"),
-            fields.get("status"),
-            fields.get("decision"),
-            fields.get("request_id"),
-            fields.get("latency_ms", 0),
-            extra=fields,
-        )
+    """One request's outcome (``llmos.access``, INFO; callers check ``ACCESS.isEnabledFor``
+    first, so nothing is built for a level above it)."""
+    ACCESS.info(
+        "%s %s %s %s %dms",
+        fields.get("route"),
+        fields.get("status"),
+        fields.get("decision"),
+        fields.get("request_id"),
+        fields.get("latency_ms", 0),
+        extra=fields,
+    )

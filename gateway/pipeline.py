@@ -47,6 +47,7 @@ from gateway.errors import (
 from gateway.identity import Authenticator, AuthFailure, Caller
 from gateway.keys import KEY_PREFIX, ApiKeyStore
 from gateway.limits import Limits, LimitsConfig, LimitStore, MemoryLimitStore, Subject, subjects_for
+from gateway.logs import ACCESS
 from gateway.logs import access as access_log
 from gateway.metrics import Metrics, Stopwatch
 from gateway.mtls import peer_certificate
@@ -570,20 +571,21 @@ class Pipeline:
         m = self.metrics
         elapsed = time.monotonic() - ctx.started
         m.request(ctx.endpoint, ctx.model, status, ctx.decision, elapsed)
-        access_log(
-            {
-                "request_id": ctx.request_id,
-                "principal_id": ctx.principal.id,
-                "tenant": ctx.principal.tenant,
-                "route": ctx.endpoint,
-                "model": m.model_label(ctx.model),  # a configured name: clients choose the string
-                "status": status,
-                "decision": ctx.decision,
-                "reasons": list(ctx.reasons),
-                "latency_ms": int(elapsed * 1000),
-                "trace_id": trace_id(ctx.span),
-            }
-        )
+        if ACCESS.isEnabledFor(logging.INFO):  # (no fields built for a log level above it)
+            access_log(
+                {
+                    "request_id": ctx.request_id,
+                    "principal_id": ctx.principal.id,
+                    "tenant": ctx.principal.tenant,
+                    "route": ctx.endpoint,
+                    "model": m.model_label(ctx.model),  # a configured name: clients choose the string
+                    "status": status,
+                    "decision": ctx.decision,
+                    "reasons": list(ctx.reasons),
+                    "latency_ms": int(elapsed * 1000),
+                    "trace_id": trace_id(ctx.span),
+                }
+            )
         m.findings("input", (f.type for found in ctx.input_findings for f in found))
         m.findings("output", (f.type for f in ctx.output_findings))
         m.findings("output", (f.type for found in ctx.output_call_findings for f in found))

@@ -28,13 +28,7 @@ def create_secret(path: Path, nbytes: int = 32) -> bytes:
 
 def read_secret(path: Path) -> bytes:
     """Read a secret written by ``create_secret``; refuse files that group or others may read."""
-    try:
-        info = path.stat()
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read secret file ({exc.__class__.__name__})") from exc
-    if too_open(info):
-        raise ConfigError(f"{path}: secret file is accessible by group or others; fix with: chmod 600 {path}")
+    text = _read_private(path, "secret file", "ascii")
     try:
         value = bytes.fromhex(text)
     except ValueError as exc:
@@ -47,13 +41,19 @@ def read_secret(path: Path) -> bytes:
 def read_secret_text(path: Path, what: str) -> str:
     """A one-line secret (a connection string that may hold a password), refused if others may
     read it; the value never appears in an error."""
+    text = _read_private(path, what, "utf-8")
+    if not text or "\n" in text:
+        raise ConfigError(f"{path}: {what} must be one non-empty line")
+    return text
+
+
+def _read_private(path: Path, what: str, encoding: str) -> str:
+    """The file's text, stripped; ConfigError if it cannot be read or group or others may."""
     try:
         info = path.stat()
-        text = path.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding=encoding).strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read {what} ({exc.__class__.__name__})") from exc
     if too_open(info):
         raise ConfigError(f"{path}: {what} is accessible by group or others; fix with: chmod 600 {path}")
-    if not text or "\n" in text:
-        raise ConfigError(f"{path}: {what} must be one non-empty line")
     return text

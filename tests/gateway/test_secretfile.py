@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.secretfile import create_secret, read_secret
+from gateway.secretfile import create_secret, read_secret, read_secret_text
 
 
 def _mode(path: Path) -> int:
@@ -131,3 +131,17 @@ def test_error_never_contains_the_secret(tmp_path: Path) -> None:
         read_secret(path)
 
     assert value.hex() not in str(info.value)
+
+
+def test_a_text_secret_is_one_private_line_never_shown(tmp_path: Path) -> None:
+    dsn = "host=db user=llmos password=hunter2-not-shown"
+    path = _write(tmp_path / "dsn", dsn + "\n")
+    assert read_secret_text(path, "audit.postgres_dsn_file") == dsn
+    for text, why in (("", "must be one non-empty line"), (dsn + "\nsecond line", "must be one non-empty line")):
+        with pytest.raises(ConfigError, match=why) as caught:
+            read_secret_text(_write(tmp_path / "bad", text), "audit.postgres_dsn_file")
+        assert "hunter2" not in str(caught.value)
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"audit.postgres_dsn_file is accessible by group or others") as caught:
+        read_secret_text(path, "audit.postgres_dsn_file")
+    assert "hunter2" not in str(caught.value)
