@@ -6,7 +6,9 @@ quick start; the admin key is read from its stdout.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -192,6 +194,19 @@ def terminate(proc: subprocess.Popen[Any]) -> None:
 
 
 # -- explanation records (docs/explanations.md) ----------------------------------------------
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+
+def explaining_policies(root: Path, level: str = "summary") -> Path:
+    """A copy of the default policies under ``root`` whose data asks for explanations at
+    ``level`` (the configuration line ``policy: {dir: policies, ...}`` points at it)."""
+    policies = root / "policies"
+    shutil.copytree(POLICIES, policies, ignore=shutil.ignore_patterns("__*"))
+    data = json.loads((policies / "data.json").read_text())
+    data["llmos"]["config"]["explain"] = level
+    (policies / "data.json").write_text(json.dumps(data))
+    return policies
 
 
 def fetch(gw: Gateway, request_id: str, key: str | None = None, **params: str) -> httpx.Response:

@@ -5,7 +5,6 @@ are saved as test artifacts (``$LLMOS_TEST_ARTIFACTS``, default ``test-artifacts
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e import audit_reader
-from tests.e2e.conftest import Gateway, free_port, serve_config, wait_record
+from tests.e2e.conftest import Gateway, explaining_policies, free_port, serve_config, wait_record
 from tests.gateway.oidc.idp import LocalIdp
 
 pytestmark = [
@@ -26,7 +25,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed"),
 ]
 
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 ARTIFACTS = Path(
     os.environ.get("LLMOS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
 )
@@ -54,11 +52,7 @@ def explained(tmp_path_factory: pytest.TempPathFactory, idp: LocalIdp) -> Iterat
     """A gateway whose policy asks for explanations, one attributed request, an auditor key;
     its console signs in at a local OpenID provider too."""
     root = tmp_path_factory.mktemp("console")
-    policies = root / "policies"
-    shutil.copytree(POLICIES, policies, ignore=shutil.ignore_patterns("__*"))
-    data = json.loads((policies / "data.json").read_text())
-    data["llmos"]["config"]["explain"] = "summary"
-    (policies / "data.json").write_text(json.dumps(data))
+    explaining_policies(root)
     port = free_port()
     config = root / "llmos.yaml"
     config.write_text(

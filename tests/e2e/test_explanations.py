@@ -6,7 +6,6 @@ caller and auditors can read them; the heatmap page renders offline."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -18,21 +17,15 @@ import pytest
 
 from explain.record import ExplanationRecord
 from tests.e2e import audit_reader
-from tests.e2e.conftest import Gateway, fetch, free_port, serve_config, wait_record
+from tests.e2e.conftest import Gateway, explaining_policies, fetch, free_port, serve_config, wait_record
 
 pytestmark = pytest.mark.e2e
-
-POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
 @pytest.fixture(scope="module")
 def explaining(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Path]]:
     root = tmp_path_factory.mktemp("explain")
-    policies = root / "policies"
-    shutil.copytree(POLICIES, policies, ignore=shutil.ignore_patterns("__*"))
-    data = json.loads((policies / "data.json").read_text())
-    data["llmos"]["config"]["explain"] = "summary"
-    (policies / "data.json").write_text(json.dumps(data))
+    explaining_policies(root)
     port = free_port()
     config = root / "llmos.yaml"
     config.write_text(

@@ -5,7 +5,8 @@ a gated in-process model behind it, to hold requests in flight while hosts fail.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,22 @@ def remote(pki: Pki, ports: list[int], *, cert: Issued | None = None, **settings
     )
 
 
+@contextlib.asynccontextmanager
+async def serving(pki: Pki, hosts: list[WorkerHost], **settings: Any) -> AsyncIterator[RemoteModel]:
+    """``hosts`` started and a RemoteModel over them; all stopped afterwards (a host a test
+    stopped already is stopped again: that is a no-op)."""
+    for host in hosts:
+        await host.start()
+    model = remote(pki, [host.port for host in hosts], **settings)
+    await model.start()
+    try:
+        yield model
+    finally:
+        await model.stop()
+        for host in hosts:
+            await host.stop()
+
+
 async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not condition():
@@ -125,16 +142,12 @@ def test_a_real_sandboxed_echo_worker_answers_over_mutual_tls(pki: Pki, tmp_path
         await worker.start()
         await worker.wait_ready(60)
         host = host_for(pki, {"m": worker})
-        await host.start()
-        model = remote(pki, [host.port])
-        await model.start()
         try:
-            await until(lambda: model.state == "ready")
-            assert await answer(model, "hello over TLS") == "hello over TLS"
-            assert model.outstanding == 0
+            async with serving(pki, [host]) as model:
+                await until(lambda: model.state == "ready")
+                assert await answer(model, "hello over TLS") == "hello over TLS"
+                assert model.outstanding == 0
         finally:
-            await model.stop()
-            await host.stop()
             await worker.stop()
 
     run(scenario)
@@ -169,10 +182,7 @@ def test_a_wrong_certificate_is_refused(pki: Pki, case: str) -> None:
         else:
             name = "someone-else"
         host = host_for(pki, {"m": GatedModel()}, cert=host_cert)
-        await host.start()
-        model = remote(pki, [host.port], cert=gateway_cert, server_name=name)
-        await model.start()
-        try:
+        async with serving(pki, [host], cert=gateway_cert, server_name=name) as model:
             await asyncio.sleep(0.6)
             assert model.state == "unavailable"
             [status] = model.status()
@@ -180,9 +190,6 @@ def test_a_wrong_certificate_is_refused(pki: Pki, case: str) -> None:
             with pytest.raises(WorkerUnavailable) as refused:
                 await answer(model, "x")
             assert refused.value.code == "no_worker_host"
-        finally:
-            await model.stop()
-            await host.stop()
 
     run(scenario)
 
@@ -191,11 +198,7 @@ def test_requests_go_to_the_host_with_the_fewest_in_flight(pki: Pki) -> None:
     async def scenario() -> None:
         a_model, b_model = GatedModel(), GatedModel()
         a, b = host_for(pki, {"m": a_model}), host_for(pki, {"m": b_model})
-        await a.start()
-        await b.start()
-        model = remote(pki, [a.port, b.port])
-        await model.start()
-        try:
+        async with serving(pki, [a, b]) as model:
             await until(lambda: [s["state"] for s in model.status()] == ["ready", "ready"])
             a_model.gate.clear()
             b_model.gate.clear()
@@ -208,10 +211,6 @@ def test_requests_go_to_the_host_with_the_fewest_in_flight(pki: Pki) -> None:
             assert (a_model.served, b_model.served) == (2, 4)  # the new ones went to b, the less busy
             a_model.gate.set()
             assert sorted(await asyncio.gather(*held)) == ["q0", "q1", "q2", "q3"]
-        finally:
-            await model.stop()
-            await a.stop()
-            await b.stop()
 
     run(scenario)
 
@@ -220,12 +219,8 @@ def test_a_lost_host_fails_only_its_requests_is_ejected_and_re_admitted(pki: Pki
     async def scenario() -> None:
         a_model, b_model = GatedModel(), GatedModel()
         a, b = host_for(pki, {"m": a_model}), host_for(pki, {"m": b_model})
-        await a.start()
-        await b.start()
-        a_port = a.port
-        model = remote(pki, [a.port, b.port])
-        await model.start()
-        try:
+        async with serving(pki, [a, b]) as model:
+            a_port = a.port
             await until(
                 lambda: (
                     model.state == "ready" and len([s for s in model.status() if s["state"] == "ready"]) == 2
@@ -260,9 +255,6 @@ def test_a_lost_host_fails_only_its_requests_is_ejected_and_re_admitted(pki: Pki
                 await asyncio.gather(*back)
             finally:
                 await a2.stop()
-        finally:
-            await model.stop()
-            await b.stop()
 
     run(scenario)
 
@@ -271,10 +263,7 @@ def test_a_host_that_stops_answering_pings_is_ejected(pki: Pki, monkeypatch: pyt
     async def scenario() -> None:
         gated = GatedModel()
         host = host_for(pki, {"m": gated})
-        await host.start()
-        model = remote(pki, [host.port])
-        await model.start()
-        try:
+        async with serving(pki, [host]) as model:
             await until(lambda: model.state == "ready")
             gated.gate.clear()
             held = asyncio.create_task(answer(model, "q"))
@@ -292,9 +281,6 @@ def test_a_host_that_stops_answering_pings_is_ejected(pki: Pki, monkeypatch: pyt
                 await held
             assert lost.value.code == "worker_host_lost"
             assert model.state == "unavailable"
-        finally:
-            await model.stop()
-            await host.stop()
 
     run(scenario)
 
@@ -303,10 +289,7 @@ def test_closing_the_stream_early_cancels_on_the_host(pki: Pki) -> None:
     async def scenario() -> None:
         gated = GatedModel()
         host = host_for(pki, {"m": gated})
-        await host.start()
-        model = remote(pki, [host.port])
-        await model.start()
-        try:
+        async with serving(pki, [host]) as model:
             await until(lambda: model.state == "ready")
             gated.gate.clear()
             events = model.generate(request("first"))
@@ -315,9 +298,6 @@ def test_closing_the_stream_early_cancels_on_the_host(pki: Pki) -> None:
             await events.aclose()
             await until(lambda: gated.cancelled == 1 and gated.running == 0)
             assert model.outstanding == 0
-        finally:
-            await model.stop()
-            await host.stop()
 
     run(scenario)
 
@@ -326,19 +306,11 @@ def test_a_host_without_the_model_or_with_it_unhealthy_is_not_used(pki: Pki) -> 
     async def scenario() -> None:
         other = host_for(pki, {"another": GatedModel()})
         sick = host_for(pki, {"m": GatedModel(state="unhealthy")})
-        await other.start()
-        await sick.start()
-        model = remote(pki, [other.port, sick.port])
-        await model.start()
-        try:
+        async with serving(pki, [other, sick]) as model:
             await asyncio.sleep(0.5)
             assert model.state == "unavailable"
             errors = [s["last_error"] for s in model.status()]
             assert "does not serve model 'm'" in errors[0] and "unhealthy" in errors[1]
-        finally:
-            await model.stop()
-            await other.stop()
-            await sick.stop()
 
     run(scenario)
 
@@ -388,11 +360,7 @@ def test_a_draining_host_finishes_its_requests_and_gets_no_new_ones(pki: Pki) ->
     async def scenario() -> None:
         a_model, b_model = GatedModel(), GatedModel()
         a, b = host_for(pki, {"m": a_model}), host_for(pki, {"m": b_model})
-        await a.start()
-        await b.start()
-        model = remote(pki, [a.port, b.port])
-        await model.start()
-        try:
+        async with serving(pki, [a, b]) as model:
             await until(lambda: [s["state"] for s in model.status()] == ["ready", "ready"])
             a_model.gate.clear()
             held = [asyncio.create_task(answer(model, f"q{n}")) for n in range(2)]
@@ -404,9 +372,6 @@ def test_a_draining_host_finishes_its_requests_and_gets_no_new_ones(pki: Pki) ->
             a_model.gate.set()  # its request in flight finishes normally
             assert sorted(await asyncio.gather(*held)) == ["q0", "q1"]
             await stopping
-        finally:
-            await model.stop()
-            await b.stop()
 
     run(scenario)
 
@@ -423,17 +388,11 @@ def test_host_failures_end_the_request_with_the_right_error(pki: Pki) -> None:
 
     async def scenario() -> None:
         host = host_for(pki, {"m": FailingModel(), "other": GatedModel()})
-        await host.start()
-        model = remote(pki, [host.port])
-        await model.start()
-        try:
+        async with serving(pki, [host]) as model:
             await until(lambda: model.state == "ready")
             with pytest.raises(WorkerRequestError) as failed:  # not a hang
                 await answer(model, "x")
             assert failed.value.code == "generation_failed" and translate(failed.value).status == 500
-        finally:
-            await model.stop()
-            await host.stop()
 
     run(scenario)
 
@@ -453,26 +412,23 @@ def test_explanations_come_back_through_the_hosts_model_pool(pki: Pki, tmp_path:
         pool = build_pool(config, models, build_local_workers(config, models, None))
         await pool.start()
         host = host_for(pki, pool.models)
-        await host.start()
-        model = remote(pki, [host.port])
-        await model.start()
         try:
-            await until(lambda: model.state == "ready")
-            asked = GenerateRequest(
-                id="explained",
-                params=GenerationParams(max_tokens=8),
-                messages=(ChatMessage(role="user", content="why"),),
-                explain={},
-            )
-            events = [e async for e in model.generate(asked)]
-            assert isinstance(events[-1], DoneEvent)
-            owed = model.explanation("explained")
-            assert owed is not None
-            frame = await asyncio.wait_for(owed, 10)
-            assert (frame["status"], frame["reason"]) == ("not_applicable", "echo_model")  # the worker's own
+            async with serving(pki, [host]) as model:
+                await until(lambda: model.state == "ready")
+                asked = GenerateRequest(
+                    id="explained",
+                    params=GenerationParams(max_tokens=8),
+                    messages=(ChatMessage(role="user", content="why"),),
+                    explain={},
+                )
+                events = [e async for e in model.generate(asked)]
+                assert isinstance(events[-1], DoneEvent)
+                owed = model.explanation("explained")
+                assert owed is not None
+                frame = await asyncio.wait_for(owed, 10)
+                # the worker's own answer, not one the gateway made up
+                assert (frame["status"], frame["reason"]) == ("not_applicable", "echo_model")
         finally:
-            await model.stop()
-            await host.stop()
             await pool.stop()
 
     run(scenario)
