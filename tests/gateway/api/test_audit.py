@@ -208,6 +208,15 @@ BAD_QUERIES = [
     ("/v1/audit/checkpoint", "from=1", "unknown_parameter", "from"),
     ("/v1/audit/entries/req_x", "phase=start", "invalid_value", "phase"),
     ("/v1/audit/entries/req_x", "phase=complete&phase=stream_end", "invalid_value", "phase"),
+    ("/v1/audit/search", "since=yesterday", "invalid_value", "since"),
+    ("/v1/audit/search", "until=2026-13-01", "invalid_value", "until"),
+    ("/v1/audit/search", "since=0001-01-01T00:00:00%2B01:00", "invalid_value", "since"),  # overflows UTC
+    ("/v1/audit/search", "decision=maybe", "invalid_value", "decision"),
+    ("/v1/audit/search", "limit=0", "invalid_value", "limit"),
+    ("/v1/audit/search", "limit=201", "invalid_value", "limit"),
+    ("/v1/audit/search", "before=-1", "invalid_value", "before"),
+    ("/v1/audit/search", "tenant=a&tenant=b", "invalid_value", "tenant"),
+    ("/v1/audit/search", "text=ssn", "unknown_parameter", "text"),
 ]
 
 
@@ -226,6 +235,22 @@ def test_bad_parameters_are_refused_naming_the_parameter(
     assert recorded is not None and recorded["status"] == 400
 
 
+def test_search_finds_outcomes_newest_first_with_their_filters(setup: Setup) -> None:
+    auditor, user = setup.key("auditor"), setup.key("user")
+    refused = setup.http.get("/v1/audit/checkpoint", headers=user)  # a denied request of a user
+    allowed = setup.http.get("/v1/audit/checkpoint", headers=auditor)
+    r = setup.http.get("/v1/audit/search?decision=deny&since=2000-01-01", headers=auditor)
+    assert r.status_code == 200, r.text
+    found = r.json()
+    assert [e["request_id"] for e in found["entries"]] == [refused.headers["x-request-id"]]
+    assert found["entries"][0]["status"] == 403 and found["next_before"] is None
+    every = setup.http.get("/v1/audit/search?limit=1", headers=auditor).json()
+    assert [e["request_id"] for e in every["entries"]] == [r.headers["x-request-id"]]  # newest first
+    assert every["next_before"] is not None
+    older = setup.http.get(f"/v1/audit/search?limit=1&before={every['next_before']}", headers=auditor).json()
+    assert [e["request_id"] for e in older["entries"]] == [allowed.headers["x-request-id"]]
+
+
 def test_unknown_entries_are_404(setup: Setup) -> None:
     auditor = setup.key("auditor")
     r = setup.http.get("/v1/audit/entries/req_00000000000000000000000000000000", headers=auditor)
@@ -237,7 +262,9 @@ def test_unknown_entries_are_404(setup: Setup) -> None:
     assert r3.status_code == 200 and r3.json()["phase"] == "complete"
 
 
-@pytest.mark.parametrize("path", ["/v1/audit/checkpoint", "/v1/audit/entries/x", "/v1/audit/consistency"])
+@pytest.mark.parametrize(
+    "path", ["/v1/audit/checkpoint", "/v1/audit/entries/x", "/v1/audit/consistency", "/v1/audit/search"]
+)
 def test_users_and_unauthenticated_callers_are_refused(setup: Setup, path: str) -> None:
     r = setup.http.get(path, headers=setup.key("user"))
     assert r.status_code == 403 and r.json()["error"]["code"] == "role_not_permitted"
