@@ -191,9 +191,7 @@ class Pipeline:
     def __post_init__(self) -> None:
         if self.authenticator is None:
             self.authenticator = Authenticator(self.keys)
-        hook = getattr(self.limit_store, "on_fail_open", None)
-        if callable(hook):  # a shared store that may admit without limits when it fails
-            hook(self.metrics.fail_open.labels("limits").inc)
+        self.limit_store.on_fail_open(self.metrics.fail_open.labels("limits").inc)
 
     # -- stages -------------------------------------------------------------------------------
     async def begin(self, request: Request, endpoint: str) -> RequestContext:

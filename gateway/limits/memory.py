@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.limits import bucket
 from gateway.limits.checks import charge_amount, checks_for, choose
@@ -82,6 +82,9 @@ class MemoryLimitStore:
     @property
     def failures(self) -> StoreFailures:
         return StoreFailures()
+
+    def on_fail_open(self, hook: Callable[[], None]) -> None:
+        """Never called: this store cannot fail."""
 
     def close(self) -> None:
         with self._lock:

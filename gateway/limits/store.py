@@ -19,7 +19,7 @@ replica: the daily budget follows the UTC calendar day of ``now``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from gateway.limits.values import StoreFailures, Subject
@@ -37,6 +37,11 @@ class LimitStore(Protocol):
     @property
     def failures(self) -> StoreFailures:
         """Store errors since start."""
+        ...
+
+    def on_fail_open(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` for each request admitted without limits because the store failed
+        (``allow_unlimited``; the fail-open metric)."""
         ...
 
     def close(self) -> None:
