@@ -15,12 +15,21 @@ ECMAScript's rules for the decimal point and exponent). Everything else is the s
 - ``true``, ``false``, ``null``, strings (lone surrogates refused), arrays (lists or tuples).
 
 Anything else raises :class:`~explain.errors.ExplanationError`.
+
+Speed: most documents (every record of a remote model, every PII finding's score) are text,
+small integers and ordinary fractions, for which this is exactly what the C ``json`` encoder
+writes with sorted keys: a fraction between 1e-4 and 1e16 is written the same way by Python's
+``repr`` and by ECMAScript, and an integral float below 2**53 is written as that integer. So
+``canonical_json`` first tries that (about 7x faster) and falls back to the encoder above for
+anything else: other floats, keys beyond U+D7FF (where code point and UTF-16 order can differ),
+large integers, subclasses and other types. The tests check that both give the same bytes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from typing import cast
 
 from explain.errors import ExplanationError
 
@@ -115,9 +124,62 @@ def _encode(value: object, path: str, out: list[str]) -> None:
         raise ExplanationError(f"canonical JSON: value at {path} has unsupported type {type(value).__name__}")
 
 
+class _NotPlain(Exception):
+    """The value needs the general encoder (see the module docstring)."""
+
+
+_PLAIN_ENCODE = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":"), check_circular=False
+).encode
+
+
+def _plain(value: object) -> object:
+    """``value`` with integral floats below 2**53 as ints, ready for the C encoder; raise
+    _NotPlain where that encoder would not write RFC 8785 (exact types only, no subclasses)."""
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int:
+        if -MAX_SAFE_INTEGER <= cast(int, value) <= MAX_SAFE_INTEGER:
+            return value
+        raise _NotPlain
+    if kind is float:
+        number = cast(float, value)
+        size = abs(number)
+        if size == 0:
+            return 0  # -0 too
+        if 1e-4 <= size <= MAX_SAFE_INTEGER:  # NaN and the infinities fail this
+            return int(number) if number.is_integer() else number
+        raise _NotPlain
+    if kind is list or kind is tuple:
+        return [_plain(item) for item in cast(list[object], value)]
+    if kind is dict:
+        members = cast(dict[object, object], value)
+        for key in members:
+            if type(key) is not str or not (key.isascii() or max(key) < "\ud800"):
+                raise _NotPlain
+        return {key: _plain(item) for key, item in members.items()}
+    raise _NotPlain
+
+
 def canonical_json(value: object) -> bytes:
     """Encode ``value`` as RFC 8785 canonical JSON (UTF-8 bytes); raise ExplanationError if it
     is not JSON (non-finite numbers, non-string keys, unsafe integers, other types)."""
+    try:
+        text = _PLAIN_ENCODE(_plain(value))
+    except (_NotPlain, RecursionError):
+        pass
+    else:
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ExplanationError(
+                "canonical JSON: text contains a lone surrogate (not well-formed Unicode)"
+            ) from exc
+    return _general(value)
+
+
+def _general(value: object) -> bytes:
     out: list[str] = []
     _encode(value, "$", out)
     try:

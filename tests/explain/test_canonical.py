@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from explain.canonical import MAX_SAFE_INTEGER, canonical_json, format_number
+from explain.canonical import MAX_SAFE_INTEGER, _general, canonical_json, format_number
 from explain.errors import ExplanationError
 from gateway.audit.canonical import canonical_json as audit_canonical_json
 
@@ -55,6 +55,39 @@ json_values = st.recursive(
 )
 def test_numbers_as_ecmascript_writes_them(value: float, expected: str) -> None:
     assert format_number(value) == expected
+    # The same inside documents, whichever path (the C encoder's or the general one) writes them.
+    assert canonical_json([value, {"k": value}]) == f'[{expected},{{"k":{expected}}}]'.encode()
+
+
+# Ordinary fractions and integral floats (what the C encoder's path takes) besides any float,
+# keys with characters on both sides of the surrogate range, and unsafe integers.
+mixed_scalars = (
+    json_scalars
+    | st.floats(min_value=1e-4, max_value=1e6)
+    | st.integers(-(2**53), 2**53).map(float)
+    | st.integers(min_value=MAX_SAFE_INTEGER + 1, max_value=2**64)
+    | st.sampled_from(["\ud7ff", "\ue000", "\uff61", "\U0001f600", "a\x00\x1f\"\\\u2028"])
+)
+mixed_values = st.recursive(
+    mixed_scalars,
+    lambda children: st.lists(children, max_size=5)
+    | st.tuples(children, children)
+    | st.dictionaries(st.text() | st.sampled_from(["\ue000", "\U0001f600", "b"]), children, max_size=5),
+    max_leaves=30,
+)
+
+
+@given(mixed_values)
+def test_fast_path_writes_what_the_general_encoder_writes(value: object) -> None:
+    try:
+        expected: bytes | type[ExplanationError] = _general(value)
+    except ExplanationError:
+        expected = ExplanationError
+    if expected is ExplanationError:
+        with pytest.raises(ExplanationError):
+            canonical_json(value)
+    else:
+        assert canonical_json(value) == expected
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False))
