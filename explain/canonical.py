@@ -18,11 +18,13 @@ Anything else raises :class:`~explain.errors.ExplanationError`.
 
 Speed: most documents (every record of a remote model, every PII finding's score) are text,
 small integers and ordinary fractions, for which this is exactly what the C ``json`` encoder
-writes with sorted keys: a fraction between 1e-4 and 1e16 is written the same way by Python's
+writes with sorted keys: a fraction between 1e-4 and 2**53 is written the same way by Python's
 ``repr`` and by ECMAScript, and an integral float below 2**53 is written as that integer. So
-``canonical_json`` first tries that (about 7x faster) and falls back to the encoder above for
-anything else: other floats, keys beyond U+D7FF (where code point and UTF-16 order can differ),
-large integers, subclasses and other types. The tests check that both give the same bytes.
+``canonical_json`` first tries that (about 4x faster: 130 -> 32 us for a remote model's record)
+and falls back to the encoder above for anything else: other floats, keys beyond U+D7FF (where
+code point and UTF-16 order can differ), large integers, subclasses and other types. A
+document with one such value (an attribution score below 1e-4, say) pays for the attempt on top
+of the general encoder. The tests check that both give the same bytes.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from explain.canonical import MAX_SAFE_INTEGER, _general, canonical_json, format_number
+from explain.canonical import MAX_SAFE_INTEGER, _general, _NotPlain, _plain, canonical_json, format_number
 from explain.errors import ExplanationError
 from gateway.audit.canonical import canonical_json as audit_canonical_json
 
@@ -66,7 +66,7 @@ mixed_scalars = (
     | st.floats(min_value=1e-4, max_value=1e6)
     | st.integers(-(2**53), 2**53).map(float)
     | st.integers(min_value=MAX_SAFE_INTEGER + 1, max_value=2**64)
-    | st.sampled_from(["\ud7ff", "\ue000", "\uff61", "\U0001f600", "a\x00\x1f\"\\\u2028"])
+    | st.sampled_from(["\ud7ff", "\ue000", "\uff61", "\U0001f600", "a\x00\x1f\"\\\u2028", "\ud800", "a\udfff"])
 )
 mixed_values = st.recursive(
     mixed_scalars,
@@ -75,6 +75,26 @@ mixed_values = st.recursive(
     | st.dictionaries(st.text() | st.sampled_from(["\ue000", "\U0001f600", "b"]), children, max_size=5),
     max_leaves=30,
 )
+
+
+def test_a_remote_models_record_takes_the_fast_path() -> None:
+    record = {
+        "v": 1,
+        "request_id": "req_1",
+        "decision": {"status": 200, "reasons": [], "rules": [{"rule": "a", "detail": "b"}]},
+        "pii_findings": [{"entity": "PERSON", "score": 0.85, "start": 4, "end": 9}, {"score": 1.0}],
+        "timing": (0.0, -0.0, 12.5),
+        "note": "caf\u00e9 \u2028 \x01",
+        "model_attribution": {"status": "skipped", "attribution": None, "final": False},
+    }
+    assert _plain(record) == {**record, "timing": [0, 0, 12.5]}  # taken (no _NotPlain), floats as ints
+    assert canonical_json(record) == _general(record)
+
+
+@pytest.mark.parametrize("value", [1e-5, 1e16, 2**53, {"\ud800x": 1}, {"\U0001f600": 1}, 1.5j])
+def test_values_the_c_encoder_would_write_differently_take_the_general_path(value: object) -> None:
+    with pytest.raises(_NotPlain):
+        _plain([value])
 
 
 @given(mixed_values)
