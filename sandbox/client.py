@@ -46,6 +46,7 @@ from sandbox.protocol import (
     read_frame,
     request_to_frame,
 )
+from sandbox.tasks import cancel_and_wait
 
 __all__ = ["ModelWorker", "WorkerSpec", "WorkerState", "next_backoff"]
 
@@ -400,9 +401,7 @@ class ModelWorker:
         except (ProtocolError, OSError) as exc:
             log.error("model worker %r: bad channel, restarting it: %s", name, exc)
         finally:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            await cancel_and_wait(watchdog)  # a cancel of this task arriving meanwhile is not swallowed
         return ready_since
 
     async def _watch(self, process: WorkerProcess) -> None:

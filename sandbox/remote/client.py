@@ -42,6 +42,7 @@ from sandbox.protocol import (
 )
 from sandbox.remote.tls import SERVER_AUTH, peer_has_usage
 from sandbox.remote.wire import error_from_frame
+from sandbox.tasks import cancel_and_wait
 
 log = logging.getLogger("llmos.sandbox.remote")
 
@@ -91,6 +92,10 @@ class _Endpoint:
         self._pongs: dict[int, asyncio.Future[Frame]] = {}
         self._ping_ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
+        # Set by stop() before it cancels the supervisor; the loops check it too, because on
+        # Python 3.11 asyncio.wait_for can swallow a cancellation that comes as its awaitable
+        # finishes, and the supervisor would then go on (and stop() wait) forever.
+        self._stopped = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
@@ -100,6 +105,7 @@ class _Endpoint:
     async def stop(self, error: WorkerUnavailable | None = None) -> None:
         """Close; requests still in flight fail with ``error`` (default: the gateway stops)."""
         self.state = "stopped"
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -136,9 +142,10 @@ class _Endpoint:
 
     async def _supervise(self) -> None:
         settings = self.model.settings
-        while True:
+        while not self._stopped:
             try:
                 await self._connected_session()
+                return  # it returns only once stop() has begun; stop() does the rest
             except asyncio.CancelledError:
                 self._close()
                 raise
@@ -149,6 +156,8 @@ class _Endpoint:
                     "remote model %r: worker host %s: unexpected failure", self.model.name, self.name
                 )
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            if self._stopped:  # a cancellation lost on the way (see __init__): stop() goes on
+                return
             was_ready = self.state in ("ready", "draining")
             self.state = "ejected"
             self._close()
@@ -168,7 +177,8 @@ class _Endpoint:
                 settings.eject_backoff_initial_s * 2 ** min(self.failures - 1, 16),
             )
             await asyncio.sleep(delay)
-            self.state = "connecting"
+            if not self._stopped:
+                self.state = "connecting"
 
     async def _connected_session(self) -> None:
         settings = self.model.settings
@@ -189,16 +199,14 @@ class _Endpoint:
         try:
             await self._check_health()
             self.failures = 0
-            while True:
+            while not self._stopped:
                 await asyncio.wait({reading}, timeout=settings.health_interval_s)
                 if reading.done():
                     reading.result()  # its error, if it failed
                     raise ConnectionError("the worker host closed the connection")
                 await self._check_health()
         finally:
-            reading.cancel()
-            with contextlib.suppress(BaseException):
-                await reading
+            await cancel_and_wait(reading)  # a stop() arriving meanwhile is not swallowed
 
     async def _check_health(self) -> None:
         ping = next(self._ping_ids)

@@ -17,7 +17,7 @@ from gateway.errors import WorkerUnavailable
 from gateway.types import ChatMessage, DoneEvent, GenerateEvent, GenerateRequest, GenerationParams, TokenEvent
 from sandbox.client import ModelWorker, WorkerSpec
 from sandbox.protocol import Frame
-from sandbox.remote.client import RemoteModel, RemoteSettings
+from sandbox.remote.client import RemoteModel, RemoteSettings, _Endpoint
 from sandbox.remote.host import WorkerHost
 from sandbox.remote.tls import gateway_context, host_context
 from tests.gateway.certs import Issued, TestCa
@@ -432,3 +432,28 @@ def test_explanations_come_back_through_the_hosts_model_pool(pki: Pki, tmp_path:
             await pool.stop()
 
     run(scenario)
+
+
+def test_stop_ends_an_endpoint_whose_cancellation_was_lost(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Python 3.11 asyncio.wait_for can swallow a cancel that comes as its awaitable finishes:
+    the session then fails later instead. stop() must still end the endpoint, not reconnect."""
+    in_session = asyncio.Event()
+
+    async def session_losing_the_cancel(self: _Endpoint) -> None:
+        in_session.set()
+        with contextlib.suppress(asyncio.CancelledError):  # lost, as wait_for may lose it
+            await asyncio.sleep(60)
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(_Endpoint, "_connected_session", session_losing_the_cancel)
+
+    async def scenario() -> None:
+        model = remote(pki, [1])  # never connected: the session is the stand-in above
+        await model.start()
+        await asyncio.wait_for(in_session.wait(), 5)
+        await asyncio.wait_for(model.stop(), 5)  # without the stop flag: reconnects, hangs
+        [status] = model.status()
+        assert status["state"] == "stopped"
+
+    run(scenario)
+
