@@ -117,6 +117,12 @@ def test_an_auditor_finds_a_request_and_opens_its_attribution_heatmap(
         page.fill("#search-form input[name=model]", "demo")
         page.select_option("#search-form select[name=decision]", "allow")
         page.click("#search-form button")
+        # The table first shows the unfiltered newest entries: wait for the filtered answer
+        # (every row the model's; times out, failing the test, if the filter never applies).
+        page.wait_for_function(
+            "() => { const rows = [...document.querySelectorAll('#results tbody tr')];"
+            " return rows.length > 0 && rows.every(r => r.innerText.includes('demo')); }"
+        )
         row = page.locator(f"#results tr[data-request-id='{request_id}']")
         row.wait_for()
         assert "allow" in row.inner_text()
