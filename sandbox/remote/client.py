@@ -347,9 +347,7 @@ class RemoteModel:
     async def stop(self) -> None:
         self._stopping = True
         if self._dns_task is not None:
-            self._dns_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dns_task
+            await cancel_and_wait(self._dns_task)
         await asyncio.gather(*(e.stop() for e in [*self._endpoints.values(), *self._retiring]))
 
     def _add(self, host: str, port: int) -> None:
