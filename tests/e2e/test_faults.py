@@ -40,7 +40,10 @@ def test_client_disconnect_mid_stream_is_recorded_and_the_worker_moves_on(gatewa
         time.sleep(0.05)
     assert end is not None, "an abandoned stream's end must be recorded"
     assert (end["status"], end["decision"]) == (499, "allow")
-    ok = gateway.client().chat.completions.create(model="demo", messages=LONG["messages"], max_tokens=3)
+    # Greedy, so the demo model cannot sample its end token early and answer in fewer tokens.
+    ok = gateway.client().chat.completions.create(
+        model="demo", messages=LONG["messages"], max_tokens=3, temperature=0
+    )
     assert ok.usage is not None and ok.usage.completion_tokens == 3
 
 

@@ -37,10 +37,11 @@ def test_same_seed_same_files_other_seed_other_weights(demo_model_dir: Path, tmp
     ).read_bytes()
 
 
-def test_builds_in_well_under_a_second_once_imported(demo_model_dir: Path, tmp_path: Path) -> None:
+def test_builds_in_seconds_once_imported(demo_model_dir: Path, tmp_path: Path) -> None:
+    # A sanity bound (it takes a few tenths of a second), loose enough for a loaded CI machine.
     started = time.perf_counter()
     build_demo_model(tmp_path / "timed", seed=3)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 10.0
 
 
 @pytest.fixture(scope="module")

@@ -516,7 +516,7 @@ def test_a_cpu_placement_runs_a_real_worker(demo_model_dir: Path, tmp_path: Path
         start_timeout_s=60.0,
         gpus=placement.gpu_indices,
     )
-    request = GenerateRequest(id="r", params=GenerationParams(max_tokens=4), prompt="Hello")
+    request = GenerateRequest(id="r", params=GenerationParams(max_tokens=4, temperature=0.0), prompt="Hello")
 
     async def run() -> tuple[str, DoneEvent]:
         worker = ModelWorker(spec)
