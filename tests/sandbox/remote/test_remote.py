@@ -183,7 +183,7 @@ def test_a_wrong_certificate_is_refused(pki: Pki, case: str) -> None:
             name = "someone-else"
         host = host_for(pki, {"m": GatedModel()}, cert=host_cert)
         async with serving(pki, [host], cert=gateway_cert, server_name=name) as model:
-            await asyncio.sleep(0.6)
+            await until(lambda: all(s["last_error"] for s in model.status()))
             assert model.state == "unavailable"
             [status] = model.status()
             assert status["state"] != "ready" and status["last_error"]
@@ -307,7 +307,7 @@ def test_a_host_without_the_model_or_with_it_unhealthy_is_not_used(pki: Pki) -> 
         other = host_for(pki, {"another": GatedModel()})
         sick = host_for(pki, {"m": GatedModel(state="unhealthy")})
         async with serving(pki, [other, sick]) as model:
-            await asyncio.sleep(0.5)
+            await until(lambda: all(s["last_error"] for s in model.status()))
             assert model.state == "unavailable"
             errors = [s["last_error"] for s in model.status()]
             assert "does not serve model 'm'" in errors[0] and "unhealthy" in errors[1]
