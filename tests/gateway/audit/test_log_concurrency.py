@@ -113,7 +113,11 @@ def test_a_closed_log_refuses_async_appends(db_path: Path, keypair: KeyPair) -> 
         asyncio.run(log.append_async(make_record(1)))
 
 
-def test_a_lazy_append_rides_on_the_next_commit(db_path: Path, keypair: KeyPair) -> None:
+def test_a_lazy_append_rides_on_the_next_commit(
+    db_path: Path, keypair: KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A long hold, so a stall of a loaded machine cannot let the held entry go on its own.
+    monkeypatch.setattr("gateway.audit.log.LAZY_WAIT_S", 5.0)
     with AuditLog(db_path, keypair.private_key) as log:
 
         async def scenario() -> tuple[int, int]:
