@@ -170,22 +170,21 @@ def canonical_json(value: object) -> bytes:
     try:
         text = _PLAIN_ENCODE(_plain(value))
     except (_NotPlain, RecursionError):
-        pass
+        pass  # outside the handler, so the general encoder's errors do not chain to this
     else:
-        try:
-            return text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ExplanationError(
-                "canonical JSON: text contains a lone surrogate (not well-formed Unicode)"
-            ) from exc
+        return _utf8(text)
     return _general(value)
 
 
 def _general(value: object) -> bytes:
     out: list[str] = []
     _encode(value, "$", out)
+    return _utf8("".join(out))
+
+
+def _utf8(text: str) -> bytes:
     try:
-        return "".join(out).encode("utf-8")
+        return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ExplanationError(
             "canonical JSON: text contains a lone surrogate (not well-formed Unicode)"
