@@ -57,6 +57,7 @@ from sandbox.placement import (
 )
 from sandbox.process import WorkerSpec
 from sandbox.protocol import Frame
+from sandbox.tasks import cancel_and_wait
 
 log = logging.getLogger("llmos.sandbox.lifecycle")
 
@@ -305,17 +306,17 @@ class ModelPool:
         self._idle_task = asyncio.create_task(self._unload_idle(), name="llmos-model-pool-idle")
 
     async def stop(self) -> None:
-        if self._idle_task is not None:
-            self._idle_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._idle_task
-        for model in self.models.values():
-            for worker in model.workers:
-                try:
-                    await worker.stop()
-                except Exception:  # one worker's failure must not keep the others (or the gateway) up
-                    log.exception("model %r: stopping a worker failed", model.name)
-        self.allocations.clear()
+        try:
+            if self._idle_task is not None:
+                await cancel_and_wait(self._idle_task)  # a cancel of this stop() is not swallowed
+        finally:  # and even then the workers are stopped
+            for model in self.models.values():
+                for worker in model.workers:
+                    try:
+                        await worker.stop()
+                    except Exception:  # one worker's failure must not keep the others (or the gateway) up
+                        log.exception("model %r: stopping a worker failed", model.name)
+            self.allocations.clear()
 
     def changed(self) -> None:
         """A request finished or a model was unloaded: waiting loads look again."""

@@ -106,13 +106,13 @@ class _Endpoint:
         """Close; requests still in flight fail with ``error`` (default: the gateway stops)."""
         self.state = "stopped"
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        self._close()
-        self._fail_pending(error or WorkerUnavailable("the gateway is stopping", code="worker_stopped"))
-        self.model.host_lost(self)
+        try:
+            if self._task is not None:
+                await cancel_and_wait(self._task)  # a cancel of this stop() is not swallowed
+        finally:  # and even then the connection is closed and its requests answered
+            self._close()
+            self._fail_pending(error or WorkerUnavailable("the gateway is stopping", code="worker_stopped"))
+            self.model.host_lost(self)
 
     async def retire(self, grace_s: float) -> None:
         """Left DNS (its pod is going away): no new requests; those in flight get ``grace_s``."""

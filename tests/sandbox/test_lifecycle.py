@@ -4,6 +4,7 @@ pinned and busy models kept, admission timeout, idle unload."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,26 @@ def test_a_busy_model_is_not_evicted_until_its_request_ends(tmp_path: Path) -> N
             assert b.loaded and not a.loaded
         finally:
             await pool.stop()
+
+    asyncio.run(scenario())
+
+
+def test_stop_cancelled_while_it_waits_still_stops_the_workers_and_stays_cancelled(tmp_path: Path) -> None:
+    a = managed(tmp_path, "a", 100, pinned=True)
+    pool = ModelPool(cpu(1000), [a])
+
+    async def scenario() -> None:
+        await pool.start()
+        assert await ask(a, "hello") == "hello"
+        pid = a.worker.pid
+        stopping = asyncio.get_running_loop().create_task(pool.stop())
+        await asyncio.sleep(0)  # stop() is waiting for the idle-unload task to end
+        stopping.cancel()
+        await asyncio.wait({stopping}, timeout=30)
+        assert stopping.cancelled()  # the cancel was not swallowed
+        assert a.worker.state == "stopped" and pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # and the worker process is gone anyway
 
     asyncio.run(scenario())
 

@@ -457,3 +457,24 @@ def test_stop_ends_an_endpoint_whose_cancellation_was_lost(pki: Pki, monkeypatch
 
     run(scenario)
 
+
+def test_an_endpoint_stop_cancelled_while_it_waits_still_fails_the_requests_in_flight(pki: Pki) -> None:
+    async def scenario() -> None:
+        gated = GatedModel()
+        gated.gate.clear()
+        async with serving(pki, [host_for(pki, {"m": gated})]) as model:
+            await until(lambda: model.status()[0]["state"] == "ready")
+            stream = model.generate(request("held"))
+            assert isinstance(await anext(stream), TokenEvent)  # in flight, held at the gate
+            [endpoint] = model._endpoints.values()
+            stopping = asyncio.get_running_loop().create_task(endpoint.stop())
+            await asyncio.sleep(0)  # stop() is waiting for the supervisor to end
+            stopping.cancel()
+            await asyncio.wait({stopping}, timeout=10)
+            assert stopping.cancelled()  # the cancel was not swallowed
+            with pytest.raises(WorkerUnavailable) as info:
+                await anext(stream)
+            assert info.value.code == "worker_stopped"  # and the request was still answered
+            gated.gate.set()
+
+    run(scenario)
